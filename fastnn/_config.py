@@ -1,0 +1,144 @@
+"""Thread control and build facts: set_num_threads, get_num_threads, show_config.
+
+fastnn owns parallelism with one OpenMP pool and calls BLAS single-threaded inside its threads
+("one pool"): two thread pools alternating on 2 cores fight and run ~2x slower. The per-thread BLAS
+limit uses scipy's OpenBLAS ``openblas_set_num_threads_local``; if that symbol cannot be found
+(another BLAS), BLAS is limited to one thread through threadpoolctl instead.
+"""
+import ctypes
+import glob
+import os
+import sys
+import warnings
+
+from . import _activations, _dense, _optim, _softmax_ce, _threads
+
+_KERNEL_MODULES = [_threads, _activations, _dense, _softmax_ce, _optim]
+_num_threads = None  # None: follow omp_get_max_threads() (OMP_NUM_THREADS, threadpoolctl)
+_blas_control = "none"
+
+
+def _register_kernel_module(module):
+    """Install the BLAS hook in a kernel module loaded later (e.g. the convolution kernels)."""
+    if module not in _KERNEL_MODULES:
+        _KERNEL_MODULES.append(module)
+    if _blas_hook_addr:
+        module.install_blas_hook(_blas_hook_addr)
+
+
+def _find_scipy_openblas_hook():
+    """Address of openblas_set_num_threads_local in the OpenBLAS that scipy.linalg.cython_blas uses."""
+    import scipy.linalg.cython_blas  # noqa: F401  (makes sure the library is loaded)
+    import scipy
+
+    base = os.path.dirname(os.path.dirname(scipy.__file__))
+    candidates = glob.glob(os.path.join(base, "scipy.libs", "*openblas*"))
+    candidates += glob.glob(os.path.join(os.path.dirname(scipy.__file__), ".dylibs", "*openblas*"))
+    try:
+        from threadpoolctl import threadpool_info
+
+        candidates += [
+            info["filepath"] for info in threadpool_info()
+            if info.get("internal_api") == "openblas" and "scipy" in info.get("filepath", "")
+        ]
+    except Exception:  # pragma: no cover - threadpoolctl is a dependency, be tolerant anyway
+        pass
+    for path in candidates:
+        try:
+            lib = ctypes.CDLL(path, mode=getattr(os, "RTLD_NOLOAD", 0) | ctypes.RTLD_LOCAL)
+        except OSError:
+            continue
+        fn = getattr(lib, "openblas_set_num_threads_local", None)
+        if fn is not None:
+            return ctypes.cast(fn, ctypes.c_void_p).value, path
+    return 0, None
+
+
+_blas_hook_addr, _blas_path = _find_scipy_openblas_hook()
+if _blas_hook_addr:
+    for _m in _KERNEL_MODULES:
+        _m.install_blas_hook(_blas_hook_addr)
+    _blas_control = "openblas_set_num_threads_local (per fastnn thread)"
+else:  # pragma: no cover - depends on the BLAS scipy was built with
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=1, user_api="blas")
+        _blas_control = "threadpoolctl: BLAS limited to 1 thread process-wide"
+    except Exception:
+        _blas_control = "not controlled (BLAS may start its own threads)"
+        warnings.warn("fastnn could not limit BLAS threads; two thread pools may compete.")
+
+
+def set_num_threads(n):
+    """Set the number of OpenMP threads fastnn's kernels use.
+
+    Parameters
+    ----------
+    n : int or None
+        ``>= 1``. ``None`` returns to the default: ``omp_get_max_threads()``, which follows
+        ``OMP_NUM_THREADS`` and threadpoolctl's limits.
+
+    Raises
+    ------
+    TypeError
+        If ``n`` is not an int (bool is refused).
+    ValueError
+        If ``n < 1``.
+    """
+    global _num_threads
+    if n is None:
+        _num_threads = None
+        return
+    if isinstance(n, bool) or not isinstance(n, (int,)) and not hasattr(n, "__index__"):
+        raise TypeError(f"num_threads must be an int >= 1, got {type(n).__name__}")
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"num_threads must be >= 1, got {n}")
+    _num_threads = n
+
+
+def get_num_threads():
+    """Number of OpenMP threads the next kernel call will use (int >= 1)."""
+    if _num_threads is not None:
+        return _num_threads if _threads.openmp_enabled() else 1
+    return max(1, _threads.omp_max_threads())
+
+
+def config():
+    """Build and run-time facts as a dict (see :func:`show_config`)."""
+    from . import __version__
+
+    info = {
+        "fastnn": __version__,
+        "python": sys.version.split()[0],
+        "openmp": _threads.openmp_enabled(),
+        "openmp_version": _threads.openmp_version(),
+        "num_threads": get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "simd_path": _threads.simd_path(),
+        "blas_thread_control": _blas_control,
+        "blas_library": _blas_path,
+    }
+    try:
+        from threadpoolctl import threadpool_info
+
+        info["threadpools"] = [
+            {k: d.get(k) for k in ("user_api", "internal_api", "num_threads", "version", "filepath")}
+            for d in threadpool_info()
+        ]
+    except Exception:  # pragma: no cover
+        info["threadpools"] = []
+    return info
+
+
+def show_config(file=None):
+    """Print fastnn's version, OpenMP status, thread count, BLAS and the SIMD path in use."""
+    info = config()
+    out = file or sys.stdout
+    for key in ("fastnn", "python", "openmp", "openmp_version", "num_threads", "cpu_count",
+                "simd_path", "blas_thread_control", "blas_library"):
+        print(f"{key:20s} {info[key]}", file=out)
+    for pool in info["threadpools"]:
+        print(f"{'threadpool':20s} {pool['user_api']}/{pool['internal_api']} "
+              f"threads={pool['num_threads']} version={pool['version']} {pool['filepath']}", file=out)

@@ -1,0 +1,57 @@
+# Declarations of the C helpers in simd.h and fused-type (float/double) wrappers around them.
+from cython cimport floating
+
+cdef extern from "simd.h" nogil:
+    const char *fnn_simd_path()
+    float fnn_expf(float x)
+    void fnn_act_forward_f32(float *Z, long n, int kind, float alpha)
+    void fnn_act_forward_f64(double *Z, long n, int kind, double alpha)
+    void fnn_act_backward_f32(const float *A, const float *dA, float *dZ, long n, int kind, float alpha)
+    void fnn_act_backward_f64(const double *A, const double *dA, double *dZ, long n, int kind, double alpha)
+    void fnn_fill_rows_f32(float *Z, long rows, long cols, long ld, const float *b)
+    void fnn_fill_rows_f64(double *Z, long rows, long cols, long ld, const double *b)
+    void fnn_col_sum_f32(const float *dZ, long rows, long cols, long ld, float *db, int accumulate)
+    void fnn_col_sum_f64(const double *dZ, long rows, long cols, long ld, double *db, int accumulate)
+    double fnn_softmax_ce_row_f32(const float *z, long K, long label, float *dz, float scale, float *prob)
+    double fnn_softmax_ce_row_f64(const double *z, long K, long label, double *dz, double scale, double *prob)
+
+
+cdef inline void act_forward(floating *Z, Py_ssize_t n, int kind, floating alpha) noexcept nogil:
+    """Z <- g(Z) in place; kind 0 identity, 1 relu, 2 leaky_relu, 3 sigmoid, 4 tanh."""
+    if floating is float:
+        fnn_act_forward_f32(Z, n, kind, alpha)
+    else:
+        fnn_act_forward_f64(Z, n, kind, alpha)
+
+
+cdef inline void act_backward(const floating *A, const floating *dA, floating *dZ, Py_ssize_t n,
+                              int kind, floating alpha) noexcept nogil:
+    """dZ <- dA * g'(Z), with g' written in terms of the output A (dZ may alias dA)."""
+    if floating is float:
+        fnn_act_backward_f32(A, dA, dZ, n, kind, alpha)
+    else:
+        fnn_act_backward_f64(A, dA, dZ, n, kind, alpha)
+
+
+cdef inline void fill_rows(floating *Z, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld,
+                           const floating *b) noexcept nogil:
+    if floating is float:
+        fnn_fill_rows_f32(Z, rows, cols, ld, b)
+    else:
+        fnn_fill_rows_f64(Z, rows, cols, ld, b)
+
+
+cdef inline void col_sum(const floating *dZ, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld,
+                         floating *db, bint accumulate) noexcept nogil:
+    if floating is float:
+        fnn_col_sum_f32(dZ, rows, cols, ld, db, accumulate)
+    else:
+        fnn_col_sum_f64(dZ, rows, cols, ld, db, accumulate)
+
+
+cdef inline double softmax_ce_row(const floating *z, Py_ssize_t K, Py_ssize_t label, floating *dz,
+                                  floating scale, floating *prob) noexcept nogil:
+    if floating is float:
+        return fnn_softmax_ce_row_f32(z, K, label, dz, scale, prob)
+    else:
+        return fnn_softmax_ce_row_f64(z, K, label, dz, scale, prob)

@@ -1,0 +1,42 @@
+"""Elementwise activations, forward and backward (kernels only; inputs validated by fastnn)."""
+from cython cimport floating
+from cython.parallel cimport prange
+from _blas cimport fnn_install_blas_hook
+from _simd cimport act_forward, act_backward, fnn_expf
+
+# Elementwise work below this many elements runs on one thread (no fork/join).
+cdef Py_ssize_t PAR_MIN = 1 << 15
+cdef Py_ssize_t BLOCK = 1 << 14
+
+
+def forward_inplace(floating[::1] Z not None, int kind, double alpha, int num_threads):
+    """Z <- g(Z) for a flat C-contiguous array; kind: 0 identity, 1 relu, 2 leaky, 3 sigmoid, 4 tanh."""
+    cdef Py_ssize_t n = Z.shape[0], nb = (n + BLOCK - 1) // BLOCK, b, start, stop
+    with nogil:
+        for b in prange(nb, num_threads=num_threads, schedule='static', use_threads_if=n >= PAR_MIN):
+            start = b * BLOCK
+            stop = min(n, start + BLOCK)
+            act_forward(&Z[start], stop - start, kind, <floating>alpha)
+
+
+def backward(const floating[::1] A not None, const floating[::1] dA not None,
+             floating[::1] dZ not None, int kind, double alpha, int num_threads):
+    """dZ <- dA * g'(Z), g' written with the output A; flat arrays of one length (caller checks)."""
+    cdef Py_ssize_t n = A.shape[0], nb = (n + BLOCK - 1) // BLOCK, b, start, stop
+    with nogil:
+        for b in prange(nb, num_threads=num_threads, schedule='static', use_threads_if=n >= PAR_MIN):
+            start = b * BLOCK
+            stop = min(n, start + BLOCK)
+            act_backward(&A[start], &dA[start], &dZ[start], stop - start, kind, <floating>alpha)
+
+
+def fast_expf(const float[::1] x not None, float[::1] out not None):
+    """out <- exp(x) with the float32 polynomial exp of simd.h (for tests of its error bound)."""
+    cdef Py_ssize_t i
+    with nogil:
+        for i in range(x.shape[0]):
+            out[i] = fnn_expf(x[i])
+
+
+def install_blas_hook(size_t addr):
+    fnn_install_blas_hook(addr)

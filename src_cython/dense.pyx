@@ -1,0 +1,134 @@
+"""Fused dense (fully connected) layer kernels: forward ``A = g(X @ W + b)`` and backward.
+
+Kernels only: every array was checked by fastnn (shape, dtype, C-contiguity) before it gets here.
+
+Parallel design ("one pool"): the work is cut into a fixed number of blocks whose boundaries depend
+only on the problem size, never on the thread count, so results are bit-identical for any number
+of threads. Each OpenMP thread takes whole blocks and calls BLAS single-threaded on them. A block
+is a band of rows, or, when the batch is small, a band of output columns (then the small input is
+what gets packed twice, not the weight matrix).
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from _blas cimport gemm_rm, fnn_blas_single_begin, fnn_blas_single_end, fnn_install_blas_hook
+from _simd cimport act_forward, act_backward, fill_rows, col_sum
+
+# Below this many multiply-adds a kernel runs on one thread (OpenMP fork/join costs ~2-5 us).
+cdef Py_ssize_t PAR_MIN_MACS = 1 << 16
+cdef Py_ssize_t NBLOCKS = 4
+
+
+cdef inline Py_ssize_t block_size(Py_ssize_t n, Py_ssize_t align) noexcept nogil:
+    """About NBLOCKS blocks of a multiple of ``align`` (a function of n only)."""
+    cdef Py_ssize_t c = (n + NBLOCKS - 1) // NBLOCKS
+    c = ((c + align - 1) // align) * align
+    return c if c > 0 else align
+
+
+cdef void forward_block(const floating[:, ::1] X, const floating[:, ::1] W, const floating[::1] b,
+                        floating[:, ::1] A, Py_ssize_t r0, Py_ssize_t rows, Py_ssize_t c0,
+                        Py_ssize_t cols, int kind, floating alpha) noexcept nogil:
+    cdef Py_ssize_t K = X.shape[1], M = W.shape[1], r
+    fill_rows(&A[r0, c0], rows, cols, M, &b[c0])
+    gemm_rm(False, False, <int>rows, <int>cols, <int>K, <floating>1, &X[r0, 0], <int>K,
+            &W[0, c0], <int>M, <floating>1, &A[r0, c0], <int>M)
+    if kind != 0:
+        if cols == M:
+            act_forward(&A[r0, 0], rows * M, kind, alpha)
+        else:
+            for r in range(r0, r0 + rows):
+                act_forward(&A[r, c0], cols, kind, alpha)
+
+
+def forward(const floating[:, ::1] X not None, const floating[:, ::1] W not None,
+            const floating[::1] b not None, floating[:, ::1] A not None,
+            int kind, double alpha, int num_threads):
+    """A (N, M) <- g(X (N, K) @ W (K, M) + b (M,)); kind 0 identity, 1 relu, 2 leaky, 3 sigmoid, 4 tanh."""
+    cdef Py_ssize_t N = X.shape[0], K = X.shape[1], M = W.shape[1]
+    cdef bint by_cols = N < M
+    cdef Py_ssize_t bs = block_size(M, 16) if by_cols else block_size(N, 8)
+    cdef Py_ssize_t total = M if by_cols else N
+    cdef Py_ssize_t nb = (total + bs - 1) // bs, i, start, size
+    cdef int prev
+    cdef floating a = <floating>alpha
+    if N == 0 or M == 0:
+        return
+    with nogil:
+        for i in prange(nb, num_threads=num_threads, schedule='static',
+                        use_threads_if=N * K * M >= PAR_MIN_MACS):
+            prev = fnn_blas_single_begin()
+            start = i * bs
+            size = min(bs, total - start)
+            if by_cols:
+                forward_block(X, W, b, A, 0, N, start, size, kind, a)
+            else:
+                forward_block(X, W, b, A, start, size, 0, M, kind, a)
+            fnn_blas_single_end(prev)
+
+
+def backward(const floating[:, ::1] X not None, const floating[:, ::1] W not None,
+             const floating[:, ::1] A not None, const floating[:, ::1] dA not None,
+             floating[:, ::1] dZ not None, floating[:, ::1] dW not None, floating[::1] db not None,
+             floating[:, ::1] dX, int kind, double alpha, int num_threads):
+    """Backward of ``A = g(X @ W + b)``.
+
+    dZ (N, M) <- dA * g'(Z) (g' from the output A; dZ may be dA itself), then
+    dW (K, M) <- X^T dZ, db (M,) <- sum_n dZ, and, unless dX is None, dX (N, K) <- dZ W^T.
+    """
+    cdef Py_ssize_t N = X.shape[0], K = X.shape[1], M = W.shape[1]
+    cdef bint use_threads = N * K * M >= PAR_MIN_MACS
+    cdef bint need_dx = dX is not None
+    cdef floating a = <floating>alpha
+    cdef Py_ssize_t rb = block_size(N, 8), nrb = (N + rb - 1) // rb
+    cdef Py_ssize_t i, start, size
+    cdef int prev
+    # dX (N, K) = dZ W^T: split rows when the batch is large, else columns (K)
+    cdef bint dx_by_cols = N < K
+    cdef Py_ssize_t dxb = block_size(K, 16) if dx_by_cols else rb
+    cdef Py_ssize_t dxn = ((K if dx_by_cols else N) + dxb - 1) // dxb if need_dx else 0
+    # dW (K, M) = X^T dZ: split the smaller packing (dZ is N x M, X is N x K)
+    cdef bint dw_by_cols = M >= K
+    cdef Py_ssize_t dwb = block_size(M, 16) if dw_by_cols else block_size(K, 8)
+    cdef Py_ssize_t dwn = ((M if dw_by_cols else K) + dwb - 1) // dwb
+    cdef Py_ssize_t ntasks = dxn + dwn + 1
+    if N == 0:
+        return
+    with nogil:
+        # 1) dZ, elementwise in row blocks
+        if kind != 0 or &dZ[0, 0] != &dA[0, 0]:
+            for i in prange(nrb, num_threads=num_threads, schedule='static',
+                            use_threads_if=use_threads):
+                start = i * rb
+                size = min(rb, N - start)
+                act_backward(&A[start, 0], &dA[start, 0], &dZ[start, 0], size * M, kind, a)
+        # 2) independent GEMM blocks of dX and dW, and the bias sum, as one list of tasks
+        for i in prange(ntasks, num_threads=num_threads, schedule='dynamic', chunksize=1,
+                        use_threads_if=use_threads):
+            prev = fnn_blas_single_begin()
+            if i < dxn:
+                start = i * dxb
+                if dx_by_cols:
+                    size = min(dxb, K - start)
+                    gemm_rm(False, True, <int>N, <int>size, <int>M, <floating>1, &dZ[0, 0], <int>M,
+                            &W[start, 0], <int>M, <floating>0, &dX[0, start], <int>K)
+                else:
+                    size = min(dxb, N - start)
+                    gemm_rm(False, True, <int>size, <int>K, <int>M, <floating>1, &dZ[start, 0],
+                            <int>M, &W[0, 0], <int>M, <floating>0, &dX[start, 0], <int>K)
+            elif i < dxn + dwn:
+                start = (i - dxn) * dwb
+                if dw_by_cols:
+                    size = min(dwb, M - start)
+                    gemm_rm(True, False, <int>K, <int>size, <int>N, <floating>1, &X[0, 0], <int>K,
+                            &dZ[0, start], <int>M, <floating>0, &dW[0, start], <int>M)
+                else:
+                    size = min(dwb, K - start)
+                    gemm_rm(True, False, <int>size, <int>M, <int>N, <floating>1, &X[0, start],
+                            <int>K, &dZ[0, 0], <int>M, <floating>0, &dW[start, 0], <int>M)
+            else:
+                col_sum(&dZ[0, 0], N, M, M, &db[0], False)
+            fnn_blas_single_end(prev)
+
+
+def install_blas_hook(size_t addr):
+    fnn_install_blas_hook(addr)

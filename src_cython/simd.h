@@ -1,0 +1,221 @@
+/* Hot inner loops of fastnn's kernels, in C so that gcc vectorises them.
+ *
+ * Built for the x86-64 baseline; on x86 each exported loop is cloned for x86-64-v3 (AVX2+FMA) and
+ * x86-64-v4 (AVX-512) and the best clone is chosen at load time (gcc target_clones + ifunc).
+ * No -ffast-math anywhere: it would set flush-to-zero for the whole Python process.
+ *
+ * float32 uses a vectorisable polynomial exp (Cephes expf coefficients, |rel err| < 2e-7 on
+ * [-87, 88]); float64 uses libm's exp/tanh so that float64 gradient checks stay exact.
+ * Activation codes: 0 identity, 1 relu, 2 leaky_relu, 3 sigmoid, 4 tanh.
+ */
+#ifndef FNN_SIMD_H
+#define FNN_SIMD_H
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(_M_X64)) && !defined(FNN_NO_CLONES)
+#define FNN_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define FNN_CLONES
+#endif
+
+#define FNN_IDENTITY 0
+#define FNN_RELU 1
+#define FNN_LEAKY_RELU 2
+#define FNN_SIGMOID 3
+#define FNN_TANH 4
+
+/* ---- fast float exp ------------------------------------------------------------------------ */
+/* exp(x) = 2^n exp(r), n = round(x / ln2), r = x - n ln2 in [-ln2/2, ln2/2] (ln2 split in two for
+ * accuracy). The input is clamped so that n stays in the normal range; below -87.3 the result is 0. */
+static inline float fnn_expf(float x) {
+    const float hi = 88.72f, lo = -87.33f;
+    float xc = x > hi ? hi : x;
+    xc = xc < lo ? lo : xc;
+    /* round to nearest by the 1.5 * 2^23 trick: vectorises on SSE2, no rounding instruction */
+    float fn = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    float r = xc - fn * 0.693359375f;
+    r = r - fn * -2.12194440e-4f;
+    float p = 1.9875691500E-4f;
+    p = p * r + 1.3981999507E-3f;
+    p = p * r + 8.3334519073E-3f;
+    p = p * r + 4.1665795894E-2f;
+    p = p * r + 1.6666665459E-1f;
+    p = p * r + 5.0000001201E-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t bits = ((int32_t)fn + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof(scale));
+    float y = p * scale;
+    return x < lo ? 0.0f : y;
+}
+
+static inline float fnn_sigmoidf(float x) { return 1.0f / (1.0f + fnn_expf(-x)); }
+
+/* tanh(x) = sign(x) (1 - t) / (1 + t), t = exp(-2|x|); near 0 its Taylor series (no cancellation) */
+static inline float fnn_tanhf(float x) {
+    float ax = fabsf(x);
+    float t = fnn_expf(-2.0f * ax);
+    float big = (1.0f - t) / (1.0f + t);
+    float x2 = x * x;
+    float small = ax * (1.0f + x2 * (-0.333333333f + x2 * (0.133333333f + x2 * -0.0539682540f)));
+    float y = ax < 0.0625f ? small : big;
+    return x < 0.0f ? -y : y;
+}
+
+static inline double fnn_sigmoid(double x) {
+    /* stable for both signs */
+    if (x >= 0) return 1.0 / (1.0 + exp(-x));
+    double e = exp(x);
+    return e / (1.0 + e);
+}
+
+/* ---- activations, in place: A = g(Z) -------------------------------------------------------- */
+FNN_CLONES static void fnn_act_forward_f32(float *Z, long n, int kind, float alpha) {
+    long i;
+    switch (kind) {
+    case FNN_RELU:
+        for (i = 0; i < n; i++) { float z = Z[i]; Z[i] = z > 0.0f ? z : 0.0f; }
+        break;
+    case FNN_LEAKY_RELU:
+        for (i = 0; i < n; i++) { float z = Z[i]; Z[i] = z > 0.0f ? z : alpha * z; }
+        break;
+    case FNN_SIGMOID:
+        for (i = 0; i < n; i++) Z[i] = fnn_sigmoidf(Z[i]);
+        break;
+    case FNN_TANH:
+        for (i = 0; i < n; i++) Z[i] = fnn_tanhf(Z[i]);
+        break;
+    default:
+        break;
+    }
+}
+
+FNN_CLONES static void fnn_act_forward_f64(double *Z, long n, int kind, double alpha) {
+    long i;
+    switch (kind) {
+    case FNN_RELU:
+        for (i = 0; i < n; i++) { double z = Z[i]; Z[i] = z > 0.0 ? z : 0.0; }
+        break;
+    case FNN_LEAKY_RELU:
+        for (i = 0; i < n; i++) { double z = Z[i]; Z[i] = z > 0.0 ? z : alpha * z; }
+        break;
+    case FNN_SIGMOID:
+        for (i = 0; i < n; i++) Z[i] = fnn_sigmoid(Z[i]);
+        break;
+    case FNN_TANH:
+        for (i = 0; i < n; i++) Z[i] = tanh(Z[i]);
+        break;
+    default:
+        break;
+    }
+}
+
+/* ---- activation derivatives from the OUTPUT A: dZ = dA * g'(Z) ------------------------------
+ * relu/leaky (alpha > 0): g'(Z) = A > 0 ? 1 : alpha;  sigmoid: A (1 - A);  tanh: 1 - A^2.
+ * dZ may alias dA. */
+#define FNN_ACT_BACKWARD(T, SUF)                                                                  \
+FNN_CLONES static void fnn_act_backward_##SUF(const T *A, const T *dA, T *dZ, long n, int kind,  \
+                                              T alpha) {                                          \
+    long i;                                                                                       \
+    switch (kind) {                                                                               \
+    case FNN_RELU:                                                                                \
+        for (i = 0; i < n; i++) { T d = dA[i]; dZ[i] = A[i] > 0 ? d : (T)0; }                     \
+        break;                                                                                    \
+    case FNN_LEAKY_RELU:                                                                          \
+        for (i = 0; i < n; i++) { T d = dA[i]; dZ[i] = A[i] > 0 ? d : alpha * d; }                \
+        break;                                                                                    \
+    case FNN_SIGMOID:                                                                             \
+        for (i = 0; i < n; i++) { T a = A[i]; dZ[i] = dA[i] * a * ((T)1 - a); }                   \
+        break;                                                                                    \
+    case FNN_TANH:                                                                                \
+        for (i = 0; i < n; i++) { T a = A[i]; dZ[i] = dA[i] * ((T)1 - a * a); }                   \
+        break;                                                                                    \
+    default:                                                                                      \
+        if (dZ != dA) memcpy(dZ, dA, (size_t)n * sizeof(T));                                      \
+        break;                                                                                    \
+    }                                                                                             \
+}
+FNN_ACT_BACKWARD(float, f32)
+FNN_ACT_BACKWARD(double, f64)
+
+/* ---- bias: every row of Z (rows x cols, leading dim ld) = b --------------------------------- */
+#define FNN_FILL_ROWS(T, SUF)                                                                     \
+static inline void fnn_fill_rows_##SUF(T *Z, long rows, long cols, long ld, const T *b) {         \
+    for (long r = 0; r < rows; r++) memcpy(Z + r * ld, b, (size_t)cols * sizeof(T));              \
+}
+FNN_FILL_ROWS(float, f32)
+FNN_FILL_ROWS(double, f64)
+
+/* ---- column sums: db[j] (+)= sum_r dZ[r, j], rows summed in order (deterministic) ------------ */
+#define FNN_COL_SUM(T, SUF)                                                                       \
+FNN_CLONES static void fnn_col_sum_##SUF(const T *dZ, long rows, long cols, long ld, T *db,       \
+                                         int accumulate) {                                        \
+    if (!accumulate) for (long j = 0; j < cols; j++) db[j] = 0;                                   \
+    for (long r = 0; r < rows; r++) {                                                             \
+        const T *row = dZ + r * ld;                                                               \
+        for (long j = 0; j < cols; j++) db[j] += row[j];                                          \
+    }                                                                                             \
+}
+FNN_COL_SUM(float, f32)
+FNN_COL_SUM(double, f64)
+
+/* ---- softmax + cross-entropy, one row ----------------------------------------------------------
+ * loss = logsumexp(z) - z[label]; dz = scale * (softmax(z) - onehot(label)) (dz may be NULL).
+ * Stable: exp(z - max z). Returns the loss in double. */
+FNN_CLONES static double fnn_softmax_ce_row_f32(const float *z, long K, long label, float *dz,
+                                                float scale, float *prob) {
+    float m = z[0];
+#pragma omp simd reduction(max:m)
+    for (long k = 0; k < K; k++) m = z[k] > m ? z[k] : m;
+    float s = 0.0f;
+    float *e = dz ? dz : prob;
+#pragma omp simd reduction(+:s)
+    for (long k = 0; k < K; k++) { float v = fnn_expf(z[k] - m); e[k] = v; s += v; }
+    float inv = 1.0f / s;
+    if (prob) {
+        for (long k = 0; k < K; k++) prob[k] = e[k] * inv;
+    }
+    if (dz) {
+        float c = scale * inv;
+        for (long k = 0; k < K; k++) dz[k] *= c;
+        if (label >= 0) dz[label] -= scale;
+    }
+    if (label < 0) return 0.0;
+    return log((double)s) + (double)m - (double)z[label];
+}
+
+FNN_CLONES static double fnn_softmax_ce_row_f64(const double *z, long K, long label, double *dz,
+                                                double scale, double *prob) {
+    double m = z[0];
+#pragma omp simd reduction(max:m)
+    for (long k = 0; k < K; k++) m = z[k] > m ? z[k] : m;
+    double s = 0.0;
+    double *e = dz ? dz : prob;
+    for (long k = 0; k < K; k++) { double v = exp(z[k] - m); e[k] = v; s += v; }
+    double inv = 1.0 / s;
+    if (prob) {
+        for (long k = 0; k < K; k++) prob[k] = e[k] * inv;
+    }
+    if (dz) {
+        double c = scale * inv;
+        for (long k = 0; k < K; k++) dz[k] *= c;
+        if (label >= 0) dz[label] -= scale;
+    }
+    if (label < 0) return 0.0;
+    return log(s) + m - z[label];
+}
+
+/* Which clone the loader picked, for show_config(). */
+static inline const char *fnn_simd_path(void) {
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(FNN_NO_CLONES)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("x86-64-v4")) return "x86-64-v4 (AVX-512)";
+    if (__builtin_cpu_supports("x86-64-v3")) return "x86-64-v3 (AVX2+FMA)";
+    return "x86-64 baseline (SSE2)";
+#else
+    return "compiler default (no run-time dispatch)";
+#endif
+}
+#endif
