@@ -1,0 +1,332 @@
+"""Command line: ``python -m fastnn train | evaluate | bench-info`` (also the ``fastnn`` script).
+
+Examples
+--------
+::
+
+    python -m fastnn train                           # MLP 784-256-128-10, Adam, 10 epochs
+    python -m fastnn train --optimizer sgd --epochs 5 --threads 2 --save mlp.npz
+    python -m fastnn evaluate mlp.npz
+    python -m fastnn bench-info                      # version, OpenMP, threads, BLAS, SIMD path
+
+Exit status: 0 on success, 2 for bad command-line arguments (argparse's convention), 1 for other
+errors (missing data files, unreadable model file, ...), 130 when interrupted with Ctrl-C.
+"""
+import argparse
+import inspect
+import os
+import sys
+import time
+
+import numpy as np
+
+#: Learning rates used when ``--learning-rate`` is not given.
+DEFAULT_LEARNING_RATES = {"adam": 1e-3, "sgd": 0.05}
+#: Momentum of SGD from the command line.
+SGD_MOMENTUM = 0.9
+
+MLP_SIZES = (784, 256, 128, 10)
+
+
+class CLIError(Exception):
+    """An error reported as ``fastnn <command>: error: <message>`` with exit status 1."""
+
+
+# -- argument types ---------------------------------------------------------------------------
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
+    if not np.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def _seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
+    return value
+
+
+# -- parser -----------------------------------------------------------------------------------
+
+def build_parser(prog=None):
+    """The argparse parser of ``python -m fastnn``."""
+    parser = argparse.ArgumentParser(
+        prog=prog or "python -m fastnn",
+        description="fastnn: train and evaluate neural networks on Fashion-MNIST on the CPU.",
+        epilog="Data: Fashion-MNIST from FASTNN_DATA or /usr/share/datasets/fashion-mnist "
+               "(sudo apt-get install dataset-fashion-mnist).",
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"fastnn {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,evaluate,bench-info}")
+    sub.required = True
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                        help="OpenMP threads for fastnn's kernels (default: OMP_NUM_THREADS or "
+                             "all cores)")
+    common.add_argument("--data", default=None, metavar="DIR",
+                        help="folder with the Fashion-MNIST .gz files (default: FASTNN_DATA, "
+                             "then /usr/share/datasets/fashion-mnist)")
+
+    train = sub.add_parser(
+        "train", parents=[common], help="train a model on Fashion-MNIST",
+        description="Train on the 60,000 Fashion-MNIST training images, reporting loss, train "
+                    "accuracy, test accuracy and seconds per epoch, then the final test accuracy.")
+    train.add_argument("--model", choices=("mlp", "cnn"), default="mlp",
+                       help="mlp: Dense 784-256-128-10 with ReLU; cnn: fastnn.models.small_cnn "
+                            "(default: %(default)s)")
+    train.add_argument("--epochs", type=_positive_int, default=10, metavar="N",
+                       help="passes over the training set (default: %(default)s)")
+    train.add_argument("--batch-size", type=_positive_int, default=64, metavar="N",
+                       help="samples per optimisation step (default: %(default)s)")
+    train.add_argument("--optimizer", choices=("sgd", "adam"), default="adam",
+                       help="default: %(default)s")
+    train.add_argument("--learning-rate", type=_positive_float, default=None, metavar="LR",
+                       help="default: 1e-3 for adam, 0.05 for sgd (momentum 0.9)")
+    train.add_argument("--seed", type=_seed, default=0,
+                       help="seed of the initial weights and of the shuffling (default: "
+                            "%(default)s)")
+    train.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                       help="dtype of the weights and computations (default: %(default)s)")
+    train.add_argument("--save", default=None, metavar="PATH",
+                       help="save the trained model (.npz) to PATH")
+    train.add_argument("--quiet", action="store_true",
+                       help="no progress bar and no per-epoch lines; print the final result only")
+    # undocumented: train on the first N training samples only (fast tests, quick experiments)
+    train.add_argument("--limit", type=_positive_int, default=None, help=argparse.SUPPRESS)
+
+    evaluate = sub.add_parser(
+        "evaluate", parents=[common], help="test accuracy and loss of a saved model",
+        description="Load a model saved with `train --save` (or model.save) and print its loss "
+                    "and accuracy on the 10,000 Fashion-MNIST test images.")
+    evaluate.add_argument("model_path", metavar="MODEL.npz", help="a model saved by fastnn")
+    evaluate.add_argument("--limit", type=_positive_int, default=None, help=argparse.SUPPRESS)
+
+    sub.add_parser("bench-info", help="print fastnn's build and run-time configuration",
+                   description="Print the fastnn version, OpenMP status and thread count, the "
+                               "BLAS library and its thread control, and the SIMD path in use.")
+    return parser
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+def _set_threads(n):
+    if n is not None:
+        import fastnn
+
+        fastnn.set_num_threads(n)
+
+
+def _load_data(flatten, dtype, data_dir):
+    from .datasets import load_fashion_mnist
+
+    try:
+        return load_fashion_mnist(flatten=flatten, path=data_dir, dtype=dtype)
+    except (FileNotFoundError, ValueError) as exc:
+        raise CLIError(str(exc)) from None
+
+
+def build_mlp(dtype="float32", seed=0):
+    """The command line's MLP: Dense 784-256 ReLU, 256-128 ReLU, 128-10 (logits)."""
+    from .layers import Dense
+    from .model import Sequential
+
+    a, b, c, d = MLP_SIZES
+    return Sequential([Dense(a, b, activation="relu"), Dense(b, c, activation="relu"),
+                       Dense(c, d)], dtype=dtype, seed=seed)
+
+
+def build_cnn(dtype="float32", seed=0):
+    """``fastnn.models.small_cnn`` if it exists; a CLIError otherwise."""
+    try:
+        from .models import small_cnn
+    except ImportError as exc:
+        raise CLIError(f"--model cnn is not available in this fastnn build "
+                       f"(fastnn.models.small_cnn cannot be imported: {exc}); use --model mlp"
+                       ) from None
+    params = inspect.signature(small_cnn).parameters
+    kwargs = {k: v for k, v in (("dtype", dtype), ("seed", seed)) if k in params}
+    return small_cnn(**kwargs)
+
+
+def _make_optimizer(name, learning_rate):
+    from .optimizers import SGD, Adam
+
+    lr = DEFAULT_LEARNING_RATES[name] if learning_rate is None else learning_rate
+    if name == "sgd":
+        return SGD(learning_rate=lr, momentum=SGD_MOMENTUM), lr
+    return Adam(learning_rate=lr), lr
+
+
+def _load_model(path):
+    if not os.path.isfile(path):
+        raise CLIError(f"model file {path!r} not found")
+    from . import load
+
+    try:
+        return load(path)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CLIError(f"could not load a fastnn model from {path!r}: {exc}") from None
+
+
+def _model_wants_flat_input(model):
+    shape = getattr(model, "input_shape", None)
+    if shape is not None:
+        shape = tuple(shape)
+        if shape == (784,):
+            return True
+        if shape == (28, 28, 1):
+            return False
+        raise CLIError(f"the model expects inputs of shape {shape}, not Fashion-MNIST images "
+                       f"(784,) or (28, 28, 1)")
+    return hasattr(model.layers[0], "in_features")
+
+
+def _check_save_path(path):
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise CLIError(f"cannot save to {path!r}: folder {folder!r} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise CLIError(f"cannot save to {path!r}: folder {folder!r} is not writable")
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+def cmd_train(args, out=None):
+    """``train``: returns the exit status."""
+    out = out or sys.stdout
+    if args.save:
+        _check_save_path(args.save)  # fail before training, not after
+    _set_threads(args.threads)
+    import fastnn
+    from .losses import SoftmaxCrossEntropy
+
+    flatten = args.model == "mlp"
+    model = build_mlp(args.dtype, args.seed) if flatten else build_cnn(args.dtype, args.seed)
+    (X, y), (Xt, yt) = _load_data(flatten, args.dtype, args.data)
+    if args.limit is not None:
+        X, y = X[:args.limit], y[:args.limit]
+    if args.batch_size > X.shape[0]:
+        raise CLIError(f"--batch-size {args.batch_size} is larger than the number of training "
+                       f"samples ({X.shape[0]})")
+    optimizer, lr = _make_optimizer(args.optimizer, args.learning_rate)
+    model.compile(optimizer=optimizer, loss=SoftmaxCrossEntropy())
+
+    if not args.quiet:
+        n_params = model.count_params() if hasattr(model, "count_params") else "?"
+        opt_desc = f"{args.optimizer} lr={lr:g}" + (
+            f" momentum={SGD_MOMENTUM:g}" if args.optimizer == "sgd" else "")
+        print(f"fastnn {fastnn.__version__}: model {args.model} ({n_params} params, "
+              f"{args.dtype}), {opt_desc}, batch {args.batch_size}, {args.epochs} epochs, "
+              f"{fastnn.get_num_threads()} threads, seed {args.seed}", file=out)
+        print(f"data: {X.shape[0]} training samples; val_* = Fashion-MNIST test set "
+              f"({Xt.shape[0]} samples)", file=out, flush=True)
+
+    t0 = time.perf_counter()
+    history = model.fit(X, y, epochs=args.epochs, batch_size=args.batch_size,
+                        validation_data=(Xt, yt), shuffle=True, seed=args.seed,
+                        verbose=0 if args.quiet else 1)
+    total = time.perf_counter() - t0
+    h = history.history
+    test_acc, test_loss = h["val_accuracy"][-1], h["val_loss"][-1]
+    epochs_run = len(h["loss"])
+    if not args.quiet:
+        print(f"training time: {total:.1f} s ({total / max(epochs_run, 1):.2f} s/epoch)",
+              file=out)
+    print(f"test accuracy: {test_acc:.4f} (loss {test_loss:.4f})", file=out, flush=True)
+    if args.save:
+        try:
+            model.save(args.save)
+        except OSError as exc:
+            raise CLIError(f"could not save the model to {args.save!r}: {exc}") from None
+        if not args.quiet:
+            print(f"saved model to {args.save}", file=out)
+    return 0
+
+
+def cmd_evaluate(args, out=None):
+    """``evaluate``: returns the exit status."""
+    out = out or sys.stdout
+    _set_threads(args.threads)
+    model = _load_model(args.model_path)
+    if getattr(model, "loss", None) is None:
+        from .losses import SoftmaxCrossEntropy
+
+        model.compile(optimizer="sgd", loss=SoftmaxCrossEntropy())
+    flatten = _model_wants_flat_input(model)
+    dtype = str(getattr(model, "dtype", "float32"))
+    _, (Xt, yt) = _load_data(flatten, dtype, args.data)
+    if args.limit is not None:
+        Xt, yt = Xt[:args.limit], yt[:args.limit]
+    try:
+        res = model.evaluate(Xt, yt)
+    except (ValueError, TypeError) as exc:
+        raise CLIError(f"the model in {args.model_path!r} does not fit Fashion-MNIST: {exc}"
+                       ) from None
+    if "accuracy" not in res:
+        raise CLIError(f"the model in {args.model_path!r} has loss {type(model.loss).__name__}, "
+                       f"which has no accuracy; expected a classifier")
+    print(f"test accuracy: {res['accuracy']:.4f} (loss {res['loss']:.4f}) on {Xt.shape[0]} "
+          f"Fashion-MNIST test images", file=out)
+    return 0
+
+
+def cmd_bench_info(args, out=None):
+    """``bench-info``: prints ``fastnn.show_config()``."""
+    out = out or sys.stdout
+    import fastnn
+
+    fastnn.show_config(file=out)
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "bench-info": cmd_bench_info}
+
+
+def main(argv=None, prog=None):
+    """Entry point of ``python -m fastnn`` and of the ``fastnn`` script; returns the exit status.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments (default ``sys.argv[1:]``).
+    prog : str, optional
+        Program name shown in usage and error messages.
+
+    Raises
+    ------
+    SystemExit
+        From argparse, with status 2, for bad arguments (and 0 for ``--help``).
+    """
+    if prog is None:
+        prog = "fastnn" if os.path.basename(sys.argv[0] or "") == "fastnn" else "python -m fastnn"
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except CLIError as exc:
+        print(f"{prog} {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\n{prog} {args.command}: interrupted", file=sys.stderr)
+        return 130
