@@ -1,0 +1,92 @@
+"""Training callbacks (Keras conventions): History, EarlyStopping, TerminateOnNaN."""
+import numpy as np
+
+
+class Callback:
+    """Base class: hooks called by ``Sequential.fit``. ``self.model`` is set by fit."""
+
+    model = None
+
+    def on_train_begin(self, logs=None):
+        pass
+
+    def on_epoch_end(self, epoch, logs=None):
+        pass
+
+    def on_batch_end(self, batch, logs=None):
+        pass
+
+    def on_train_end(self, logs=None):
+        pass
+
+
+class History(Callback):
+    """What ``fit`` returns: ``history[key]`` is a list with one value per epoch (keys ``loss``,
+    ``accuracy`` where the loss has it, ``val_loss``, ``val_accuracy``, ``seconds``)."""
+
+    def __init__(self):
+        self.history = {}
+        self.epoch = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch.append(epoch)
+        for k, v in (logs or {}).items():
+            self.history.setdefault(k, []).append(v)
+
+    def __repr__(self):
+        return f"History(epochs={len(self.epoch)}, keys={sorted(self.history)})"
+
+
+class EarlyStopping(Callback):
+    """Stop training when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs.
+
+    Parameters
+    ----------
+    monitor : str, default="val_loss"
+        A key of the epoch logs. Names containing "acc" are maximised, others minimised.
+    min_delta : float, default=0.0
+    patience : int, default=0
+    restore_best_weights : bool, default=False
+        Put back the weights of the best epoch when training stops.
+    """
+
+    def __init__(self, monitor="val_loss", min_delta=0.0, patience=0, restore_best_weights=False):
+        self.monitor = monitor
+        self.min_delta = abs(float(min_delta))
+        self.patience = int(patience)
+        self.restore_best_weights = bool(restore_best_weights)
+        self.mode_max = "acc" in monitor
+
+    def on_train_begin(self, logs=None):
+        self.best = -np.inf if self.mode_max else np.inf
+        self.wait = 0
+        self.best_weights = None
+        self.stopped_epoch = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            raise KeyError(f"EarlyStopping monitors {self.monitor!r}, which is not in the epoch "
+                           f"logs {sorted(logs or {})}")
+        better = (value > self.best + self.min_delta) if self.mode_max \
+            else (value < self.best - self.min_delta)
+        if better:
+            self.best, self.wait = value, 0
+            if self.restore_best_weights:
+                self.best_weights = self.model.get_weights()
+        else:
+            self.wait += 1
+            if self.wait > self.patience:
+                self.model.stop_training = True
+                self.stopped_epoch = epoch
+                if self.restore_best_weights and self.best_weights is not None:
+                    self.model.set_weights(self.best_weights)
+
+
+class TerminateOnNaN(Callback):
+    """Stop training when a batch loss is NaN or inf (``fit`` also checks this by default)."""
+
+    def on_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(loss):
+            self.model.stop_training = True

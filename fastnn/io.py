@@ -1,0 +1,187 @@
+"""Model files: a versioned ``.npz`` that never unpickles.
+
+Layout: one array per parameter, named ``"<layer index>.<name>"`` (optimizer state under
+``"opt/<key>/<slot>"``), and ``"__header__"``: a JSON document (a 0-d unicode array) with the
+format name and version, the fastnn version, the model dtype, every layer's class and config, the
+loss, the optimizer's config, and, for every array, its shape, dtype and SHA-256. ``load`` opens
+the file with ``allow_pickle=False``, checks each array against the header before using it and
+refuses arrays the header does not list. Saving writes a temporary file in the same folder and
+renames it, so a crash while saving never destroys the previous file.
+"""
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+FORMAT = "fastnn-model"
+FORMAT_VERSION = 1
+HEADER = "__header__"
+
+
+def _digest(a):
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+def save_model(model, path, include_optimizer=True):
+    """Write ``model`` to ``path`` atomically (see the module docstring).
+
+    Raises
+    ------
+    OSError
+        If the folder is not writeable.
+    """
+    from . import __version__
+
+    arrays = {}
+    for i, layer in enumerate(model.layers):
+        for name, p in layer.params.items():
+            arrays[f"{i}.{name}"] = p
+    opt = None
+    if model.optimizer is not None:
+        opt = {"class": type(model.optimizer).__name__, "config": model.optimizer.get_config(),
+               "iterations": model.optimizer.iterations}
+        if include_optimizer:
+            for key, slots in model.optimizer.state.items():
+                for slot, arr in slots.items():
+                    arrays[f"opt/{key}/{slot}"] = arr
+    header = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "fastnn_version": __version__,
+        "dtype": str(model.dtype),
+        "input_shape": list(model.input_shape) if model.input_shape is not None else None,
+        "layers": [{"class": type(layer).__name__, "config": layer.get_config()}
+                   for layer in model.layers],
+        "loss": type(model.loss).__name__ if model.loss is not None else None,
+        "optimizer": opt,
+        "arrays": {k: {"shape": list(a.shape), "dtype": str(a.dtype), "sha256": _digest(a)}
+                   for k, a in arrays.items()},
+    }
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".fastnn-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **{HEADER: np.array(json.dumps(header))}, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _fail(path, why):
+    raise ValueError(f"{path}: not a valid fastnn model file: {why}")
+
+
+def load(path):
+    """Load a model saved by ``Sequential.save``.
+
+    Returns
+    -------
+    Sequential
+        With the same layers, weights, dtype, loss and (if saved) optimizer state.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file is not a fastnn model, is truncated or corrupted, has a newer format version,
+        an array that is missing, extra, of the wrong shape/dtype or whose checksum differs, or a
+        pickled object (never unpickled).
+    """
+    from .layers import LAYERS
+    from .losses import get as get_loss
+    from .model import Sequential
+    from .optimizers import OPTIMIZERS
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such model file: {path}")
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        _fail(path, f"cannot be read as .npz ({exc})")
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        _fail(path, "not an .npz archive")
+    with npz:
+        try:
+            if HEADER not in npz.files:
+                _fail(path, "no header")
+            raw = npz[HEADER]
+            if raw.dtype.kind != "U" or raw.shape != ():
+                _fail(path, "malformed header")
+            header = json.loads(str(raw))
+        except (ValueError, zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
+            if isinstance(exc, ValueError) and "not a valid fastnn" in str(exc):
+                raise
+            _fail(path, f"unreadable header ({exc})")
+        if not isinstance(header, dict) or header.get("format") != FORMAT:
+            _fail(path, "the header does not name the fastnn format")
+        version = header.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise ValueError(f"{path}: format version {version!r} is newer than this fastnn "
+                             f"reads ({FORMAT_VERSION}); upgrade fastnn")
+        specs = header.get("arrays")
+        if not isinstance(specs, dict):
+            _fail(path, "no array list")
+        extra = set(npz.files) - set(specs) - {HEADER}
+        if extra:
+            _fail(path, f"arrays not listed in the header: {sorted(extra)}")
+        arrays = {}
+        for key, spec in specs.items():
+            if key not in npz.files:
+                _fail(path, f"array {key!r} is missing")
+            try:
+                a = npz[key]
+            except (ValueError, zipfile.BadZipFile, OSError, EOFError) as exc:
+                _fail(path, f"array {key!r} is unreadable ({exc})")
+            if list(a.shape) != list(spec.get("shape", [])) or str(a.dtype) != spec.get("dtype"):
+                _fail(path, f"array {key!r} has shape {a.shape} dtype {a.dtype}, the header says "
+                            f"{spec.get('shape')} {spec.get('dtype')}")
+            if _digest(a) != spec.get("sha256"):
+                _fail(path, f"array {key!r} fails its checksum")
+            arrays[key] = a
+    layers = []
+    for i, entry in enumerate(header.get("layers") or []):
+        cls = LAYERS.get(entry.get("class")) if isinstance(entry, dict) else None
+        if cls is None:
+            _fail(path, f"layer {i} has unknown class {entry!r}")
+        try:
+            layers.append(cls(**entry.get("config", {})))
+        except (TypeError, ValueError) as exc:
+            _fail(path, f"layer {i} config is invalid ({exc})")
+    if not layers:
+        _fail(path, "no layers")
+    model = Sequential(layers, dtype=header.get("dtype", "float32"),
+                       input_shape=header.get("input_shape"))
+    for i, layer in enumerate(model.layers):
+        for name, p in layer.params.items():
+            key = f"{i}.{name}"
+            if key not in arrays:
+                _fail(path, f"array {key!r} is missing")
+            if arrays[key].shape != p.shape or arrays[key].dtype != p.dtype:
+                _fail(path, f"array {key!r} does not fit layer {i}")
+            np.copyto(p, arrays[key])
+    if header.get("loss"):
+        model.loss = get_loss({"SoftmaxCrossEntropy": "softmax_cross_entropy",
+                               "BinaryCrossEntropy": "binary_cross_entropy",
+                               "MeanSquaredError": "mse"}.get(header["loss"], header["loss"]))
+    opt = header.get("optimizer")
+    if opt:
+        cls = OPTIMIZERS.get(str(opt.get("class", "")).lower())
+        if cls is None:
+            _fail(path, f"unknown optimizer {opt.get('class')!r}")
+        model.optimizer = cls(**opt.get("config", {}))
+        model.optimizer.iterations = int(opt.get("iterations", 0))
+        for key, a in arrays.items():
+            if key.startswith("opt/"):
+                _, pkey, slot = key.split("/", 2)
+                model.optimizer.state.setdefault(pkey, {})[slot] = a.copy()
+    return model

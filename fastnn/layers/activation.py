@@ -1,0 +1,73 @@
+"""Activation as a layer of its own (elementwise kernels of ``src_cython/activations.pyx``)."""
+import numpy as np
+
+from .. import _activations, _softmax_ce
+from .. import activations as act
+from .._config import get_num_threads
+from .base import Layer
+
+
+class Activation(Layer):
+    """Elementwise activation layer ``Y = g(X)`` (softmax: over the last axis of a 2-D input).
+
+    Parameters
+    ----------
+    name : {"identity", "relu", "leaky_relu", "sigmoid", "tanh", "softmax"}
+    alpha : float, default=0.01
+        Negative slope of leaky ReLU.
+
+    Shape
+    -----
+    - Input: any ``(N, *)`` (softmax: ``(N, K)``), float32 or float64.
+    - Output: same shape and dtype.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, or a softmax input that is not 2-D.
+    """
+
+    def __init__(self, name, alpha=0.01):
+        super().__init__()
+        self.activation, self._kind, self.alpha = act.resolve(name, alpha)
+        self._A = None
+
+    def get_config(self):
+        cfg = {"name": self.activation}
+        if self.activation == "leaky_relu":
+            cfg["alpha"] = self.alpha
+        return cfg
+
+    def output_shape(self, input_shape):
+        if self._kind < 0 and len(tuple(input_shape)) != 1:
+            raise ValueError(f"softmax expects input of shape (N, K), got (N, "
+                             f"{', '.join(map(str, input_shape))})")
+        return tuple(input_shape)
+
+    def forward(self, X, training=True):
+        X = self._check_input(X)
+        A = self._buffer("A", X.shape)
+        nt = get_num_threads()
+        if self._kind < 0:
+            _softmax_ce.softmax(X, A, nt)
+        else:
+            np.copyto(A, X)
+            _activations.forward_inplace(A.reshape(-1), self._kind, self.alpha, nt)
+        self._A = A
+        return A
+
+    def backward(self, grad_output):
+        if self._A is None:
+            raise RuntimeError("Activation.backward called before forward")
+        A = self._A
+        dA = self._check_grad(grad_output, A.shape)
+        dX = self._buffer("dX", A.shape)
+        if self._kind < 0:
+            np.multiply(dA, A, out=dX)
+            s = dX.sum(axis=1, keepdims=True)
+            np.subtract(dA, s, out=dX)
+            np.multiply(dX, A, out=dX)
+        else:
+            _activations.backward(A.reshape(-1), dA.reshape(-1), dX.reshape(-1), self._kind,
+                                  self.alpha, get_num_threads())
+        return dX

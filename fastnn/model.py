@@ -1,0 +1,432 @@
+"""Sequential: a stack of layers trained with fit / evaluate / predict (Keras conventions)."""
+import time
+import warnings
+
+import numpy as np
+
+from . import _validation as V
+from . import losses as losses_mod
+from . import optimizers as optimizers_mod
+from .callbacks import Callback, History
+from .layers.base import Layer
+
+
+class Sequential:
+    """A linear stack of layers.
+
+    Parameters
+    ----------
+    layers : list of Layer
+        Applied in order. Each layer's parameters are created here, in ``dtype``, from ``seed``.
+    dtype : {"float32", "float64"}, default="float32"
+        The dtype of every parameter and computation. Inputs of another dtype (float64 data for a
+        float32 model, or ints) are converted once per call of fit/evaluate/predict.
+    seed : int or None, default=None
+        Seed of the initialisers: the same seed and thread count give bit-identical weights and
+        training runs (the kernels' reductions do not depend on the thread count).
+    input_shape : tuple of int, optional
+        Per-sample input shape, e.g. ``(28, 28, 1)``. When given (or known from a first Dense
+        layer), the layers' shapes are checked against each other here, not at the first call.
+
+    Raises
+    ------
+    TypeError
+        If ``layers`` holds something that is not a Layer, or a bad dtype.
+    ValueError
+        If consecutive layers' shapes do not fit.
+
+    Examples
+    --------
+    >>> from fastnn import Sequential, Dense, SoftmaxCrossEntropy, Adam
+    >>> model = Sequential([Dense(784, 256, activation="relu"), Dense(256, 10)], seed=0)
+    >>> model.compile(optimizer=Adam(1e-3), loss=SoftmaxCrossEntropy())
+    """
+
+    def __init__(self, layers, dtype="float32", seed=None, input_shape=None):
+        layers = list(layers)
+        if not layers:
+            raise ValueError("Sequential needs at least one layer")
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"layers[{i}] must be a fastnn Layer, got {type(layer).__name__}")
+        self.layers = layers
+        self.dtype = V.check_dtype(dtype)
+        self.seed = seed
+        rng = np.random.default_rng(seed)
+        for i, layer in enumerate(layers):
+            layer.build(self.dtype, rng)
+            layer.need_input_grad = i > 0
+        if input_shape is None and hasattr(layers[0], "in_features"):
+            input_shape = (layers[0].in_features,)
+        self.input_shape = tuple(input_shape) if input_shape is not None else None
+        if self.input_shape is not None:
+            self.output_shape(self.input_shape)
+        self.loss = None
+        self.optimizer = None
+        self.stop_training = False
+        self._batch_buffers = {}
+
+    # -- shapes and configuration -------------------------------------------------------------
+    def output_shape(self, input_shape):
+        """Per-sample output shape for a per-sample input shape.
+
+        Raises
+        ------
+        ValueError
+            Naming the first layer whose input does not fit.
+        """
+        shape = tuple(input_shape)
+        for i, layer in enumerate(self.layers):
+            try:
+                shape = layer.output_shape(shape)
+            except ValueError as exc:
+                raise ValueError(f"layer {i} ({type(layer).__name__}): {exc}") from None
+        return shape
+
+    def compile(self, optimizer="sgd", loss="softmax_cross_entropy"):
+        """Set the optimizer and the loss (instances or names, see fastnn.optimizers/losses)."""
+        self.optimizer = optimizers_mod.get(optimizer)
+        self.loss = losses_mod.get(loss)
+        return self
+
+    def _require_compiled(self):
+        if self.loss is None or self.optimizer is None:
+            raise RuntimeError("call model.compile(optimizer, loss) before training")
+
+    def count_params(self):
+        return int(sum(p.size for layer in self.layers for p in layer.params.values()))
+
+    def summary(self, input_shape=None):
+        """A printable table of layers, output shapes and parameter counts."""
+        shape = input_shape or self.input_shape
+        lines = [f"{'layer':32s} {'output':18s} {'params':>10s}"]
+        for layer in self.layers:
+            if shape is not None:
+                shape = layer.output_shape(shape)
+            n = sum(p.size for p in layer.params.values())
+            lines.append(f"{repr(layer)[:32]:32s} {str(shape):18s} {n:10d}")
+        lines.append(f"total params: {self.count_params()}  dtype: {self.dtype}")
+        return "\n".join(lines)
+
+    def get_weights(self):
+        """A list (per layer) of dicts of copies of the parameters."""
+        return [{k: v.copy() for k, v in layer.params.items()} for layer in self.layers]
+
+    def set_weights(self, weights):
+        """Copy weights (as returned by get_weights) into the layers.
+
+        Raises
+        ------
+        ValueError
+            If the structure or a shape differs.
+        """
+        if len(weights) != len(self.layers):
+            raise ValueError(f"expected weights for {len(self.layers)} layers, got {len(weights)}")
+        for i, (layer, w) in enumerate(zip(self.layers, weights)):
+            if set(w) != set(layer.params):
+                raise ValueError(f"layer {i}: expected parameters {sorted(layer.params)}, got "
+                                 f"{sorted(w)}")
+            for k, v in w.items():
+                if np.shape(v) != layer.params[k].shape:
+                    raise ValueError(f"layer {i} {k}: expected shape {layer.params[k].shape}, got "
+                                     f"{np.shape(v)}")
+                np.copyto(layer.params[k], v, casting="same_kind")
+
+    # -- input checks -------------------------------------------------------------------------
+    def _check_X(self, X, name="X", check_finite=True):
+        if self.input_shape is not None:
+            X = V.as_float_array(X, name, self.dtype, ndim=len(self.input_shape) + 1,
+                                 trailing_shape=self.input_shape, check_finite=check_finite)
+        else:
+            X = V.as_float_array(X, name, self.dtype, check_finite=check_finite)
+            if X.ndim < 2:
+                raise ValueError(f"{name} must be batch-first with at least 2 dimensions, got "
+                                 f"shape {X.shape}")
+        try:
+            out = self.output_shape(X.shape[1:])
+        except ValueError as exc:
+            raise ValueError(f"{name} of shape {X.shape} does not fit the model: {exc}") from None
+        return X, out
+
+    def _prepare_y(self, y, n, out_shape):
+        if len(out_shape) != 1:
+            raise ValueError(f"the loss needs a 2-D output (N, K); the model outputs (N, "
+                             f"{', '.join(map(str, out_shape))})")
+        if not hasattr(y, "__len__"):
+            raise TypeError(f"y must be an array, got {type(y).__name__}")
+        return self.loss.prepare_target(y, (n,) + tuple(out_shape))
+
+    # -- computation --------------------------------------------------------------------------
+    def _forward(self, X, training):
+        out = X
+        for layer in self.layers:
+            out = layer.forward(out, training=training)
+        return out
+
+    def forward(self, X, training=False):
+        """Run the layers on X and return a copy of the output.
+
+        Shape
+        -----
+        - X: ``(N, *input_shape)``; Output: ``(N, *output_shape)``, the model's dtype.
+        """
+        X, _ = self._check_X(X)
+        return self._forward(X, training).copy()
+
+    def backward(self, grad_output):
+        """Back-propagate ``grad_output`` (d loss / d output of the last forward): fills every
+        layer's ``grads``. Returns None (the first layer skips the input gradient)."""
+        grad = grad_output
+        for layer in reversed(self.layers):
+            grad = layer.backward(grad)
+            if grad is None:
+                break
+        return grad
+
+    def _train_step(self, Xb, yb):
+        out = self._forward(Xb, training=True)
+        loss = self.loss.forward(out, yb, prepared=True)
+        if not np.isfinite(loss):
+            return loss, out  # the caller decides; weights are untouched
+        self.backward(self.loss.backward())
+        self.optimizer.step(self.layers)
+        return loss, out
+
+    def train_on_batch(self, X, y):
+        """One optimisation step on a batch; returns the mean loss (float).
+
+        Raises
+        ------
+        RuntimeError
+            If the model is not compiled.
+        FloatingPointError
+            If the loss is NaN or inf (the weights are left unchanged).
+        ValueError, TypeError
+            Bad X or y (see ``fit``).
+        """
+        self._require_compiled()
+        X, out_shape = self._check_X(X)
+        yb = self._prepare_y(y, X.shape[0], out_shape)
+        loss, _ = self._train_step(X, yb)
+        if not np.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss}; the step was not applied")
+        return float(loss)
+
+    def fit(self, X, y, epochs=1, batch_size=32, validation_data=None, shuffle=True, seed=None,
+            verbose=1, callbacks=None, on_nan="raise", initial_epoch=0):
+        """Train with mini-batches; returns a :class:`~fastnn.callbacks.History`.
+
+        Parameters
+        ----------
+        X : array_like, shape ``(N, *input_shape)``
+            Float (or int, converted) samples; float64 is converted once to a float32 model.
+        y : array_like
+            Targets for the loss: ``(N,)`` int labels (or one-hot) for SoftmaxCrossEntropy;
+            ``(N, K)`` or ``(N,)`` floats for BinaryCrossEntropy / MeanSquaredError.
+        epochs : int, default=1
+            ``>= 1``.
+        batch_size : int, default=32
+            ``1 <= batch_size <= N``.
+        validation_data : tuple (X_val, y_val), optional
+            Evaluated after each epoch (``val_loss``, ``val_accuracy``).
+        shuffle : bool, default=True
+        seed : int, optional
+            Seed of the shuffling (defaults to the model's seed).
+        verbose : {0, 1, 2}, default=1
+            0 silent, 1 a progress bar (tqdm) and a line per epoch, 2 a line per epoch.
+        callbacks : list of Callback, optional
+        on_nan : {"raise", "stop"}, default="raise"
+            A NaN/inf loss raises FloatingPointError naming the epoch and batch, or warns and
+            stops; either way the bad step is not applied.
+        initial_epoch : int, default=0
+            Epoch index to start from (for resuming).
+
+        Raises
+        ------
+        ValueError, TypeError
+            Bad arrays or arguments, named in the message.
+        FloatingPointError
+            NaN/inf loss with ``on_nan="raise"``.
+        """
+        self._require_compiled()
+        X, out_shape = self._check_X(X)
+        n = X.shape[0]
+        y = self._prepare_y(y, n, out_shape)
+        epochs = V.check_int(epochs, "epochs", minimum=1)
+        batch_size = V.check_int(batch_size, "batch_size", minimum=1)
+        if batch_size > n:
+            raise ValueError(f"batch_size ({batch_size}) is larger than the number of samples "
+                             f"({n})")
+        initial_epoch = V.check_int(initial_epoch, "initial_epoch", minimum=0)
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
+        if on_nan not in ("raise", "stop"):
+            raise ValueError(f"on_nan must be 'raise' or 'stop', got {on_nan!r}")
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("validation_data must be a tuple (X_val, y_val)")
+            Xv, vout = self._check_X(validation_data[0], "validation_data[0]")
+            yv = self._prepare_y(validation_data[1], Xv.shape[0], vout)
+        history = History()
+        cbs = [history] + list(callbacks or [])
+        for cb in cbs:
+            if not isinstance(cb, Callback):
+                raise TypeError(f"callbacks must be fastnn Callbacks, got {type(cb).__name__}")
+            cb.model = self
+        rng = np.random.default_rng(self.seed if seed is None else seed)
+        self.stop_training = False
+        for cb in cbs:
+            cb.on_train_begin()
+        xbuf = ybuf = None
+        for epoch in range(initial_epoch, epochs):
+            t0 = time.perf_counter()
+            order = rng.permutation(n) if shuffle else np.arange(n)
+            nb = (n + batch_size - 1) // batch_size
+            bar = None
+            if verbose == 1:
+                from tqdm.auto import tqdm
+
+                bar = tqdm(total=nb, desc=f"epoch {epoch + 1}/{epochs}", leave=False, unit="batch")
+            loss_sum = score_sum = 0.0
+            seen = 0
+            for b in range(nb):
+                idx = order[b * batch_size:(b + 1) * batch_size]
+                m = idx.shape[0]
+                if xbuf is None or xbuf.shape[0] != m:
+                    xbuf = np.empty((m,) + X.shape[1:], dtype=X.dtype)
+                    ybuf = np.empty((m,) + y.shape[1:], dtype=y.dtype)
+                np.take(X, idx, axis=0, out=xbuf)
+                np.take(y, idx, axis=0, out=ybuf)
+                loss, out = self._train_step(xbuf, ybuf)
+                if not np.isfinite(loss):
+                    msg = (f"loss became {loss} at epoch {epoch + 1}, batch {b + 1}; the step was "
+                           f"not applied (weights are those before this batch)")
+                    if bar is not None:
+                        bar.close()
+                    if on_nan == "raise":
+                        raise FloatingPointError(msg)
+                    warnings.warn(msg + "; training stopped", RuntimeWarning, stacklevel=2)
+                    self.stop_training = True
+                    break
+                loss_sum += loss * m
+                seen += m
+                if self.loss.metric:
+                    score_sum += self.loss.score(out, ybuf) * m
+                for cb in cbs:
+                    cb.on_batch_end(b, {"loss": loss})
+                if bar is not None:
+                    bar.update(1)
+                    if b % 20 == 0:
+                        bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+                if self.stop_training:
+                    break
+            if bar is not None:
+                bar.close()
+            logs = {"loss": loss_sum / max(seen, 1)}
+            if self.loss.metric:
+                logs[self.loss.metric] = score_sum / max(seen, 1)
+            if validation_data is not None:
+                vlogs = self._evaluate_prepared(Xv, yv)
+                logs.update({f"val_{k}": v for k, v in vlogs.items()})
+            logs["seconds"] = time.perf_counter() - t0
+            if verbose:
+                print(f"epoch {epoch + 1}/{epochs} " + " ".join(
+                    f"{k}={v:.4f}" if k != "seconds" else f"{k}={v:.1f}"
+                    for k, v in logs.items()), flush=True)
+            for cb in cbs:
+                cb.on_epoch_end(epoch, logs)
+            if self.stop_training:
+                break
+        for cb in cbs:
+            cb.on_train_end()
+        return history
+
+    # -- inference ----------------------------------------------------------------------------
+    def _predict_checked(self, X, batch_size):
+        n = X.shape[0]
+        outs = []
+        for s in range(0, n, batch_size):
+            outs.append(self._forward(X[s:s + batch_size], training=False).copy())
+        return outs[0] if len(outs) == 1 else np.concatenate(outs)
+
+    def predict(self, X, batch_size=1024):
+        """The network's output for X (logits when the last layer has no activation).
+
+        Shape
+        -----
+        - X: ``(N, *input_shape)``; Output: ``(N, *output_shape)``, the model's dtype.
+
+        Raises
+        ------
+        ValueError, TypeError
+            X of the wrong shape or dtype, empty, NaN or inf.
+        """
+        X, _ = self._check_X(X)
+        batch_size = V.check_int(batch_size, "batch_size", minimum=1)
+        return self._predict_checked(X, batch_size)
+
+    def predict_proba(self, X, batch_size=1024):
+        """Class probabilities: softmax of the logits (SoftmaxCrossEntropy) or sigmoid
+        (BinaryCrossEntropy). Shape ``(N, K)``.
+
+        Raises
+        ------
+        RuntimeError
+            If the model is not compiled with a classification loss.
+        """
+        if not isinstance(self.loss, (losses_mod.SoftmaxCrossEntropy,
+                                      losses_mod.BinaryCrossEntropy)):
+            raise RuntimeError("predict_proba needs a model compiled with SoftmaxCrossEntropy or "
+                               "BinaryCrossEntropy")
+        return self.loss.probabilities(self.predict(X, batch_size))
+
+    def predict_classes(self, X, batch_size=1024):
+        """Predicted labels ``(N,)`` int64: argmax of the logits, or ``logit > 0`` for a single
+        binary output."""
+        out = self.predict(X, batch_size)
+        if out.shape[1] == 1:
+            return (out[:, 0] > 0).astype(np.int64)
+        return out.argmax(axis=1).astype(np.int64)
+
+    def _evaluate_prepared(self, X, y, batch_size=1024):
+        n = X.shape[0]
+        loss_sum = score_sum = 0.0
+        for s in range(0, n, batch_size):
+            out = self._forward(X[s:s + batch_size], training=False)
+            yb = y[s:s + batch_size]
+            m = out.shape[0]
+            loss_sum += self.loss.forward(out, yb, prepared=True) * m
+            if self.loss.metric:
+                score_sum += self.loss.score(out, yb) * m
+        res = {"loss": loss_sum / n}
+        if self.loss.metric:
+            res[self.loss.metric] = score_sum / n
+        return res
+
+    def evaluate(self, X, y, batch_size=1024):
+        """Mean loss (and accuracy for classification losses) over X: a dict
+        ``{"loss": float, "accuracy": float}``.
+
+        Raises
+        ------
+        RuntimeError
+            If the model has no loss (not compiled).
+        ValueError, TypeError
+            Bad X or y.
+        """
+        if self.loss is None:
+            raise RuntimeError("call model.compile(optimizer, loss) before evaluate")
+        X, out_shape = self._check_X(X)
+        y = self._prepare_y(y, X.shape[0], out_shape)
+        batch_size = V.check_int(batch_size, "batch_size", minimum=1)
+        return self._evaluate_prepared(X, y, batch_size)
+
+    # -- files --------------------------------------------------------------------------------
+    def save(self, path, include_optimizer=True):
+        """Save to ``path`` (.npz + JSON header, loads without pickle); see :func:`fastnn.load`."""
+        from .io import save_model
+
+        save_model(self, path, include_optimizer=include_optimizer)
+
+    def __repr__(self):
+        return "Sequential([" + ", ".join(repr(layer) for layer in self.layers) + "])"
