@@ -1,0 +1,125 @@
+"""Benchmark worker: one process per (implementation, thread count), driven over a pipe.
+
+Started by :mod:`bench.run` as ``python -m bench._worker IMPL THREADS`` with the thread
+environment variables already set, so every thread pool is sized before anything is imported.
+Requests and replies are one JSON object per line on the original stdout/stdin; anything else
+the libraries print goes to stderr. Requests:
+
+``{"cmd": "setup", "spec": {...}, "batch": N, "seed": 0, "warmup_s": 0.5, "warmup_min": 5}``
+    build the model for ``spec`` and batch ``N``, warm up; reply with the step time estimate.
+``{"cmd": "run", "reps": R, "pre": k}``
+    ``k`` untimed steps, then ``R`` steps timed one by one; reply ``times_ns``.
+``{"cmd": "info"}``
+    versions, threadpoolctl's view of the loaded thread pools, and implementation extras.
+``{"cmd": "quit"}``
+"""
+import gc
+import importlib
+import json
+import os
+import sys
+import time
+import traceback
+
+
+def _threadpools():
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return []
+    keys = ("user_api", "internal_api", "num_threads", "version", "threading_layer",
+            "architecture", "filepath")
+    return [{k: d.get(k) for k in keys if k in d} for d in threadpool_info()]
+
+
+class Worker:
+    def __init__(self, impl, threads):
+        self.impl = impl
+        self.threads = threads
+        self.modules = {}
+        self.step = None
+
+    def module(self, kind):
+        if kind not in self.modules:
+            mod = importlib.import_module(f"bench.{self.impl}_{kind}")
+            mod.configure_threads(self.threads)
+            self.modules[kind] = mod
+        return self.modules[kind]
+
+    def setup(self, spec, batch, seed=0, warmup_s=0.5, warmup_min=5):
+        self.step = None
+        gc.collect()
+        step = self.module(spec["kind"]).build(spec, int(batch), seed=int(seed))
+        loss0 = step()
+        n, t0 = 1, time.perf_counter()
+        while n < warmup_min or time.perf_counter() - t0 < warmup_s:
+            step()
+            n += 1
+        t1 = time.perf_counter()
+        # estimate from the second half of the warm-up (the first steps fault pages in)
+        m = max(3, n // 4)
+        t2 = time.perf_counter()
+        for _ in range(m):
+            loss = step()
+        est = (time.perf_counter() - t2) / m
+        self.step = step
+        return {"step_s": est, "warmup_steps": n + m, "warmup_s": t1 - t0,
+                "loss_first": float(loss0), "loss_after_warmup": float(loss)}
+
+    def run(self, reps, pre=2):
+        step = self.step
+        clock = time.perf_counter_ns
+        times = [0] * int(reps)
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            for _ in range(int(pre)):
+                step()
+            for i in range(int(reps)):
+                t = clock()
+                loss = step()
+                times[i] = clock() - t
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+        return {"times_ns": times, "loss": float(loss)}
+
+    def info(self):
+        out = {"impl": self.impl, "threads": self.threads, "pid": os.getpid(),
+               "python": sys.version.split()[0], "versions": {}, "extra": {}}
+        for mod in self.modules.values():
+            out["versions"].update(mod.versions())
+            if hasattr(mod, "extra_info"):
+                out["extra"].update(mod.extra_info())
+        out["threadpools"] = _threadpools()
+        out["env"] = {k: os.environ.get(k) for k in (
+            "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_CORETYPE")}
+        return out
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    impl, threads = argv[0], int(argv[1])
+    # Keep the protocol channel private: the libraries' own prints go to stderr.
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    worker = Worker(impl, threads)
+    proto.write(json.dumps({"ok": True, "hello": impl, "pid": os.getpid()}) + "\n")
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        req = json.loads(line)
+        cmd = req.pop("cmd")
+        if cmd == "quit":
+            break
+        try:
+            reply = {"ok": True, **getattr(worker, cmd)(**req)}
+        except Exception as exc:  # report, keep serving: the driver decides what to skip
+            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}",
+                     "traceback": traceback.format_exc()}
+        proto.write(json.dumps(reply) + "\n")
+
+
+if __name__ == "__main__":
+    main()
