@@ -1,0 +1,442 @@
+"""Conv2D and Flatten: forward against a loop-by-definition reference, gradients against central
+differences, thread-count independence, and clear errors for bad shapes."""
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import _conv
+from fastnn.layers import Conv2D, Flatten
+
+
+# ---- plain references ------------------------------------------------------------------------
+
+def conv_reference(X, weight, bias, stride, padding):
+    """Y[n, i, j, m] = sum_{a, b, c} Xpad[n, i*sh + a, j*sw + b, c] * weight[a, b, c, m] + bias[m],
+    by loops over output positions and kernel taps, in float64."""
+    X = np.asarray(X, dtype=np.float64)
+    weight = np.asarray(weight, dtype=np.float64)
+    N, H, W, C = X.shape
+    kh, kw, _, M = weight.shape
+    (sh, sw), (ph, pw) = stride, padding
+    Xpad = np.zeros((N, H + 2 * ph, W + 2 * pw, C))
+    Xpad[:, ph:ph + H, pw:pw + W, :] = X
+    Ho = (H + 2 * ph - kh) // sh + 1
+    Wo = (W + 2 * pw - kw) // sw + 1
+    Y = np.zeros((N, Ho, Wo, M))
+    for i in range(Ho):
+        for j in range(Wo):
+            for a in range(kh):
+                for b in range(kw):
+                    Y[:, i, j, :] += Xpad[:, i * sh + a, j * sw + b, :] @ weight[a, b]
+    return Y + np.asarray(bias, dtype=np.float64)
+
+
+ACTIVATIONS = {
+    None: lambda z: z,
+    "relu": lambda z: np.maximum(z, 0),
+    "leaky_relu": lambda z: np.where(z > 0, z, 0.01 * z),
+    "sigmoid": lambda z: 1 / (1 + np.exp(-z)),
+    "tanh": np.tanh,
+}
+
+
+def rel_error(a, b):
+    a, b = np.ravel(a), np.ravel(b)
+    denom = np.linalg.norm(a) + np.linalg.norm(b)
+    return 0.0 if denom == 0 else np.linalg.norm(a - b) / denom
+
+
+def numerical_grad(f, x, h=1e-5):
+    """Central differences of the scalar f() with respect to every entry of x (in place)."""
+    g = np.zeros_like(x)
+    flat, gflat = x.reshape(-1), g.reshape(-1)
+    for k in range(flat.size):
+        old = flat[k]
+        flat[k] = old + h
+        fp = f()
+        flat[k] = old - h
+        fm = f()
+        flat[k] = old
+        gflat[k] = (fp - fm) / (2 * h)
+    return g
+
+
+def make_conv(cin, cout, k, s=1, p=0, activation=None, dtype=np.float64, seed=0):
+    layer = Conv2D(cin, cout, k, stride=s, padding=p, activation=activation)
+    layer.build(dtype, np.random.default_rng(seed))
+    rng = np.random.default_rng(seed + 100)
+    layer.params["bias"][...] = rng.standard_normal(cout) * 0.5
+    return layer
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    yield
+    fastnn.set_num_threads(None)
+
+
+# ---- forward ---------------------------------------------------------------------------------
+
+def _sweep_cases():
+    """Edge cases first (1x1 pointwise, kernel == padded input, stride > kernel, the DQN layers),
+    then a fixed random sample of kernel 1..8, stride 1..4, padding 0..3, non-square, channels
+    1..64, batch 1..9, float32/float64."""
+    cases = [
+        # N, H, W, Cin, Cout, (kh, kw), (sh, sw), (ph, pw), dtype, activation
+        (3, 5, 4, 6, 7, (1, 1), (1, 1), (0, 0), np.float32, None),
+        (2, 5, 4, 6, 7, (1, 1), (1, 1), (0, 0), np.float64, "relu"),
+        (2, 5, 4, 3, 2, (1, 1), (2, 3), (1, 0), np.float64, None),
+        (2, 3, 4, 2, 3, (5, 6), (1, 1), (1, 1), np.float64, None),
+        (1, 9, 9, 2, 2, (2, 2), (4, 4), (0, 0), np.float32, None),
+        (4, 84, 84, 4, 32, (8, 8), (4, 4), (0, 0), np.float32, "relu"),
+        (3, 20, 20, 32, 64, (4, 4), (2, 2), (0, 0), np.float32, "relu"),
+        (5, 9, 9, 64, 64, (3, 3), (1, 1), (0, 0), np.float64, "relu"),
+        (9, 28, 28, 1, 32, (3, 3), (1, 1), (1, 1), np.float32, "tanh"),
+    ]
+    rng = np.random.default_rng(2024)
+    acts = list(ACTIVATIONS)
+    while len(cases) < 90:
+        kh, kw = rng.integers(1, 9, size=2)
+        sh, sw = rng.integers(1, 5, size=2)
+        ph, pw = rng.integers(0, 4, size=2)
+        ph, pw = min(ph, kh - 1), min(pw, kw - 1)  # padding >= kernel only adds zero rows
+        if rng.random() < 0.15:
+            ph, pw = rng.integers(0, 4, size=2)  # ... which must work all the same
+        H = int(max(1, kh - 2 * ph + rng.integers(0, 12)))
+        W = int(max(1, kw - 2 * pw + rng.integers(0, 12)))
+        cin = int(rng.choice([1, 2, 3, 4, 5, 8, 13, 16, 32, 64]))
+        cout = int(rng.choice([1, 2, 3, 7, 8, 16, 32, 64]))
+        N = int(rng.integers(1, 10))
+        dtype = np.float32 if rng.random() < 0.5 else np.float64
+        act = acts[int(rng.integers(len(acts)))]
+        cases.append((N, H, W, cin, cout, (int(kh), int(kw)), (int(sh), int(sw)),
+                      (int(ph), int(pw)), dtype, act))
+    return cases
+
+
+@pytest.mark.parametrize("case", _sweep_cases(), ids=lambda c: "N{}_{}x{}x{}->{}_k{}_s{}_p{}_{}_{}".format(
+    c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], np.dtype(c[8]).name, c[9]))
+def test_forward_matches_definition(case):
+    N, H, W, cin, cout, k, s, p, dtype, activation = case
+    layer = make_conv(cin, cout, k, s, p, activation, dtype, seed=N + H + cin)
+    X = np.random.default_rng(7).standard_normal((N, H, W, cin)).astype(dtype)
+    Y = layer.forward(X)
+    Z = conv_reference(X, layer.weight, layer.bias, layer.stride, layer.padding)
+    ref = ACTIVATIONS[activation](Z)
+    assert Y.shape == ref.shape == (N,) + layer.output_shape((H, W, cin))
+    assert Y.dtype == dtype
+    scale = 1.0 + np.abs(Z).max()
+    tol = 2e-6 if dtype == np.float32 else 1e-13
+    assert np.abs(Y - ref).max() / scale < tol
+
+
+def test_output_shape_formula():
+    layer = Conv2D(3, 8, (5, 2), stride=(3, 2), padding=(2, 1))
+    H, W = 17, 10
+    assert layer.output_shape((H, W, 3)) == ((H + 4 - 5) // 3 + 1, (W + 2 - 2) // 2 + 1, 8)
+
+
+def test_forward_float32_input_to_float64_layer_is_converted():
+    layer = make_conv(2, 3, 3, dtype=np.float64)
+    X = np.random.default_rng(0).standard_normal((2, 5, 5, 2)).astype(np.float32)
+    Y = layer.forward(X)
+    assert Y.dtype == np.float64
+    ref = conv_reference(X, layer.weight, layer.bias, (1, 1), (0, 0))
+    assert np.allclose(Y, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_non_contiguous_input_is_made_contiguous():
+    layer = make_conv(3, 4, 2, s=2, dtype=np.float64)
+    X = np.random.default_rng(0).standard_normal((2, 6, 7, 6))[..., ::2]
+    Y = layer.forward(X)
+    assert np.allclose(Y, conv_reference(X, layer.weight, layer.bias, (2, 2), (0, 0)))
+
+
+def test_empty_batch():
+    layer = make_conv(2, 3, 3, s=2, p=1)
+    Y = layer.forward(np.zeros((0, 5, 5, 2)))
+    assert Y.shape == (0, 3, 3, 3)
+    dX = layer.backward(np.zeros_like(Y))
+    assert dX.shape == (0, 5, 5, 2)
+    assert not layer.grads["weight"].any() and not layer.grads["bias"].any()
+
+
+# ---- gradients -------------------------------------------------------------------------------
+
+GRAD_CASES = [
+    # N, H, W, Cin, Cout, kernel, stride, padding, activation
+    (2, 7, 6, 3, 4, (3, 2), (2, 3), (1, 0), None),        # strides that do not divide the input
+    (3, 8, 9, 2, 3, (3, 3), (2, 2), (1, 1), "tanh"),
+    (2, 9, 7, 2, 2, (4, 3), (3, 2), (2, 1), "sigmoid"),
+    (2, 6, 5, 3, 2, (2, 2), (3, 3), (0, 0), None),        # stride > kernel: skipped inputs
+    (3, 4, 5, 5, 3, (1, 1), (1, 1), (0, 0), "tanh"),      # pointwise path (no im2col)
+    (2, 5, 5, 2, 3, (1, 1), (2, 2), (1, 1), None),        # 1x1 but strided and padded: im2col
+    (2, 3, 4, 2, 2, (5, 6), (1, 1), (1, 1), "tanh"),      # kernel == padded input
+    (17, 5, 4, 2, 3, (3, 2), (2, 1), (1, 1), "tanh"),     # 17 images: several chunks
+]
+
+
+@pytest.mark.parametrize("case", GRAD_CASES)
+def test_gradients_match_central_differences(case):
+    N, H, W, cin, cout, k, s, p, activation = case
+    layer = make_conv(cin, cout, k, s, p, activation, np.float64, seed=3)
+    rng = np.random.default_rng(11)
+    X = rng.standard_normal((N, H, W, cin))
+    R = rng.standard_normal((N,) + layer.output_shape((H, W, cin)))
+
+    def loss():
+        return float(np.sum(layer.forward(X) * R))
+
+    loss()
+    dX = layer.backward(R).copy()
+    dW = layer.grads["weight"].copy()
+    db = layer.grads["bias"].copy()
+    assert rel_error(dW, numerical_grad(loss, layer.params["weight"])) < 1e-6
+    assert rel_error(db, numerical_grad(loss, layer.params["bias"])) < 1e-6
+    assert rel_error(dX, numerical_grad(loss, X)) < 1e-6
+
+
+def test_relu_gradient_away_from_the_kink():
+    layer = make_conv(2, 3, 3, 2, 1, "relu", np.float64, seed=5)
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((3, 7, 8, 2))
+    Z = conv_reference(X, layer.weight, layer.bias, (2, 2), (1, 1))
+    assert np.abs(Z).min() > 1e-4  # central differences with h = 1e-5 do not cross 0
+    R = rng.standard_normal(Z.shape)
+
+    def loss():
+        return float(np.sum(layer.forward(X) * R))
+
+    loss()
+    dX = layer.backward(R).copy()
+    assert rel_error(layer.grads["weight"].copy(), numerical_grad(loss, layer.params["weight"])) < 1e-6
+    assert rel_error(dX, numerical_grad(loss, X)) < 1e-6
+
+
+def test_backward_without_input_grad_returns_none():
+    layer = make_conv(2, 3, 3, 1, 1, "tanh")
+    layer.need_input_grad = False
+    X = np.random.default_rng(0).standard_normal((2, 5, 5, 2))
+    Y = layer.forward(X)
+    R = np.ones_like(Y)
+    assert layer.backward(R) is None
+    full = make_conv(2, 3, 3, 1, 1, "tanh")
+    full.forward(X)
+    full.backward(R)
+    assert np.array_equal(layer.grads["weight"], full.grads["weight"])
+    assert np.array_equal(layer.grads["bias"], full.grads["bias"])
+
+
+def test_identity_backward_does_not_modify_grad_output():
+    layer = make_conv(2, 3, 3, 2, 1, None)
+    X = np.random.default_rng(0).standard_normal((2, 6, 6, 2))
+    Y = layer.forward(X)
+    R = np.random.default_rng(1).standard_normal(Y.shape)
+    R0 = R.copy()
+    layer.backward(R)
+    assert np.array_equal(R, R0)
+
+
+def test_float32_gradients_close_to_float64():
+    l64 = make_conv(4, 6, (3, 4), (2, 1), (1, 2), "tanh", np.float64, seed=9)
+    l32 = make_conv(4, 6, (3, 4), (2, 1), (1, 2), "tanh", np.float32, seed=9)
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((5, 9, 8, 4))
+    Y = l64.forward(X)
+    R = rng.standard_normal(Y.shape)
+    dX64 = l64.backward(R)
+    l32.forward(X.astype(np.float32))
+    dX32 = l32.backward(R.astype(np.float32))
+    assert rel_error(dX32, dX64) < 1e-5
+    assert rel_error(l32.grads["weight"], l64.grads["weight"]) < 1e-5
+    assert rel_error(l32.grads["bias"], l64.grads["bias"]) < 1e-5
+
+
+# ---- threads -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [
+    (32, 84, 84, 4, 32, 8, 4, 0, "relu"),   # DQN layer 1
+    (32, 20, 20, 32, 64, 4, 2, 0, "relu"),  # DQN layer 2
+    (32, 9, 9, 64, 64, 3, 1, 0, "relu"),    # DQN layer 3
+    (37, 14, 13, 5, 8, 3, 2, 1, "tanh"),    # odd batch and sizes
+    (19, 6, 6, 16, 24, 1, 1, 0, None),      # pointwise
+])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_results_do_not_depend_on_thread_count(shape, dtype):
+    N, H, W, cin, cout, k, s, p, activation = shape
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((N, H, W, cin)).astype(dtype)
+    results = []
+    for nt in (1, 2, 3):
+        fastnn.set_num_threads(nt)
+        layer = make_conv(cin, cout, k, s, p, activation, dtype, seed=1)
+        Y = layer.forward(X).copy()
+        R = np.random.default_rng(3).standard_normal(Y.shape).astype(dtype)
+        dX = layer.backward(R).copy()
+        results.append((Y, dX, layer.grads["weight"].copy(), layer.grads["bias"].copy()))
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert np.array_equal(a, b)
+
+
+# ---- errors ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs", [
+    {"stride": 0}, {"stride": -1}, {"stride": (1, 0)}, {"kernel_size": 0},
+    {"kernel_size": (3, -2)}, {"padding": -1}, {"padding": (0, -3)}, {"kernel_size": (1, 2, 3)},
+    {"activation": "softmax"}, {"activation": "swish"},
+])
+def test_bad_arguments_raise_value_error(kwargs):
+    args = {"in_channels": 3, "out_channels": 4, "kernel_size": 3}
+    args.update(kwargs)
+    with pytest.raises(ValueError):
+        Conv2D(**args)
+
+
+@pytest.mark.parametrize("kwargs", [{"stride": 1.5}, {"kernel_size": "3"}, {"padding": True},
+                                    {"in_channels": 2.0}])
+def test_non_int_sizes_raise_type_error(kwargs):
+    args = {"in_channels": 3, "out_channels": 4, "kernel_size": 3}
+    args.update(kwargs)
+    with pytest.raises(TypeError):
+        Conv2D(**args)
+
+
+def test_kernel_larger_than_padded_input_raises():
+    layer = make_conv(2, 3, (5, 3), p=(1, 0))
+    with pytest.raises(ValueError, match="larger than the padded input"):
+        layer.output_shape((2, 8, 2))
+    with pytest.raises(ValueError, match="larger than the padded input"):
+        layer.forward(np.zeros((1, 2, 8, 2)))
+    with pytest.raises(ValueError, match="larger than the padded input"):
+        layer.forward(np.zeros((1, 8, 2, 2)))
+    layer.forward(np.zeros((1, 3, 3, 2)))  # 3 + 2 >= 5 and 3 >= 3: fits
+
+
+def test_channel_mismatch_raises():
+    layer = make_conv(3, 4, 3)
+    with pytest.raises(ValueError, match="3 input channels"):
+        layer.output_shape((10, 10, 4))
+    with pytest.raises(ValueError, match="3 input channels"):
+        layer.forward(np.zeros((2, 10, 10, 1)))
+
+
+@pytest.mark.parametrize("shape", [(2, 10, 10), (10, 10, 3), (2, 1, 10, 10, 3), (2, 30)])
+def test_wrong_rank_raises(shape):
+    with pytest.raises(ValueError, match="channels-last"):
+        make_conv(3, 4, 3).forward(np.zeros(shape))
+
+
+def test_backward_errors():
+    layer = make_conv(2, 3, 3)
+    with pytest.raises(RuntimeError):
+        layer.backward(np.zeros((1, 3, 3, 3)))
+    Y = layer.forward(np.zeros((1, 5, 5, 2)))
+    with pytest.raises(ValueError, match="shape"):
+        layer.backward(np.zeros((1, 3, 3, 4)))
+    layer.backward(np.zeros_like(Y))
+
+
+def test_bad_parameter_arrays_are_refused_not_crashing():
+    layer = make_conv(2, 3, 3)
+    layer.params["weight"] = np.zeros((3, 3, 2, 4))
+    with pytest.raises(ValueError, match="weight"):
+        layer.forward(np.zeros((1, 5, 5, 2)))
+    layer = make_conv(2, 3, 3)
+    layer.params["weight"] = np.asfortranarray(layer.params["weight"])
+    Y = layer.forward(np.ones((1, 5, 5, 2)))  # copied to C order, still correct
+    assert np.allclose(Y, conv_reference(np.ones((1, 5, 5, 2)), layer.weight, layer.bias,
+                                         (1, 1), (0, 0)))
+
+
+def test_kernel_wrappers_check_geometry():
+    X = np.zeros((2, 6, 6, 3), np.float32)
+    W = np.zeros((27, 4), np.float32)
+    b = np.zeros(4, np.float32)
+    rows, K, _ = _conv.conv_workspace(2, 6, 6, 3, 4, 3, 3, 1, 1, 0, 0, 4)
+    col = np.zeros((1, rows, K), np.float32)
+    A = np.zeros((2, 4, 4, 4), np.float32)
+    _conv.conv_forward(X, W, b, A, col, 3, 3, 1, 1, 0, 0, 0, 0.0, 1)
+    with pytest.raises(ValueError):  # output of the wrong size
+        _conv.conv_forward(X, W, b, np.zeros((2, 5, 4, 4), np.float32), col, 3, 3, 1, 1, 0, 0,
+                           0, 0.0, 1)
+    with pytest.raises(ValueError):  # workspace too small
+        _conv.conv_forward(X, W, b, A, col[:, :rows - 1], 3, 3, 1, 1, 0, 0, 0, 0.0, 1)
+    with pytest.raises(ValueError):  # zero stride
+        _conv.conv_forward(X, W, b, A, col, 3, 3, 0, 1, 0, 0, 0, 0.0, 1)
+    with pytest.raises(ValueError):  # kernel larger than the input
+        _conv.conv_workspace(2, 6, 6, 3, 4, 7, 3, 1, 1, 0, 0, 4)
+
+
+def test_get_config_round_trip():
+    layer = Conv2D(3, 8, (5, 3), stride=(2, 1), padding=(1, 2), activation="leaky_relu", alpha=0.2)
+    clone = Conv2D(**layer.get_config())
+    assert clone.get_config() == layer.get_config()
+    assert clone.kernel_size == (5, 3) and clone.stride == (2, 1) and clone.padding == (1, 2)
+    import json
+    json.dumps(layer.get_config())
+
+
+def test_default_init_scale():
+    layer = Conv2D(16, 32, 3, activation="relu").build(np.float32, np.random.default_rng(0))
+    assert layer.weight.shape == (3, 3, 16, 32) and layer.weight.dtype == np.float32
+    std = layer.weight.std()
+    assert abs(std - np.sqrt(2.0 / (3 * 3 * 16))) < 0.01  # He normal, fan_in = kh kw C_in
+    assert not layer.bias.any()
+
+
+# ---- Flatten ---------------------------------------------------------------------------------
+
+def test_flatten_forward_backward():
+    layer = Flatten().build(np.float64)
+    X = np.random.default_rng(0).standard_normal((3, 4, 5, 2))
+    Y = layer.forward(X)
+    assert Y.shape == (3, 40) and layer.output_shape((4, 5, 2)) == (40,)
+    assert np.array_equal(Y, X.reshape(3, -1))
+    R = np.random.default_rng(1).standard_normal(Y.shape)
+
+    def loss():
+        return float(np.sum(layer.forward(X) * R))
+
+    loss()
+    dX = layer.backward(R).copy()
+    assert dX.shape == X.shape
+    assert rel_error(dX, numerical_grad(loss, X)) < 1e-6
+    with pytest.raises(ValueError):
+        layer.backward(np.zeros((3, 41)))
+    with pytest.raises(ValueError):
+        layer.output_shape(())
+    layer.need_input_grad = False
+    assert layer.backward(R) is None
+    assert Flatten().get_config() == {}
+
+
+def test_conv_pool_flatten_stack_gradient():
+    """Conv -> MaxPool -> Conv -> AvgPool -> Flatten chained by hand, input gradient end to end."""
+    from fastnn.layers import AvgPool2D, MaxPool2D
+
+    rng = np.random.default_rng(4)
+    layers = [make_conv(2, 4, 3, 1, 1, "tanh", seed=1), MaxPool2D(2).build(np.float64),
+              make_conv(4, 3, (2, 3), (2, 1), (0, 1), "sigmoid", seed=2),
+              AvgPool2D((1, 2), stride=1).build(np.float64), Flatten().build(np.float64)]
+    X = rng.standard_normal((2, 9, 11, 2))
+
+    def run():
+        h = X
+        for lay in layers:
+            h = lay.forward(h)
+        return h
+
+    R = rng.standard_normal(run().shape)
+
+    def loss():
+        return float(np.sum(run() * R))
+
+    loss()
+    g = R
+    for lay in reversed(layers):
+        g = lay.backward(g)
+    dX = g.copy()
+    dW0 = layers[0].grads["weight"].copy()
+    assert rel_error(dX, numerical_grad(loss, X)) < 1e-6
+    assert rel_error(dW0, numerical_grad(loss, layers[0].params["weight"])) < 1e-6
