@@ -186,6 +186,16 @@ def machine_facts():
     return facts
 
 
+def _reps(block_seconds, step_seconds):
+    """Steps in a block of about ``block_seconds``, between 3 and 20000."""
+    return int(min(20000, max(3, block_seconds / max(step_seconds, 1e-7))))
+
+
+def _load(facts, key):
+    value = facts.get(key)
+    return f"{value[0]:.2f}" if value else "?"
+
+
 def log(*args):
     print(*args, file=sys.stderr, flush=True)
 
@@ -215,8 +225,9 @@ def bench_threads(impls, threads, spec, batches, prof, seed):
                     errors[impl] = str(exc)
                     workers.pop(impl).close()
                     continue
-                reps[impl] = int(min(20000, max(3, prof["block_seconds"]
-                                                / max(setups[impl]["step_s"], 1e-7))))
+                reps[impl] = _reps(prof["block_seconds"], setups[impl]["step_s"])
+                if threads > 1:
+                    workers[impl].settle()
             samples = {impl: [] for impl in workers}
             block_medians = {impl: [] for impl in workers}
             losses = {}
@@ -238,6 +249,8 @@ def bench_threads(impls, threads, spec, batches, prof, seed):
                     ms = [t / 1e6 for t in reply["times_ns"]]
                     samples[impl] += ms
                     block_medians[impl].append(quantiles(ms)[1])
+                    # size the next block from the median step time so far (robust to spikes)
+                    reps[impl] = _reps(prof["block_seconds"], quantiles(samples[impl])[1] / 1e3)
                     losses[impl] = reply["loss"]
             for impl in workers:
                 q1, med, q3 = quantiles(samples[impl])
@@ -245,7 +258,7 @@ def bench_threads(impls, threads, spec, batches, prof, seed):
                     "batch": batch, "threads": threads, "impl": impl,
                     "median_ms": med, "q1_ms": q1, "q3_ms": q3, "iqr_ms": q3 - q1,
                     "min_ms": min(samples[impl]), "n_steps": len(samples[impl]),
-                    "n_blocks": len(block_medians[impl]), "reps_per_block": reps[impl],
+                    "n_blocks": len(block_medians[impl]), "reps_per_block_last": reps[impl],
                     "block_medians_ms": block_medians[impl],
                     "useful_flops": flops, "gflops": flops / (med * 1e-3) / 1e9,
                     "loss_first": setups[impl]["loss_first"], "loss_last": losses[impl],
@@ -394,8 +407,9 @@ def main(argv=None):
     print(f"\n{spec['description']}: ms per train step, median (IQR){note}\n")
     print(format_table(results, impls))
     print(f"\n{facts.get('cpu_model')}, {facts.get('cpus_available', facts['cpu_count'])} CPUs "
-          f"available; load average {facts.get('loadavg_start', ('?',))[0]} at start, "
-          f"{facts.get('loadavg_end', ('?',))[0]} at end; {elapsed:.0f} s")
+          f"available; 1-min load average {_load(facts, 'loadavg_start')} at start, "
+          f"{_load(facts, 'loadavg_end')} at end (other processes make times noisy); "
+          f"{elapsed:.0f} s")
     for name, err in errors.items():
         log(f"ERROR {name}: {err}")
 
