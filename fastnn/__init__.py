@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 
 from ._config import get_num_threads, set_num_threads, show_config  # noqa: E402
 from . import datasets  # noqa: E402,F401
-from .callbacks import Callback, EarlyStopping, History, TerminateOnNaN  # noqa: E402
+from .callbacks import Callback, EarlyStopping, History, ModelCheckpoint, TerminateOnNaN  # noqa: E402
 from .gradcheck import gradient_check  # noqa: E402
 from .io import load  # noqa: E402
 from .layers import LAYERS, Activation, Dense, Layer  # noqa: E402
@@ -25,7 +25,7 @@ minibatches = datasets.minibatches
 
 __all__ = [
     "Sequential", "Layer", "Dense", "Activation", "SoftmaxCrossEntropy", "BinaryCrossEntropy",
-    "MeanSquaredError", "SGD", "Adam", "Callback", "History", "EarlyStopping", "TerminateOnNaN",
+    "MeanSquaredError", "SGD", "Adam", "Callback", "History", "EarlyStopping", "ModelCheckpoint", "TerminateOnNaN",
     "gradient_check", "load", "one_hot", "minibatches", "datasets", "set_num_threads",
     "get_num_threads", "show_config",
 ] + [k for k in LAYERS if k not in ("Dense", "Activation")]

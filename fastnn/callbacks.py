@@ -90,3 +90,43 @@ class TerminateOnNaN(Callback):
         loss = (logs or {}).get("loss")
         if loss is not None and not np.isfinite(loss):
             self.model.stop_training = True
+
+
+class ModelCheckpoint(Callback):
+    """Save the model (weights and optimizer state) at the end of every epoch, atomically.
+
+    Parameters
+    ----------
+    path : str or path-like
+        File to write; may contain ``{epoch}`` (1-based), formatted per epoch.
+    monitor : str, default="val_loss"
+        Used with ``save_best_only``; names containing "acc" are maximised.
+    save_best_only : bool, default=False
+        Only save when ``monitor`` improved.
+
+    Notes
+    -----
+    The file stores the number of completed epochs (``fastnn.load(path).epochs_completed``), so
+    ``fit(..., initial_epoch=model.epochs_completed)`` resumes where it stopped.
+    """
+
+    def __init__(self, path, monitor="val_loss", save_best_only=False):
+        self.path = path
+        self.monitor = monitor
+        self.save_best_only = bool(save_best_only)
+        self.mode_max = "acc" in monitor
+        self.best = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.save_best_only:
+            value = logs.get(self.monitor)
+            if value is None:
+                raise KeyError(f"ModelCheckpoint monitors {self.monitor!r}, which is not in the "
+                               f"epoch logs {sorted(logs)}")
+            if self.best is not None and not (value > self.best if self.mode_max
+                                              else value < self.best):
+                return
+            self.best = value
+        self.model.epochs_completed = epoch + 1
+        self.model.save(str(self.path).format(epoch=epoch + 1))

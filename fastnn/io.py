@@ -55,6 +55,8 @@ def save_model(model, path, include_optimizer=True):
                    for layer in model.layers],
         "loss": type(model.loss).__name__ if model.loss is not None else None,
         "optimizer": opt,
+        "seed": model.seed if isinstance(model.seed, int) else None,
+        "epochs_completed": int(getattr(model, "epochs_completed", 0)),
         "arrays": {k: {"shape": list(a.shape), "dtype": str(a.dtype), "sha256": _digest(a)}
                    for k, a in arrays.items()},
     }
@@ -173,6 +175,9 @@ def load(path):
         model.loss = get_loss({"SoftmaxCrossEntropy": "softmax_cross_entropy",
                                "BinaryCrossEntropy": "binary_cross_entropy",
                                "MeanSquaredError": "mse"}.get(header["loss"], header["loss"]))
+    model.epochs_completed = int(header.get("epochs_completed", 0) or 0)
+    if isinstance(header.get("seed"), int):
+        model.seed = header["seed"]
     opt = header.get("optimizer")
     if opt:
         cls = OPTIMIZERS.get(str(opt.get("class", "")).lower())

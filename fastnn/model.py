@@ -1,4 +1,6 @@
 """Sequential: a stack of layers trained with fit / evaluate / predict (Keras conventions)."""
+import signal
+import threading
 import time
 import warnings
 
@@ -9,6 +11,31 @@ from . import losses as losses_mod
 from . import optimizers as optimizers_mod
 from .callbacks import Callback, History
 from .layers.base import Layer
+
+
+class _SigintFlag:
+    """While active (in the main thread), Ctrl-C sets ``hit`` instead of raising, so ``fit`` stops
+    between batches with a consistent model; a second Ctrl-C raises at once."""
+
+    def __init__(self):
+        self.hit = False
+        self._old = None
+
+    def _handler(self, signum, frame):
+        if self.hit:
+            raise KeyboardInterrupt
+        self.hit = True
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread() \
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._old = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+        return False
 
 
 class Sequential:
@@ -64,7 +91,8 @@ class Sequential:
         self.loss = None
         self.optimizer = None
         self.stop_training = False
-        self._batch_buffers = {}
+        self.epochs_completed = 0
+        self.history = None
 
     # -- shapes and configuration -------------------------------------------------------------
     def output_shape(self, input_shape):
@@ -273,14 +301,36 @@ class Sequential:
             if not isinstance(cb, Callback):
                 raise TypeError(f"callbacks must be fastnn Callbacks, got {type(cb).__name__}")
             cb.model = self
-        rng = np.random.default_rng(self.seed if seed is None else seed)
+        # Each epoch's order comes from (seed, epoch): a run resumed at initial_epoch=k shuffles
+        # exactly as an uninterrupted one.
+        base_seed = seed if seed is not None else self.seed
+        if base_seed is None:
+            base_seed = int(np.random.SeedSequence().generate_state(1)[0])
         self.stop_training = False
+        self.history = history
         for cb in cbs:
             cb.on_train_begin()
+        interrupted = _SigintFlag()
+        with interrupted:
+            self._fit_epochs(X, y, epochs, batch_size, validation_data and (Xv, yv), shuffle,
+                             base_seed, verbose, cbs, on_nan, initial_epoch, interrupted)
+        for cb in cbs:
+            cb.on_train_end()
+        if interrupted.hit:
+            raise KeyboardInterrupt("training interrupted; the model holds the weights after the "
+                                    "last completed batch and model.history the epochs so far")
+        return history
+
+    def _fit_epochs(self, X, y, epochs, batch_size, validation, shuffle, base_seed, verbose, cbs,
+                    on_nan, initial_epoch, interrupted):
+        n = X.shape[0]
         xbuf = ybuf = None
         for epoch in range(initial_epoch, epochs):
             t0 = time.perf_counter()
-            order = rng.permutation(n) if shuffle else np.arange(n)
+            if shuffle:
+                order = np.random.default_rng((base_seed, epoch)).permutation(n)
+            else:
+                order = np.arange(n)
             nb = (n + batch_size - 1) // batch_size
             bar = None
             if verbose == 1:
@@ -318,15 +368,17 @@ class Sequential:
                     bar.update(1)
                     if b % 20 == 0:
                         bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
-                if self.stop_training:
+                if self.stop_training or interrupted.hit:
                     break
             if bar is not None:
                 bar.close()
+            if interrupted.hit:
+                return
             logs = {"loss": loss_sum / max(seen, 1)}
             if self.loss.metric:
                 logs[self.loss.metric] = score_sum / max(seen, 1)
-            if validation_data is not None:
-                vlogs = self._evaluate_prepared(Xv, yv)
+            if validation is not None:
+                vlogs = self._evaluate_prepared(*validation)
                 logs.update({f"val_{k}": v for k, v in vlogs.items()})
             logs["seconds"] = time.perf_counter() - t0
             if verbose:
@@ -337,9 +389,6 @@ class Sequential:
                 cb.on_epoch_end(epoch, logs)
             if self.stop_training:
                 break
-        for cb in cbs:
-            cb.on_train_end()
-        return history
 
     # -- inference ----------------------------------------------------------------------------
     def _predict_checked(self, X, batch_size):
