@@ -1,0 +1,188 @@
+"""Optimizer update kernels (fastnn._optim) against PyTorch's documented algorithms, in NumPy.
+
+torch.optim.SGD (dampening 0), for t = 1, 2, ...:
+    g <- g + wd * p
+    if mu != 0:  b <- g if t == 1 else mu * b + g
+                 g <- g + mu * b if nesterov else b
+    p <- p - lr * g
+torch.optim.Adam (amsgrad=False), for t = 1, 2, ...:
+    g <- g + wd * p
+    m <- b1 m + (1 - b1) g;   v <- b2 v + (1 - b2) g^2
+    m_hat = m / (1 - b1^t);   v_hat = v / (1 - b2^t)
+    p <- p - lr * m_hat / (sqrt(v_hat) + eps)
+
+The kernels start from a zero velocity / zero moments (b = mu * 0 + g at t = 1 is PyTorch's b = g).
+Several steps are run so that state errors would accumulate. Tolerances are relative to the
+magnitude of the parameters and of the updates (float64 1e-12, float32 1e-5).
+"""
+import numpy as np
+import pytest
+
+from fastnn import _optim
+
+DTYPES = [np.float32, np.float64]
+DT_IDS = ["f32", "f64"]
+RTOL = {np.float32: 1e-5, np.float64: 1e-12}
+LENGTHS = [1, 7, 64, 257, 13 * 33, 784 * 256 + 256, 100_003]
+STEPS = 5
+
+
+def sgd_torch_ref(p, grads, lr, mu, nesterov, wd):
+    """PyTorch's SGD, float64, written as documented."""
+    p = p.astype(np.float64).copy()
+    b = None
+    for t, g in enumerate(grads, start=1):
+        g = g.astype(np.float64) + wd * p
+        if mu != 0:
+            b = g.copy() if t == 1 else mu * b + g
+            g = g + mu * b if nesterov else b
+        p = p - lr * g
+    return p, b
+
+
+def adam_torch_ref(p, grads, lr, b1, b2, eps, wd):
+    """PyTorch's Adam (amsgrad=False), float64, written as documented.
+
+    Also returns ``cond``: sum over steps of max_{s<=t} (|grad_s| + wd |p_s|) / (sqrt(v_hat_t) + eps).
+    A rounding error u * (|grad| + wd |p|) in g (cancellation in grad + wd p, or across steps in m)
+    moves p by lr * that / (sqrt(v_hat) + eps): large where g is tiny next to eps, whatever the
+    precision. The tolerance includes u * lr * cond for that reason.
+    """
+    p = p.astype(np.float64).copy()
+    m = np.zeros_like(p)
+    v = np.zeros_like(p)
+    g_max = np.zeros_like(p)
+    cond = np.zeros_like(p)
+    for t, g in enumerate(grads, start=1):
+        g_max = np.maximum(g_max, np.abs(g.astype(np.float64)) + wd * np.abs(p))
+        g = g.astype(np.float64) + wd * p
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        m_hat = m / (1 - b1 ** t)
+        v_hat = v / (1 - b2 ** t)
+        p = p - lr * m_hat / (np.sqrt(v_hat) + eps)
+        cond += g_max / (np.sqrt(v_hat) + eps)
+    return p, m, v, cond
+
+
+def problem(n, dtype, seed):
+    rng = np.random.default_rng([n, seed])
+    p = rng.standard_normal(n).astype(dtype)
+    grads = [(rng.standard_normal(n) * 10.0 ** rng.uniform(-3, 1, n)).astype(dtype)
+             for _ in range(STEPS)]
+    return p, grads
+
+
+def run_sgd(p0, grads, lr, mu, nesterov, wd, nt):
+    p = p0.copy()
+    vel = np.zeros_like(p)
+    for g in grads:
+        _optim.sgd_update(p, g, vel, lr, mu, nesterov, wd, nt)
+    return p, vel
+
+
+def run_adam(p0, grads, lr, b1, b2, eps, wd, nt):
+    p = p0.copy()
+    m = np.zeros_like(p)
+    v = np.zeros_like(p)
+    for t, g in enumerate(grads, start=1):
+        _optim.adam_update(p, g, m, v, lr, b1, b2, eps, wd, t, nt)
+    return p, m, v
+
+
+SGD_CASES = [  # lr, momentum, nesterov, weight_decay
+    (0.1, 0.0, False, 0.0),
+    (0.1, 0.0, False, 1e-2),
+    (0.05, 0.9, False, 0.0),
+    (0.05, 0.9, False, 5e-4),
+    (0.05, 0.9, True, 0.0),
+    (0.01, 0.99, True, 1e-3),
+]
+SGD_IDS = ["plain", "plain-wd", "momentum", "momentum-wd", "nesterov", "nesterov-wd"]
+
+ADAM_CASES = [  # lr, beta1, beta2, eps, weight_decay
+    (1e-3, 0.9, 0.999, 1e-8, 0.0),
+    (1e-2, 0.9, 0.999, 1e-8, 1e-2),
+    (3e-4, 0.5, 0.9, 1e-6, 0.0),
+    (1e-1, 0.0, 0.99, 1e-7, 0.0),
+]
+ADAM_IDS = ["default", "wd", "betas-0.5-0.9", "beta1-0"]
+
+
+@pytest.mark.parametrize("nt", [1, 2])
+@pytest.mark.parametrize("case", SGD_CASES, ids=SGD_IDS)
+@pytest.mark.parametrize("n", LENGTHS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_sgd_matches_torch_formula(dtype, n, case, nt):
+    lr, mu, nesterov, wd = case
+    p0, grads = problem(n, dtype, 1)
+    p, vel = run_sgd(p0, grads, lr, mu, nesterov, wd, nt)
+    p_ref, b_ref = sgd_torch_ref(p0, grads, lr, mu, nesterov, wd)
+    assert p.dtype == dtype
+    # scale: |p| plus the sum over steps of |lr g| (a bound on how much was added up)
+    g_mag = sum(np.abs(g.astype(np.float64)) for g in grads)
+    mag_p = np.abs(p0.astype(np.float64)) + np.abs(p_ref) + lr * g_mag / (1 - mu)
+    err = np.abs(p - p_ref)
+    assert np.all(err <= RTOL[dtype] * mag_p), f"param: max err/mag {np.max(err / mag_p):.3e}"
+    if mu != 0:
+        mag_b = (g_mag + wd * STEPS * np.max(np.abs(p_ref))) / (1 - mu)
+        assert np.all(np.abs(vel - b_ref) <= RTOL[dtype] * mag_b), "velocity"
+
+
+@pytest.mark.parametrize("nt", [1, 2])
+@pytest.mark.parametrize("case", ADAM_CASES, ids=ADAM_IDS)
+@pytest.mark.parametrize("n", LENGTHS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_adam_matches_torch_formula(dtype, n, case, nt):
+    lr, b1, b2, eps, wd = case
+    p0, grads = problem(n, dtype, 2)
+    p, m, v = run_adam(p0, grads, lr, b1, b2, eps, wd, nt)
+    p_ref, m_ref, v_ref, cond = adam_torch_ref(p0, grads, lr, b1, b2, eps, wd)
+    assert p.dtype == dtype
+    g_mag = sum(np.abs(g.astype(np.float64)) + wd * np.abs(p_ref) for g in grads)
+    assert np.all(np.abs(m - m_ref) <= RTOL[dtype] * g_mag), "m"
+    assert np.all(np.abs(v - v_ref) <= RTOL[dtype] * g_mag ** 2), "v"
+    # each Adam step moves p by about lr (|m_hat| / sqrt(v_hat) <~ 1 / sqrt(1 - b2)); the error of
+    # a step is relative to its size, the rounding of p - step relative to |p|, and the rounding of
+    # g is amplified where sqrt(v_hat) + eps is small next to |grad| + wd |p| (see adam_torch_ref)
+    step_mag = STEPS * lr / np.sqrt(1 - b2)
+    mag_p = np.abs(p0.astype(np.float64)) + np.abs(p_ref) + step_mag + lr * cond
+    err = np.abs(p - p_ref)
+    assert np.all(err <= RTOL[dtype] * mag_p), f"param: max err/mag {np.max(err / mag_p):.3e}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_adam_first_step_is_lr_times_sign(dtype):
+    """With zero moments and eps -> 0, Adam's first step is lr * sign(g) (bias correction)."""
+    g = np.array([3.0, -2.0, 1e-3, -1e3, 0.5], dtype=dtype)
+    p = np.zeros_like(g)
+    m = np.zeros_like(g)
+    v = np.zeros_like(g)
+    _optim.adam_update(p, g, m, v, 0.01, 0.9, 0.999, 1e-30, 0.0, 1, 1)
+    np.testing.assert_allclose(p, -0.01 * np.sign(g), rtol=1e-5 if dtype == np.float32 else 1e-9)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_sgd_without_momentum_leaves_velocity_alone(dtype):
+    p0, grads = problem(257, dtype, 3)
+    p = p0.copy()
+    vel = np.full_like(p, 123.0)
+    _optim.sgd_update(p, grads[0], vel, 0.1, 0.0, False, 0.0, 2)
+    assert np.all(vel == 123.0)
+    expected = (p0.astype(np.float64) - 0.1 * grads[0].astype(np.float64))
+    np.testing.assert_allclose(p, expected, rtol=RTOL[dtype], atol=RTOL[dtype])
+
+
+@pytest.mark.parametrize("n", [257, 100_003])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_bit_identical_across_threads(dtype, n):
+    p0, grads = problem(n, dtype, 4)
+    for case in SGD_CASES:
+        runs = [run_sgd(p0, grads, *case, nt) for nt in (1, 2, 3)]
+        for other in runs[1:]:
+            assert np.array_equal(runs[0][0], other[0]) and np.array_equal(runs[0][1], other[1])
+    for case in ADAM_CASES:
+        runs = [run_adam(p0, grads, *case, nt) for nt in (1, 2, 3)]
+        for other in runs[1:]:
+            for a, c in zip(runs[0], other):
+                assert np.array_equal(a, c)
