@@ -1,0 +1,94 @@
+"""Ready-made convolutional networks: a small Fashion-MNIST CNN and the DQN of Mnih et al. 2015.
+
+Both are channels-last ``Sequential`` models built from :class:`~fastnn.layers.Conv2D`,
+:class:`~fastnn.layers.MaxPool2D`, :class:`~fastnn.layers.Flatten` and
+:class:`~fastnn.layers.Dense`.
+"""
+from . import _validation as V
+from .layers import Conv2D, Dense, Flatten, MaxPool2D
+from .losses import MeanSquaredError
+from .model import Sequential
+from .optimizers import Adam
+
+
+def small_cnn(dtype="float32", seed=None):
+    """A small CNN for 28x28 grey images (Fashion-MNIST), 10 classes, logits out.
+
+    ``Conv2D(1, 32, 3, padding=1, relu) -> MaxPool2D(2) -> Conv2D(32, 64, 3, stride=2, padding=1,
+    relu) -> Flatten -> Dense(3136, 128, relu) -> Dense(128, 10)``; 421,642 parameters.
+
+    Parameters
+    ----------
+    dtype : {"float32", "float64"}, default="float32"
+    seed : int or None, default=None
+        Seed of the initial weights.
+
+    Returns
+    -------
+    Sequential
+        Not compiled: use e.g. ``model.compile(Adam(1e-3), SoftmaxCrossEntropy())``.
+
+    Shape
+    -----
+    - Input: ``(N, 28, 28, 1)`` (channels-last; ``load_fashion_mnist(flatten=False)``).
+    - Output: ``(N, 10)`` logits.
+    """
+    layers = [
+        Conv2D(1, 32, 3, padding=1, activation="relu"),    # 28x28x32
+        MaxPool2D(2),                                       # 14x14x32
+        Conv2D(32, 64, 3, stride=2, padding=1, activation="relu"),  # 7x7x64
+        Flatten(),                                          # 3136
+        Dense(7 * 7 * 64, 128, activation="relu"),
+        Dense(128, 10),
+    ]
+    return Sequential(layers, dtype=dtype, seed=seed, input_shape=(28, 28, 1))
+
+
+def dqn(n_actions, dtype="float32", seed=None, learning_rate=1e-4):
+    """The deep Q-network of Mnih et al. 2015: 84x84x4 frames in, one Q-value per action out.
+
+    ``Conv2D(4, 32, 8, stride=4) -> Conv2D(32, 64, 4, stride=2) -> Conv2D(64, 64, 3, stride=1)
+    -> Flatten -> Dense(3136, 512) -> Dense(512, n_actions)``, ReLU after every layer but the
+    last; 1,684,128 + 513 n_actions parameters. Compiled with the mean squared error and Adam.
+
+    Parameters
+    ----------
+    n_actions : int
+        Number of actions (outputs), ``>= 1``.
+    dtype : {"float32", "float64"}, default="float32"
+    seed : int or None, default=None
+        Seed of the initial weights.
+    learning_rate : float, default=1e-4
+        Adam's learning rate (call ``compile`` again for another optimizer or loss).
+
+    Returns
+    -------
+    Sequential
+        Compiled with ``Adam(learning_rate)`` and ``MeanSquaredError()``.
+
+    Shape
+    -----
+    - Input: ``(N, 84, 84, 4)``: four stacked 84x84 frames, channels-last.
+    - Output: ``(N, n_actions)`` Q-values.
+
+    Raises
+    ------
+    ValueError, TypeError
+        If ``n_actions`` is not an int ``>= 1``.
+
+    References
+    ----------
+    Mnih et al., "Human-level control through deep reinforcement learning", Nature 518, 2015
+    (Methods, "Model architecture").
+    """
+    n_actions = V.check_int(n_actions, "n_actions", minimum=1)
+    layers = [
+        Conv2D(4, 32, 8, stride=4, activation="relu"),     # 20x20x32
+        Conv2D(32, 64, 4, stride=2, activation="relu"),    # 9x9x64
+        Conv2D(64, 64, 3, stride=1, activation="relu"),    # 7x7x64
+        Flatten(),                                         # 3136
+        Dense(7 * 7 * 64, 512, activation="relu"),
+        Dense(512, n_actions),
+    ]
+    model = Sequential(layers, dtype=dtype, seed=seed, input_shape=(84, 84, 4))
+    return model.compile(optimizer=Adam(learning_rate=learning_rate), loss=MeanSquaredError())
