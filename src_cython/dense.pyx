@@ -91,7 +91,9 @@ def backward(const floating[:, ::1] X not None, const floating[:, ::1] W not Non
     cdef Py_ssize_t dwb = block_size(M, 16) if dw_by_cols else block_size(K, 8)
     cdef Py_ssize_t dwn = ((M if dw_by_cols else K) + dwb - 1) // dwb
     cdef Py_ssize_t ntasks = dxn + dwn + 1
-    if N == 0:
+    if N == 0:  # an empty batch contributes nothing
+        dW[:, :] = 0
+        db[:] = 0
         return
     with nogil:
         # 1) dZ, elementwise in row blocks

@@ -28,9 +28,10 @@
 
 /* ---- fast float exp ------------------------------------------------------------------------ */
 /* exp(x) = 2^n exp(r), n = round(x / ln2), r = x - n ln2 in [-ln2/2, ln2/2] (ln2 split in two for
- * accuracy). The input is clamped so that n stays in the normal range; below -87.3 the result is 0. */
+ * accuracy). 2^n is applied as 2^(n/2) 2^(n - n/2) so that n = 128 (x up to ln FLT_MAX = 88.7228)
+ * stays finite. Below -87.33 the result is 0 (no subnormals), above 88.7228 it is +inf. */
 static inline float fnn_expf(float x) {
-    const float hi = 88.72f, lo = -87.33f;
+    const float hi = 88.7228f, lo = -87.33f;
     float xc = x > hi ? hi : x;
     xc = xc < lo ? lo : xc;
     /* round to nearest by the 1.5 * 2^23 trick: vectorises on SSE2, no rounding instruction */
@@ -44,13 +45,18 @@ static inline float fnn_expf(float x) {
     p = p * r + 1.6666665459E-1f;
     p = p * r + 5.0000001201E-1f;
     p = p * r * r + r + 1.0f;
-    int32_t bits = ((int32_t)fn + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof(scale));
-    float y = p * scale;
+    int32_t n = (int32_t)fn;
+    int32_t n1 = n >> 1, n2 = n - n1;
+    int32_t b1 = (n1 + 127) << 23, b2 = (n2 + 127) << 23;
+    float s1, s2;
+    memcpy(&s1, &b1, sizeof(s1));
+    memcpy(&s2, &b2, sizeof(s2));
+    float y = (p * s1) * s2;
+    y = x > hi ? (float)INFINITY : y;
     return x < lo ? 0.0f : y;
 }
 
+/* sigmoid(x) = 1 / (1 + exp(-x)): exactly 0 below -88.72 (exp(-x) = inf), 1 above 17 */
 static inline float fnn_sigmoidf(float x) { return 1.0f / (1.0f + fnn_expf(-x)); }
 
 /* tanh(x) = sign(x) (1 - t) / (1 + t), t = exp(-2|x|); near 0 its Taylor series (no cancellation) */
@@ -61,7 +67,7 @@ static inline float fnn_tanhf(float x) {
     float x2 = x * x;
     float small = ax * (1.0f + x2 * (-0.333333333f + x2 * (0.133333333f + x2 * -0.0539682540f)));
     float y = ax < 0.0625f ? small : big;
-    return x < 0.0f ? -y : y;
+    return copysignf(y, x);
 }
 
 static inline double fnn_sigmoid(double x) {
@@ -75,11 +81,11 @@ static inline double fnn_sigmoid(double x) {
 FNN_CLONES static void fnn_act_forward_f32(float *Z, long n, int kind, float alpha) {
     long i;
     switch (kind) {
-    case FNN_RELU:
-        for (i = 0; i < n; i++) { float z = Z[i]; Z[i] = z > 0.0f ? z : 0.0f; }
+    case FNN_RELU: /* NaN passes through, as in NumPy and PyTorch */
+        for (i = 0; i < n; i++) { float z = Z[i]; Z[i] = z < 0.0f ? 0.0f : z; }
         break;
     case FNN_LEAKY_RELU:
-        for (i = 0; i < n; i++) { float z = Z[i]; Z[i] = z > 0.0f ? z : alpha * z; }
+        for (i = 0; i < n; i++) { float z = Z[i]; Z[i] = z < 0.0f ? alpha * z : z; }
         break;
     case FNN_SIGMOID:
         for (i = 0; i < n; i++) Z[i] = fnn_sigmoidf(Z[i]);
@@ -96,10 +102,10 @@ FNN_CLONES static void fnn_act_forward_f64(double *Z, long n, int kind, double a
     long i;
     switch (kind) {
     case FNN_RELU:
-        for (i = 0; i < n; i++) { double z = Z[i]; Z[i] = z > 0.0 ? z : 0.0; }
+        for (i = 0; i < n; i++) { double z = Z[i]; Z[i] = z < 0.0 ? 0.0 : z; }
         break;
     case FNN_LEAKY_RELU:
-        for (i = 0; i < n; i++) { double z = Z[i]; Z[i] = z > 0.0 ? z : alpha * z; }
+        for (i = 0; i < n; i++) { double z = Z[i]; Z[i] = z < 0.0 ? alpha * z : z; }
         break;
     case FNN_SIGMOID:
         for (i = 0; i < n; i++) Z[i] = fnn_sigmoid(Z[i]);

@@ -236,15 +236,9 @@ def test_fast_expf_is_zero_below_normal_range():
 def test_fast_expf_finite_up_to_float32_overflow():
     """exp(x) is a finite float32 for every x <= 88.7228 (exp(88.7228) = 3.4028e38 = FLT_MAX).
 
-    KERNEL BUG (src_cython/simd.h, fnn_expf): this test FAILS at the time of writing.
-    The input is clamped to hi = 88.72f, but for x >= 127.5 * ln 2 = 88.3763 the rounded exponent
-    is n = 128 and ``((int32_t)fn + 127) << 23`` is the bit pattern of +inf, so exp(x) = inf for
-    the 45426 float32 values in [88.37627, 88.72283] (found by an exhaustive sweep), e.g.
-    ``fast_expf([88.5]) -> inf`` (true 2.72e38) and ``fast_expf([88.7]) -> inf`` (true 3.33e38).
-    A fix: build the scale as 2^(n-1) and multiply by 2 (or clamp hi to 88.3762f, giving a finite
-    1.7e38 for larger inputs). Inside the kernels fnn_expf only sees arguments <= 0 (softmax,
-    tanh) or -x (sigmoid, where inf just gives 0 instead of a subnormal), so losses and
-    activations are not affected; the function is wrong only as a general exp.
+    Regression test: the exponent n = 128 (x >= 127.5 ln 2 = 88.3763) once produced the bit
+    pattern of +inf for all 45426 float32 values in [88.37627, 88.72283]; fnn_expf now applies
+    2^n in two halves.
     """
     x = np.array([88.0, 88.3, 88.37626, 88.37627, 88.5, 88.7, 88.72, 88.7228], dtype=np.float32)
     out = fast_expf(x)
