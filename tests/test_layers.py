@@ -1,0 +1,360 @@
+"""Dense and Activation layers against plain NumPy references and float64 finite differences.
+
+Every activation is checked both as an ``Activation`` layer and fused into ``Dense``: the forward
+output against the NumPy formula, the backward pass (input, weight and bias gradients) against
+the analytic NumPy formula (float32 and float64) and against central finite differences in
+float64 (relative error < 1e-6), for several batch sizes and odd feature counts, and the results
+must be bit-identical with 1 and 2 OpenMP threads.
+"""
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import Activation, Dense
+
+ACTIVATIONS = ["identity", "relu", "leaky_relu", "sigmoid", "tanh", "softmax"]
+BATCHES = [1, 7, 64, 257]
+DTYPES = [np.float32, np.float64]
+ALPHA = 0.07  # a non-default leaky slope, so that a kernel ignoring alpha would be caught
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    yield
+    fastnn.set_num_threads(None)
+
+
+# -- plain NumPy references -------------------------------------------------------------------
+def np_forward(name, Z, alpha=ALPHA):
+    Z = np.asarray(Z, dtype=np.float64)
+    if name == "identity":
+        return Z.copy()
+    if name == "relu":
+        return np.where(Z > 0, Z, 0.0)
+    if name == "leaky_relu":
+        return np.where(Z > 0, Z, alpha * Z)
+    if name == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-Z))
+    if name == "tanh":
+        return np.tanh(Z)
+    if name == "softmax":
+        e = np.exp(Z - Z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+    raise AssertionError(name)
+
+
+def np_backward(name, Z, dA, alpha=ALPHA):
+    """d(sum(A * dA))/dZ written from Z (not from A, unlike the library)."""
+    Z = np.asarray(Z, dtype=np.float64)
+    dA = np.asarray(dA, dtype=np.float64)
+    if name == "identity":
+        return dA.copy()
+    if name == "relu":
+        return dA * (Z > 0)
+    if name == "leaky_relu":
+        return dA * np.where(Z > 0, 1.0, alpha)
+    if name == "sigmoid":
+        s = 1.0 / (1.0 + np.exp(-Z))
+        return dA * s * (1 - s)
+    if name == "tanh":
+        return dA * (1 - np.tanh(Z) ** 2)
+    if name == "softmax":
+        # full Jacobian per row: J = diag(p) - p p^T, dZ = J^T dA (J symmetric)
+        p = np_forward("softmax", Z)
+        out = np.empty_like(Z)
+        for n in range(Z.shape[0]):
+            J = np.diag(p[n]) - np.outer(p[n], p[n])
+            out[n] = J @ dA[n]
+        return out
+    raise AssertionError(name)
+
+
+# -- data: values on a grid so that no pre-activation is near a ReLU kink ----------------------
+def grid_data(rng, N, n_in, n_out):
+    """X in multiples of 1/4, W in multiples of 1/8, b = 1/64 + multiples of 1/32: every
+    pre-activation X @ W + b is a multiple of 1/32 plus 1/64, so |Z| >= 1/64 (exactly, in float32
+    too), far from the kink at 0 for a finite-difference step of 1e-6."""
+    X = rng.integers(-3, 4, size=(N, n_in)) / 4.0
+    W = rng.integers(-3, 4, size=(n_in, n_out)) / 8.0
+    b = rng.integers(-4, 4, size=n_out) / 32.0 + 1.0 / 64.0
+    return X, W, b
+
+
+def away_from_zero(rng, shape, lo=0.1, hi=2.0):
+    """Random values with |x| in [lo, hi] and random signs."""
+    return rng.uniform(lo, hi, size=shape) * rng.choice([-1.0, 1.0], size=shape)
+
+
+def make_dense(n_in, n_out, act, dtype, W, b):
+    layer = Dense(n_in, n_out, activation=act, alpha=ALPHA).build(dtype, np.random.default_rng(0))
+    layer.params["weight"][...] = W
+    layer.params["bias"][...] = b
+    return layer
+
+
+def make_act(act, dtype):
+    return Activation(act, alpha=ALPHA).build(dtype)
+
+
+def tol(dtype):
+    return dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=2e-5, atol=2e-6)
+
+
+def rel_err(a, n):
+    a, n = np.asarray(a, np.float64), np.asarray(n, np.float64)
+    return np.max(np.abs(a - n) / np.maximum(np.abs(a) + np.abs(n), 1e-6))
+
+
+def fd_check(forward, arr, R, analytic, rng, max_checks=40, eps=1e-6):
+    """Central differences of ``sum(forward() * R)`` with respect to entries of ``arr`` (perturbed
+    in place), compared with ``analytic``; returns the max relative error. The difference of the
+    two outputs is taken elementwise before the sum so that rounding stays small."""
+    flat = arr.reshape(-1)
+    idx = rng.choice(flat.size, size=min(max_checks, flat.size), replace=False)
+    num = np.empty(idx.size)
+    for k, j in enumerate(idx):
+        old = flat[j]
+        flat[j] = old + eps
+        yp = forward().copy()
+        flat[j] = old - eps
+        ym = forward().copy()
+        flat[j] = old
+        num[k] = np.sum((yp - ym) * R) / (2 * eps)
+    return rel_err(analytic.reshape(-1)[idx], num)
+
+
+# -- Activation layer ---------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("N", BATCHES)
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_activation_layer_matches_numpy(act, N, dtype):
+    rng = np.random.default_rng(N)
+    K = 13
+    X = away_from_zero(rng, (N, K)).astype(dtype)
+    R = rng.standard_normal((N, K)).astype(dtype)
+    layer = make_act(act, dtype)
+    Y = layer.forward(X)
+    assert Y.dtype == dtype and Y.shape == (N, K)
+    np.testing.assert_allclose(Y, np_forward(act, X), **tol(dtype))
+    dX = layer.backward(R)
+    assert dX.dtype == dtype and dX.shape == (N, K)
+    np.testing.assert_allclose(dX, np_backward(act, X, R), **tol(dtype))
+
+
+@pytest.mark.parametrize("N", BATCHES)
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_activation_layer_input_gradient_finite_differences(act, N):
+    rng = np.random.default_rng(100 + N)
+    X = away_from_zero(rng, (N, 9))
+    R = rng.standard_normal((N, 9))
+    layer = make_act(act, np.float64)
+    layer.forward(X)
+    dX = layer.backward(R).copy()
+    err = fd_check(lambda: layer.forward(X), X, R, dX, rng)
+    assert err < 1e-6, err
+
+
+@pytest.mark.parametrize("act", ["identity", "relu", "leaky_relu", "sigmoid", "tanh"])
+def test_activation_layer_any_shape_elementwise(act):
+    rng = np.random.default_rng(3)
+    X = away_from_zero(rng, (5, 3, 7))
+    R = rng.standard_normal(X.shape)
+    layer = make_act(act, np.float64)
+    Y = layer.forward(X)
+    assert Y.shape == X.shape
+    np.testing.assert_allclose(Y, np_forward(act, X), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(layer.backward(R), np_backward(act, X, R), rtol=1e-12, atol=1e-12)
+
+
+def test_softmax_activation_needs_2d_input():
+    with pytest.raises(ValueError, match="softmax"):
+        make_act("softmax", np.float64).forward(np.zeros((4, 3, 2)))
+
+
+def test_softmax_activation_large_logits_finite_rows_sum_to_one():
+    X = np.array([[1e4, 0.0, -1e4], [-1e4, -1e4, -1e4 + 1.0]])
+    for dtype in DTYPES:
+        Y = make_act("softmax", dtype).forward(X.astype(dtype))
+        assert np.isfinite(Y).all()
+        np.testing.assert_allclose(Y.sum(axis=1), 1.0, rtol=1e-6)
+        np.testing.assert_allclose(Y, np_forward("softmax", X), atol=1e-6)
+
+
+# -- Dense layer --------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("N", BATCHES)
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_dense_matches_numpy(act, N, dtype):
+    rng = np.random.default_rng(N + 7)
+    n_in, n_out = 13, 11
+    X, W, b = grid_data(rng, N, n_in, n_out)
+    R = rng.standard_normal((N, n_out))
+    layer = make_dense(n_in, n_out, act, dtype, W, b)
+    Y = layer.forward(X.astype(dtype))
+    Z = X @ W + b
+    assert Y.dtype == dtype and Y.shape == (N, n_out)
+    np.testing.assert_allclose(Y, np_forward(act, Z), **tol(dtype))
+    dX = layer.backward(R.astype(dtype))
+    dZ = np_backward(act, Z, R.astype(dtype))
+    assert dX.dtype == dtype and dX.shape == (N, n_in)
+    t = tol(dtype)
+    scale = dict(rtol=t["rtol"], atol=t["atol"] * max(1.0, np.abs(dZ).sum(axis=0).max()))
+    np.testing.assert_allclose(layer.grads["weight"], X.T @ dZ, **scale)
+    np.testing.assert_allclose(layer.grads["bias"], dZ.sum(axis=0), **scale)
+    np.testing.assert_allclose(dX, dZ @ W.T, **scale)
+    assert layer.grads["weight"].dtype == dtype and layer.grads["bias"].dtype == dtype
+
+
+@pytest.mark.parametrize("N", BATCHES)
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_dense_gradients_finite_differences(act, N):
+    rng = np.random.default_rng(200 + N)
+    n_in, n_out = 7, 5
+    X, W, b = grid_data(rng, N, n_in, n_out)
+    R = rng.standard_normal((N, n_out))
+    layer = make_dense(n_in, n_out, act, np.float64, W, b)
+    layer.forward(X)
+    dX = layer.backward(R).copy()
+    dW, db = layer.grads["weight"].copy(), layer.grads["bias"].copy()
+    fwd = lambda: layer.forward(X)  # noqa: E731
+    assert fd_check(fwd, X, R, dX, rng) < 1e-6
+    assert fd_check(fwd, layer.params["weight"], R, dW, rng) < 1e-6
+    assert fd_check(fwd, layer.params["bias"], R, db, rng) < 1e-6
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_dense_activation_equals_dense_then_activation_layer(act):
+    """Dense(activation=g) is Dense followed by Activation(g), forward and backward."""
+    rng = np.random.default_rng(5)
+    X, W, b = grid_data(rng, 31, 9, 6)
+    R = rng.standard_normal((31, 6))
+    fused = make_dense(9, 6, act, np.float64, W, b)
+    lin = make_dense(9, 6, None, np.float64, W, b)
+    g = make_act(act, np.float64)
+    np.testing.assert_allclose(fused.forward(X), g.forward(lin.forward(X)), rtol=1e-13, atol=1e-14)
+    dX = fused.backward(R)
+    dX2 = lin.backward(g.backward(R))
+    np.testing.assert_allclose(dX, dX2, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(fused.grads["weight"], lin.grads["weight"], rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(fused.grads["bias"], lin.grads["bias"], rtol=1e-12, atol=1e-13)
+
+
+def test_dense_first_layer_skips_input_gradient():
+    rng = np.random.default_rng(0)
+    X, W, b = grid_data(rng, 8, 5, 3)
+    layer = make_dense(5, 3, "tanh", np.float64, W, b)
+    layer.need_input_grad = False
+    layer.forward(X)
+    R = rng.standard_normal((8, 3))
+    assert layer.backward(R) is None
+    dZ = np_backward("tanh", X @ W + b, R)
+    np.testing.assert_allclose(layer.grads["weight"], X.T @ dZ, rtol=1e-12, atol=1e-13)
+
+
+def test_dense_parameter_shapes_and_dtype():
+    for dtype in DTYPES:
+        layer = Dense(17, 3).build(dtype, np.random.default_rng(0))
+        assert layer.weight.shape == (17, 3) and layer.bias.shape == (3,)
+        assert layer.weight.dtype == dtype and layer.bias.dtype == dtype
+        assert layer.output_shape((17,)) == (3,)
+
+
+def test_dense_wrong_input_features_raises():
+    layer = Dense(4, 2).build(np.float64, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="4"):
+        layer.forward(np.zeros((3, 5)))
+
+
+def test_backward_before_forward_raises():
+    with pytest.raises(RuntimeError, match="before forward"):
+        Dense(3, 2).build(np.float64, np.random.default_rng(0)).backward(np.zeros((1, 2)))
+    with pytest.raises(RuntimeError, match="before forward"):
+        make_act("tanh", np.float64).backward(np.zeros((1, 2)))
+
+
+def test_backward_wrong_grad_shape_raises():
+    layer = Dense(3, 2).build(np.float64, np.random.default_rng(0))
+    layer.forward(np.ones((4, 3)))
+    with pytest.raises(ValueError, match="grad_output"):
+        layer.backward(np.zeros((4, 3)))
+    act = make_act("relu", np.float64)
+    act.forward(np.ones((4, 3)))
+    with pytest.raises(ValueError, match="grad_output"):
+        act.backward(np.zeros((3, 4)))
+
+
+@pytest.mark.parametrize("bad", ["swish", "ReLU", 3])
+def test_unknown_activation_raises(bad):
+    with pytest.raises(ValueError, match="activation"):
+        Dense(3, 2, activation=bad)
+    with pytest.raises(ValueError, match="activation"):
+        Activation(bad)
+
+
+@pytest.mark.parametrize("alpha", [0.0, -0.1, float("nan"), float("inf")])
+def test_leaky_relu_bad_alpha_raises(alpha):
+    with pytest.raises(ValueError, match="alpha"):
+        Dense(3, 2, activation="leaky_relu", alpha=alpha)
+    with pytest.raises(ValueError, match="alpha"):
+        Activation("leaky_relu", alpha=alpha)
+
+
+@pytest.mark.parametrize("arg", [0, -1])
+def test_dense_bad_sizes_raise(arg):
+    with pytest.raises(ValueError, match="in_features"):
+        Dense(arg, 2)
+    with pytest.raises(ValueError, match="out_features"):
+        Dense(2, arg)
+    with pytest.raises(TypeError, match="in_features"):
+        Dense(2.0, 2)
+
+
+# -- threads ------------------------------------------------------------------------------------
+def _run_dense(act, dtype, X, W, b, R):
+    layer = make_dense(W.shape[0], W.shape[1], act, dtype, W, b)
+    Y = layer.forward(X.astype(dtype)).copy()
+    dX = layer.backward(R.astype(dtype)).copy()
+    return Y, dX, layer.grads["weight"].copy(), layer.grads["bias"].copy()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_dense_bit_identical_with_1_and_2_threads(act, dtype):
+    # N*K*M = 257*129*67 is above the kernels' parallel threshold, so 2 threads really split work
+    rng = np.random.default_rng(11)
+    X = rng.standard_normal((257, 129))
+    W = rng.standard_normal((129, 67)) * 0.1
+    b = rng.standard_normal(67) * 0.1
+    R = rng.standard_normal((257, 67))
+    fastnn.set_num_threads(1)
+    one = _run_dense(act, dtype, X, W, b, R)
+    fastnn.set_num_threads(2)
+    assert fastnn.get_num_threads() == 2
+    two = _run_dense(act, dtype, X, W, b, R)
+    for a, c in zip(one, two):
+        assert np.array_equal(a, c)
+    # and a wide, small batch (the kernel then splits output columns instead of rows)
+    Xs, Ws, bs, Rs = X[:3], rng.standard_normal((129, 301)) * 0.1, np.zeros(301), R[:3, :1] * \
+        np.ones((1, 301))
+    fastnn.set_num_threads(1)
+    one = _run_dense(act, dtype, Xs, Ws, bs, Rs)
+    fastnn.set_num_threads(2)
+    two = _run_dense(act, dtype, Xs, Ws, bs, Rs)
+    for a, c in zip(one, two):
+        assert np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_activation_bit_identical_with_1_and_2_threads(act, dtype):
+    # 257*129 elements: above the elementwise and softmax parallel thresholds
+    rng = np.random.default_rng(12)
+    X = rng.standard_normal((257, 129)).astype(dtype)
+    R = rng.standard_normal((257, 129)).astype(dtype)
+    res = []
+    for nt in (1, 2):
+        fastnn.set_num_threads(nt)
+        layer = make_act(act, dtype)
+        res.append((layer.forward(X).copy(), layer.backward(R).copy()))
+    assert np.array_equal(res[0][0], res[1][0])
+    assert np.array_equal(res[0][1], res[1][1])

@@ -1,0 +1,32 @@
+"""Training on real data: an MLP on Fashion-MNIST reaches a real test accuracy (one run)."""
+import os
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import Adam, Dense, Sequential, SoftmaxCrossEntropy
+
+DATA = os.environ.get("FASTNN_DATA", fastnn.datasets.DEFAULT_DATA_DIR)
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(os.path.join(DATA, "t10k-labels-idx1-ubyte.gz"))
+    and not os.path.exists(os.path.join(DATA, "t10k-labels-idx1-ubyte")),
+    reason="Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+
+
+def test_mlp_fashion_mnist_two_epochs_reaches_85_percent():
+    (X, y), (Xt, yt) = fastnn.datasets.load_fashion_mnist()
+    assert X.shape == (60000, 784) and Xt.shape == (10000, 784)
+    model = Sequential([Dense(784, 256, activation="relu"), Dense(256, 128, activation="relu"),
+                        Dense(128, 10)], seed=0)
+    model.compile(optimizer=Adam(1e-3), loss=SoftmaxCrossEntropy())
+    h = model.fit(X, y, epochs=2, batch_size=64, validation_data=(Xt, yt), verbose=0)
+    assert h.history["loss"][1] < h.history["loss"][0]
+    res = model.evaluate(Xt, yt)
+    assert res["accuracy"] >= 0.85, res
+    assert res["accuracy"] == h.history["val_accuracy"][-1]
+    # the accuracy is real: it agrees with the predicted classes, computed independently
+    pred = model.predict_classes(Xt)
+    assert np.mean(pred == yt) == pytest.approx(res["accuracy"], abs=1e-12)
+    # and every class is predicted (no collapse onto a few classes)
+    assert len(np.unique(pred)) == 10
