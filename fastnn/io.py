@@ -41,8 +41,9 @@ def save_model(model, path, include_optimizer=True):
             arrays[f"{i}.{name}"] = p
     opt = None
     if model.optimizer is not None:
+        # without its state, a restored optimizer starts afresh (step 0, zero moments)
         opt = {"class": type(model.optimizer).__name__, "config": model.optimizer.get_config(),
-               "iterations": model.optimizer.iterations}
+               "iterations": model.optimizer.iterations if include_optimizer else 0}
         if include_optimizer:
             for key, slots in model.optimizer.state.items():
                 for slot, arr in slots.items():
@@ -98,11 +99,6 @@ def load(path):
         an array that is missing, extra, of the wrong shape/dtype or whose checksum differs, or a
         pickled object (never unpickled).
     """
-    from .layers import LAYERS
-    from .losses import get as get_loss
-    from .model import Sequential
-    from .optimizers import OPTIMIZERS
-
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such model file: {path}")
@@ -127,7 +123,9 @@ def load(path):
         if not isinstance(header, dict) or header.get("format") != FORMAT:
             _fail(path, "the header does not name the fastnn format")
         version = header.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            _fail(path, f"format_version must be an integer >= 1, got {version!r}")
+        if version > FORMAT_VERSION:
             raise ValueError(f"{path}: format version {version!r} is newer than this fastnn "
                              f"reads ({FORMAT_VERSION}); upgrade fastnn")
         specs = header.get("arrays")
@@ -150,6 +148,22 @@ def load(path):
             if _digest(a) != spec.get("sha256"):
                 _fail(path, f"array {key!r} fails its checksum")
             arrays[key] = a
+    try:
+        return _build_from_header(path, header, arrays)
+    except ValueError as exc:
+        if "not a valid fastnn model" in str(exc):
+            raise
+        _fail(path, str(exc))
+    except (TypeError, AttributeError, KeyError) as exc:
+        _fail(path, f"malformed header field ({type(exc).__name__}: {exc})")
+
+
+def _build_from_header(path, header, arrays):
+    from .layers import LAYERS
+    from .losses import get as get_loss
+    from .model import Sequential
+    from .optimizers import OPTIMIZERS
+
     layers = []
     for i, entry in enumerate(header.get("layers") or []):
         cls = LAYERS.get(entry.get("class")) if isinstance(entry, dict) else None
@@ -161,6 +175,8 @@ def load(path):
             _fail(path, f"layer {i} config is invalid ({exc})")
     if not layers:
         _fail(path, "no layers")
+    if not isinstance(header.get("dtype", "float32"), str):
+        _fail(path, f"dtype must be a string, got {header.get('dtype')!r}")
     model = Sequential(layers, dtype=header.get("dtype", "float32"),
                        input_shape=header.get("input_shape"))
     for i, layer in enumerate(model.layers):

@@ -294,7 +294,11 @@ class Sequential:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("validation_data must be a tuple (X_val, y_val)")
             Xv, vout = self._check_X(validation_data[0], "validation_data[0]")
-            yv = self._prepare_y(validation_data[1], Xv.shape[0], vout)
+            try:
+                yv = self._prepare_y(validation_data[1], Xv.shape[0], vout)
+            except (ValueError, TypeError) as exc:
+                raise type(exc)(f"validation_data[1] (the validation targets; X means "
+                                f"validation_data[0]): {exc}") from None
         history = History()
         cbs = [history] + list(callbacks or [])
         for cb in cbs:
@@ -355,8 +359,12 @@ class Sequential:
                         bar.close()
                     if on_nan == "raise":
                         raise FloatingPointError(msg)
-                    warnings.warn(msg + "; training stopped", RuntimeWarning, stacklevel=2)
+                    warnings.warn(msg + "; training stopped", RuntimeWarning, stacklevel=3)
                     self.stop_training = True
+                    if seen == 0:  # nothing was trained in this epoch: no epoch record
+                        if bar is not None:
+                            bar.close()
+                        return
                     break
                 loss_sum += loss * m
                 seen += m

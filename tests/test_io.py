@@ -96,9 +96,6 @@ def test_optimizer_state_restored_training_continues_identically(tmp_path, dtype
     assert not np.array_equal(fresh.layers[0].weight, stateful.layers[0].weight)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: save(include_optimizer=False) keeps the optimizer's "
-                   "iteration count but not its moments; Adam after load then bias-corrects zero "
-                   "moments with a late step count and takes steps of the wrong size")
 def test_load_without_optimizer_state_trains_like_a_fresh_optimizer(tmp_path):
     m, _ = trained(tmp_path, "float64", Adam(0.1))
     path = tmp_path / "noopt.npz"
@@ -289,9 +286,6 @@ def test_unknown_layer_class_or_bad_config_raises(tmp_path):
         fastnn.load(tmp_path / "bad.npz")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: load lets a malformed (valid-JSON) header field "
-                   "escape as TypeError/AttributeError or an unexplained ValueError instead of 'not a "
-                   "valid fastnn model file'")
 @pytest.mark.parametrize("edit", [
     lambda h: h["optimizer"]["config"].update(momentum=0.5),  # TypeError from Adam(**config)
     lambda h: h.update(dtype="float16"),  # TypeError from Sequential

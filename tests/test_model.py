@@ -365,8 +365,6 @@ def test_on_nan_stop_warns_and_stops():
     assert np.isfinite(h.history["loss"][0])
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: on_nan='stop' at an epoch's first batch records "
-                   "loss 0.0 and accuracy 0.0 for that epoch (no batch was applied)")
 def test_on_nan_stop_at_first_batch_does_not_report_zero_loss():
     X, y = small_problem(n=64)
     m = mlp(seed=0).compile(SGD(0.01), SoftmaxCrossEntropy())
@@ -409,8 +407,6 @@ def test_early_stopping_min_and_max_modes():
         _feed(EarlyStopping("val_loss"), [1.0], "loss")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: EarlyStopping waits patience+1 epochs without "
-                   "improvement before stopping; its docstring (and Keras) say patience epochs")
 def test_early_stopping_stops_after_patience_epochs_without_improvement():
     # improvement at epoch 0, then none: with patience=2 training stops at epoch 2 (Keras)
     assert _feed(EarlyStopping("loss", patience=2), [1.0, 1.1, 1.2, 1.3, 1.4], "loss") == 2

@@ -99,8 +99,6 @@ def test_validation_data_X_is_named():
         m.fit(X, y, validation_data=(X, y, y), verbose=0)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a bad validation_data[1] is reported as 'y has 9 "
-                   "labels but X has 10 samples', naming the training arguments y and X")
 def test_validation_data_y_is_named():
     X, y = data()
     with pytest.raises(ValueError, match=r"validation_data\[1\]"):
