@@ -73,6 +73,16 @@ def make_conv(cin, cout, k, s=1, p=0, activation=None, dtype=np.float64, seed=0)
 def _restore_threads():
     yield
     fastnn.set_num_threads(None)
+    _conv._force_path(None)
+
+
+@pytest.fixture(params=[None, "gemm", "direct"])
+def path(request):
+    """Run a test with the path chosen by geometry, then forced to im2col + GEMM and to the direct
+    kernel (pointwise convolutions always take the pointwise path)."""
+    _conv._force_path(request.param)
+    yield request.param
+    _conv._force_path(None)
 
 
 # ---- forward ---------------------------------------------------------------------------------
@@ -116,7 +126,7 @@ def _sweep_cases():
 
 @pytest.mark.parametrize("case", _sweep_cases(), ids=lambda c: "N{}_{}x{}x{}->{}_k{}_s{}_p{}_{}_{}".format(
     c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], np.dtype(c[8]).name, c[9]))
-def test_forward_matches_definition(case):
+def test_forward_matches_definition(case, path):
     N, H, W, cin, cout, k, s, p, dtype, activation = case
     layer = make_conv(cin, cout, k, s, p, activation, dtype, seed=N + H + cin)
     X = np.random.default_rng(7).standard_normal((N, H, W, cin)).astype(dtype)
@@ -128,6 +138,19 @@ def test_forward_matches_definition(case):
     scale = 1.0 + np.abs(Z).max()
     tol = 2e-6 if dtype == np.float32 else 1e-13
     assert np.abs(Y - ref).max() / scale < tol
+
+
+def test_path_choice():
+    assert _conv.conv_path(28, 28, 1, 32, 3, 3, 1, 1, 1, 1) == ("direct", "direct")  # K = 9
+    assert _conv.conv_path(14, 14, 32, 64, 3, 3, 2, 2, 1, 1) == ("gemm", "gemm")     # K = 288
+    assert _conv.conv_path(28, 28, 4, 32, 3, 3, 1, 1, 1, 1) == ("direct", "gemm")    # K = 36
+    assert _conv.conv_path(84, 84, 4, 32, 8, 8, 4, 4, 0, 0) == ("gemm", "gemm")      # K = 256
+    assert _conv.conv_path(9, 9, 64, 64, 1, 1, 1, 1, 0, 0) == ("pointwise", "pointwise")
+    assert _conv.conv_path(9, 9, 128, 64, 1, 1, 2, 2, 0, 0) == ("gemm", "gemm")      # K = 128
+    _conv._force_path("direct")
+    assert _conv.conv_path(84, 84, 4, 32, 8, 8, 4, 4, 0, 0) == ("direct", "direct")
+    _conv._force_path("gemm")
+    assert _conv.conv_path(28, 28, 1, 32, 3, 3, 1, 1, 1, 1) == ("gemm", "gemm")
 
 
 def test_output_shape_formula():
@@ -177,7 +200,7 @@ GRAD_CASES = [
 
 
 @pytest.mark.parametrize("case", GRAD_CASES)
-def test_gradients_match_central_differences(case):
+def test_gradients_match_central_differences(case, path):
     N, H, W, cin, cout, k, s, p, activation = case
     layer = make_conv(cin, cout, k, s, p, activation, np.float64, seed=3)
     rng = np.random.default_rng(11)
@@ -262,7 +285,7 @@ def test_float32_gradients_close_to_float64():
     (19, 6, 6, 16, 24, 1, 1, 0, None),      # pointwise
 ])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_results_do_not_depend_on_thread_count(shape, dtype):
+def test_results_do_not_depend_on_thread_count(shape, dtype, path):
     N, H, W, cin, cout, k, s, p, activation = shape
     rng = np.random.default_rng(0)
     X = rng.standard_normal((N, H, W, cin)).astype(dtype)
@@ -350,10 +373,11 @@ def test_bad_parameter_arrays_are_refused_not_crashing():
 
 
 def test_kernel_wrappers_check_geometry():
-    X = np.zeros((2, 6, 6, 3), np.float32)
-    W = np.zeros((27, 4), np.float32)
+    X = np.zeros((2, 6, 6, 8), np.float32)
+    W = np.zeros((72, 4), np.float32)
     b = np.zeros(4, np.float32)
-    rows, K, _ = _conv.conv_workspace(2, 6, 6, 3, 4, 3, 3, 1, 1, 0, 0, 4)
+    assert _conv.conv_path(6, 6, 8, 4, 3, 3, 1, 1, 0, 0)[0] == "gemm"
+    rows, K, _ = _conv.conv_workspace(2, 6, 6, 8, 4, 3, 3, 1, 1, 0, 0, 4)
     col = np.zeros((1, rows, K), np.float32)
     A = np.zeros((2, 4, 4, 4), np.float32)
     _conv.conv_forward(X, W, b, A, col, 3, 3, 1, 1, 0, 0, 0, 0.0, 1)
@@ -365,7 +389,7 @@ def test_kernel_wrappers_check_geometry():
     with pytest.raises(ValueError):  # zero stride
         _conv.conv_forward(X, W, b, A, col, 3, 3, 0, 1, 0, 0, 0, 0.0, 1)
     with pytest.raises(ValueError):  # kernel larger than the input
-        _conv.conv_workspace(2, 6, 6, 3, 4, 7, 3, 1, 1, 0, 0, 4)
+        _conv.conv_workspace(2, 6, 6, 8, 4, 7, 3, 1, 1, 0, 0, 4)
 
 
 def test_get_config_round_trip():

@@ -122,6 +122,15 @@ def test_maxpool_ties_go_to_the_first_position():
     assert dX[0, 0, 0].tolist() == [1.0, 1.0] and dX.sum() == 2.0
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_maxpool_propagates_nan(dtype):
+    X = np.arange(16, dtype=dtype).reshape(1, 4, 4, 1)
+    X[0, 1, 2, 0] = np.nan
+    X[0, 3, 0, 0] = np.nan
+    Y = MaxPool2D(2).build(dtype).forward(X)[0, :, :, 0]
+    assert Y[0, 0] == 5 and np.isnan(Y[0, 1]) and np.isnan(Y[1, 0]) and Y[1, 1] == 15
+
+
 @pytest.mark.parametrize("cls", [MaxPool2D, AvgPool2D])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_results_do_not_depend_on_thread_count(cls, dtype):

@@ -44,6 +44,9 @@ def _check_image_shape(layer, input_shape, channels):
         raise ValueError(f"{layer} expects input of shape (N, H, W, C) (channels-last), got (N, "
                          f"{', '.join(map(str, shape))})")
     H, W, C = (int(s) for s in shape)
+    if H < 1 or W < 1 or C < 1:
+        raise ValueError(f"{layer} expects a non-empty image, got input of shape (N, {H}, {W}, "
+                         f"{C})")
     if channels is not None and C != channels:
         raise ValueError(f"{layer} expects {channels} input channels (last axis, channels-last), "
                          f"got input of shape (N, {H}, {W}, {C})")

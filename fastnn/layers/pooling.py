@@ -92,7 +92,8 @@ class MaxPool2D(_Pool2D):
         """Return ``dX`` of the input's shape (``None`` when ``need_input_grad`` is False)."""
         dY, dX = self._prepare_backward(grad_output)
         if dX is not None:
-            _conv.maxpool_backward(dY, self._argmax, dX, get_num_threads())
+            (kh, kw), (sh, sw) = self.kernel_size, self.stride
+            _conv.maxpool_backward(dY, self._argmax, dX, kh, kw, sh, sw, get_num_threads())
         return dX
 
 

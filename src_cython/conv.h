@@ -1,0 +1,303 @@
+/* im2col / col2im for channels-last (NHWC) convolution, the hot copy loops of conv.pyx, in C so
+ * that gcc vectorises them (and clones them for AVX2 / AVX-512, see simd.h).
+ *
+ * A column-matrix row holds one output position's receptive field in (i, j, c) order: kernel row
+ * i is one contiguous run of kw * C input values, copied as such; the parts of a run that fall in
+ * the zero padding are written as zeros (the padded input is never built).
+ * Rows are addressed by "global output row" g = n * Ho + oh (each has Wo output positions), so a
+ * block of rows may span images.
+ */
+#ifndef FNN_CONV_H
+#define FNN_CONV_H
+#include <stddef.h>
+#include "simd.h"
+
+typedef struct {
+    ptrdiff_t N, H, W, C, M, kh, kw, sh, sw, ph, pw, Ho, Wo, K;
+} fnn_conv_geom;
+
+/* Valid kernel columns [*jlo, *jhi) of the window starting at input column iw0. */
+static inline void fnn_conv_cols(const fnn_conv_geom *g, ptrdiff_t iw0, ptrdiff_t *jlo,
+                                 ptrdiff_t *jhi) {
+    ptrdiff_t lo = iw0 < 0 ? -iw0 : 0;
+    ptrdiff_t hi = g->W - iw0 < g->kw ? g->W - iw0 : g->kw;
+    if (lo > g->kw) lo = g->kw;
+    if (hi < lo) hi = lo;
+    *jlo = lo;
+    *jhi = hi;
+}
+
+/* col[r * Wo + ow, :] <- receptive field of output (n, oh, ow), g0 + r = n Ho + oh, r < rows. */
+#define FNN_IM2COL(T, SUF)                                                                        \
+FNN_CLONES static void fnn_im2col_##SUF(const T *X, T *col, const fnn_conv_geom *g, ptrdiff_t g0, \
+                                        ptrdiff_t rows) {                                         \
+    const ptrdiff_t C = g->C, run = g->kw * g->C;                                                 \
+    for (ptrdiff_t r = 0; r < rows; r++) {                                                        \
+        const ptrdiff_t n = (g0 + r) / g->Ho, oh = (g0 + r) - n * g->Ho;                          \
+        const T *img = X + n * g->H * g->W * C;                                                   \
+        T *dst = col + r * g->Wo * g->K;                                                          \
+        for (ptrdiff_t ow = 0; ow < g->Wo; ow++) {                                                \
+            const ptrdiff_t iw0 = ow * g->sw - g->pw;                                             \
+            ptrdiff_t jlo, jhi;                                                                   \
+            fnn_conv_cols(g, iw0, &jlo, &jhi);                                                    \
+            const ptrdiff_t a = jlo * C, b = jhi * C;                                             \
+            for (ptrdiff_t i = 0; i < g->kh; i++, dst += run) {                                   \
+                const ptrdiff_t ih = oh * g->sh - g->ph + i;                                      \
+                if (ih < 0 || ih >= g->H || a == b) {                                             \
+                    for (ptrdiff_t k = 0; k < run; k++) dst[k] = (T)0;                            \
+                    continue;                                                                     \
+                }                                                                                 \
+                const T *src = img + (ih * g->W + iw0 + jlo) * C;                                 \
+                for (ptrdiff_t k = 0; k < a; k++) dst[k] = (T)0;                                  \
+                T *d = dst + a;                                                                   \
+                for (ptrdiff_t k = 0; k < b - a; k++) d[k] = src[k];                              \
+                for (ptrdiff_t k = b; k < run; k++) dst[k] = (T)0;                                \
+            }                                                                                     \
+        }                                                                                         \
+    }                                                                                             \
+}
+FNN_IM2COL(float, f32)
+FNN_IM2COL(double, f64)
+
+/* dX[n] += column gradients of output rows g0 .. g0 + rows (the adjoint of im2col). The images
+ * touched must be owned by the calling thread. */
+#define FNN_COL2IM(T, SUF)                                                                        \
+FNN_CLONES static void fnn_col2im_##SUF(const T *col, T *dX, const fnn_conv_geom *g, ptrdiff_t g0, \
+                                        ptrdiff_t rows) {                                         \
+    const ptrdiff_t C = g->C, run = g->kw * g->C;                                                 \
+    for (ptrdiff_t r = 0; r < rows; r++) {                                                        \
+        const ptrdiff_t n = (g0 + r) / g->Ho, oh = (g0 + r) - n * g->Ho;                          \
+        T *img = dX + n * g->H * g->W * C;                                                        \
+        const T *src = col + r * g->Wo * g->K;                                                    \
+        for (ptrdiff_t ow = 0; ow < g->Wo; ow++, src += g->K) {                                   \
+            const ptrdiff_t iw0 = ow * g->sw - g->pw;                                             \
+            ptrdiff_t jlo, jhi;                                                                   \
+            fnn_conv_cols(g, iw0, &jlo, &jhi);                                                    \
+            const ptrdiff_t a = jlo * C, L = (jhi - jlo) * C;                                     \
+            if (L == 0) continue;                                                                 \
+            for (ptrdiff_t i = 0; i < g->kh; i++) {                                               \
+                const ptrdiff_t ih = oh * g->sh - g->ph + i;                                      \
+                if (ih < 0 || ih >= g->H) continue;                                               \
+                T *d = img + (ih * g->W + iw0 + jlo) * C;                                         \
+                const T *s = src + i * run + a;                                                   \
+                for (ptrdiff_t k = 0; k < L; k++) d[k] += s[k];                                   \
+            }                                                                                     \
+        }                                                                                         \
+    }                                                                                             \
+}
+FNN_COL2IM(float, f32)
+FNN_COL2IM(double, f64)
+/* ---- bias rows: every row of Z (rows x M, contiguous) = b ----------------------------------- */
+#define FNN_BIAS_ROWS(T, SUF)                                                                     \
+FNN_CLONES static void fnn_bias_rows_##SUF(T *Z, ptrdiff_t rows, ptrdiff_t M, const T *b) {       \
+    for (ptrdiff_t r = 0; r < rows; r++, Z += M)                                                  \
+        for (ptrdiff_t m = 0; m < M; m++) Z[m] = b[m];                                            \
+}
+FNN_BIAS_ROWS(float, f32)
+FNN_BIAS_ROWS(double, f64)
+
+/* ---- direct convolution, for a small receptive field K = kh kw C (im2col + GEMM is slow there:
+ * GEMM with an inner dimension of ~9 runs far below peak, and im2col copies runs of a few values).
+ * A[p, m] = b[m] + sum over taps (i, j, c), in that order, of X[tap] W[(i kw + j) C + c, m].
+ * The output channels are processed in blocks held in registers: gcc vector types of 32 bytes
+ * (lowered to two SSE registers in the baseline clone), 4 of them (32 floats / 16 doubles) per
+ * block, then single vectors, then scalars. The order of every sum is the same for all blocks. */
+typedef float fnn_v8f __attribute__((vector_size(32), aligned(4)));
+typedef double fnn_v4d __attribute__((vector_size(32), aligned(8)));
+
+#define FNN_TAP_LOOP(T, BODY)                                                                        \
+    for (ptrdiff_t i = 0; i < g->kh; i++) {                                                       \
+        const ptrdiff_t ih = oh * g->sh - g->ph + i;                                              \
+        if (ih < 0 || ih >= g->H) continue;                                                       \
+        const T *x = img + (ih * g->W + iw0 + jlo) * C;                                           \
+        const T *w = Wt + ((i * g->kw + jlo) * C) * M + m0;                                       \
+        for (ptrdiff_t t = 0; t < (jhi - jlo) * C; t++, w += M) {                                 \
+            const T xv = x[t];                                                                    \
+            BODY                                                                                  \
+        }                                                                                         \
+    }
+
+#define FNN_CONV_DIRECT(T, SUF, V, VL)                                                            \
+FNN_CLONES static void fnn_conv_direct_##SUF(const T *restrict X, const T *restrict Wt,           \
+                                             const T *restrict b, T *restrict A,                  \
+                                             const fnn_conv_geom *g, ptrdiff_t g0,                \
+                                             ptrdiff_t rows) {                                    \
+    const ptrdiff_t C = g->C, M = g->M;                                                           \
+    for (ptrdiff_t r = 0; r < rows; r++) {                                                        \
+        const ptrdiff_t n = (g0 + r) / g->Ho, oh = (g0 + r) - n * g->Ho;                          \
+        const T *img = X + n * g->H * g->W * C;                                                   \
+        T *out = A + (g0 + r) * g->Wo * M;                                                        \
+        for (ptrdiff_t ow = 0; ow < g->Wo; ow++, out += M) {                                      \
+            const ptrdiff_t iw0 = ow * g->sw - g->pw;                                             \
+            ptrdiff_t jlo, jhi, m0 = 0;                                                           \
+            fnn_conv_cols(g, iw0, &jlo, &jhi);                                                    \
+            for (; m0 + 4 * (VL) <= M; m0 += 4 * (VL)) {                                          \
+                V a0 = *(const V *)(b + m0), a1 = *(const V *)(b + m0 + (VL));                    \
+                V a2 = *(const V *)(b + m0 + 2 * (VL)), a3 = *(const V *)(b + m0 + 3 * (VL));     \
+                FNN_TAP_LOOP(T, a0 += xv * *(const V *)w; a1 += xv * *(const V *)(w + (VL));         \
+                             a2 += xv * *(const V *)(w + 2 * (VL));                               \
+                             a3 += xv * *(const V *)(w + 3 * (VL));)                              \
+                *(V *)(out + m0) = a0; *(V *)(out + m0 + (VL)) = a1;                              \
+                *(V *)(out + m0 + 2 * (VL)) = a2; *(V *)(out + m0 + 3 * (VL)) = a3;               \
+            }                                                                                     \
+            for (; m0 + (VL) <= M; m0 += (VL)) {                                                  \
+                V a0 = *(const V *)(b + m0);                                                      \
+                FNN_TAP_LOOP(T, a0 += xv * *(const V *)w;)                                           \
+                *(V *)(out + m0) = a0;                                                            \
+            }                                                                                     \
+            for (; m0 < M; m0++) {                                                                \
+                T a0 = b[m0];                                                                     \
+                FNN_TAP_LOOP(T, a0 += xv * *w;)                                                      \
+                out[m0] = a0;                                                                     \
+            }                                                                                     \
+        }                                                                                         \
+    }                                                                                             \
+}
+FNN_CONV_DIRECT(float, f32, fnn_v8f, 8)
+FNN_CONV_DIRECT(double, f64, fnn_v4d, 4)
+
+/* dW (K x M) += sum over the output positions of rows g0 .. g0 + rows of X[tap] dZ[p, :]: for each
+ * tap and register block of output channels, the positions are summed in order into registers,
+ * then added to dW (the direct counterpart of col^T dZ; the order depends on the geometry only). */
+#define FNN_POS_LOOP(T, BODY)                                                                        \
+    for (ptrdiff_t r = 0; r < rows; r++) {                                                        \
+        const ptrdiff_t n = (g0 + r) / g->Ho, oh = (g0 + r) - n * g->Ho;                          \
+        const ptrdiff_t ih = oh * g->sh - g->ph + i;                                              \
+        if (ih < 0 || ih >= g->H) continue;                                                       \
+        const T *xrow = X + ((n * g->H + ih) * g->W) * C + c;                                     \
+        const T *dz = dZ + (g0 + r) * g->Wo * M + m0;                                             \
+        for (ptrdiff_t ow = 0; ow < g->Wo; ow++, dz += M) {                                       \
+            const ptrdiff_t iw = ow * g->sw - g->pw + j;                                          \
+            if (iw < 0 || iw >= g->W) continue;                                                   \
+            const T xv = xrow[iw * C];                                                            \
+            BODY                                                                                  \
+        }                                                                                         \
+    }
+
+#define FNN_CONV_DIRECT_DW(T, SUF, V, VL)                                                         \
+FNN_CLONES static void fnn_conv_direct_dw_##SUF(const T *restrict X, const T *restrict dZ,        \
+                                                T *restrict dW, const fnn_conv_geom *g,           \
+                                                ptrdiff_t g0, ptrdiff_t rows) {                   \
+    const ptrdiff_t C = g->C, M = g->M;                                                           \
+    for (ptrdiff_t i = 0; i < g->kh; i++)                                                         \
+        for (ptrdiff_t j = 0; j < g->kw; j++)                                                     \
+            for (ptrdiff_t c = 0; c < C; c++) {                                                   \
+                T *w = dW + ((i * g->kw + j) * C + c) * M;                                        \
+                ptrdiff_t m0 = 0;                                                                 \
+                for (; m0 + 4 * (VL) <= M; m0 += 4 * (VL)) {                                      \
+                    V a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                                     \
+                    FNN_POS_LOOP(T, a0 += xv * *(const V *)dz; a1 += xv * *(const V *)(dz + (VL));   \
+                                 a2 += xv * *(const V *)(dz + 2 * (VL));                          \
+                                 a3 += xv * *(const V *)(dz + 3 * (VL));)                         \
+                    *(V *)(w + m0) += a0; *(V *)(w + m0 + (VL)) += a1;                            \
+                    *(V *)(w + m0 + 2 * (VL)) += a2; *(V *)(w + m0 + 3 * (VL)) += a3;             \
+                }                                                                                 \
+                for (; m0 + (VL) <= M; m0 += (VL)) {                                              \
+                    V a0 = {0};                                                                   \
+                    FNN_POS_LOOP(T, a0 += xv * *(const V *)dz;)                                      \
+                    *(V *)(w + m0) += a0;                                                         \
+                }                                                                                 \
+                for (; m0 < M; m0++) {                                                            \
+                    T a0 = 0;                                                                     \
+                    FNN_POS_LOOP(T, a0 += xv * *dz;)                                                 \
+                    w[m0] += a0;                                                                  \
+                }                                                                                 \
+            }                                                                                     \
+}
+FNN_CONV_DIRECT_DW(float, f32, fnn_v8f, 8)
+FNN_CONV_DIRECT_DW(double, f64, fnn_v4d, 4)
+
+/* ---- pooling (no padding), output rows g0 .. g0 + rows; g->M is unused (= C) ---------------- */
+
+/* Y = max over each window; argmax = flat position ih * W + iw of the first maximum (a NaN wins,
+ * so that NaN propagates as in the other frameworks). */
+#define FNN_MAXPOOL(T, SUF)                                                                       \
+FNN_CLONES static void fnn_maxpool_##SUF(const T *X, T *Y, int *argmax, const fnn_conv_geom *g,   \
+                                         ptrdiff_t g0, ptrdiff_t rows) {                          \
+    const ptrdiff_t C = g->C;                                                                     \
+    for (ptrdiff_t r = 0; r < rows; r++) {                                                        \
+        const ptrdiff_t n = (g0 + r) / g->Ho, oh = (g0 + r) - n * g->Ho;                          \
+        const T *img = X + n * g->H * g->W * C;                                                   \
+        T *y = Y + (g0 + r) * g->Wo * C;                                                          \
+        int *ix = argmax + (g0 + r) * g->Wo * C;                                                  \
+        for (ptrdiff_t ow = 0; ow < g->Wo; ow++, y += C, ix += C) {                               \
+            const ptrdiff_t ih0 = oh * g->sh, iw0 = ow * g->sw;                                   \
+            const T *x0 = img + (ih0 * g->W + iw0) * C;                                           \
+            const int p0 = (int)(ih0 * g->W + iw0);                                               \
+            for (ptrdiff_t c = 0; c < C; c++) { y[c] = x0[c]; ix[c] = p0; }                       \
+            for (ptrdiff_t i = 0; i < g->kh; i++) {                                               \
+                for (ptrdiff_t j = (i == 0); j < g->kw; j++) {                                    \
+                    const T *x = img + ((ih0 + i) * g->W + iw0 + j) * C;                          \
+                    const int p = (int)((ih0 + i) * g->W + iw0 + j);                              \
+                    for (ptrdiff_t c = 0; c < C; c++) {                                           \
+                        const T v = x[c], cur = y[c];                                             \
+                        const int take = (v > cur) | ((v != v) & (cur == cur));                   \
+                        y[c] = take ? v : cur;                                                    \
+                        ix[c] = take ? p : ix[c];                                                 \
+                    }                                                                             \
+                }                                                                                 \
+            }                                                                                     \
+        }                                                                                         \
+    }                                                                                             \
+}
+FNN_MAXPOOL(float, f32)
+FNN_MAXPOOL(double, f64)
+
+/* dX[n] (zeroed by the caller) += dY routed to the argmax positions, images n0 .. n1. */
+#define FNN_MAXPOOL_BACKWARD(T, SUF)                                                              \
+FNN_CLONES static void fnn_maxpool_backward_##SUF(const T *dY, const int *argmax, T *dX,          \
+                                                  const fnn_conv_geom *g, ptrdiff_t n) {          \
+    const ptrdiff_t C = g->C, P = g->Ho * g->Wo;                                                  \
+    T *img = dX + n * g->H * g->W * C;                                                            \
+    const T *d = dY + n * P * C;                                                                  \
+    const int *ix = argmax + n * P * C;                                                           \
+    for (ptrdiff_t p = 0; p < P; p++, d += C, ix += C)                                            \
+        for (ptrdiff_t c = 0; c < C; c++) img[(ptrdiff_t)ix[c] * C + c] += d[c];                  \
+}
+FNN_MAXPOOL_BACKWARD(float, f32)
+FNN_MAXPOOL_BACKWARD(double, f64)
+
+/* Y = mean over each window (sum in window order, then times 1 / (kh kw)). */
+#define FNN_AVGPOOL(T, SUF)                                                                       \
+FNN_CLONES static void fnn_avgpool_##SUF(const T *X, T *Y, const fnn_conv_geom *g, ptrdiff_t g0,  \
+                                         ptrdiff_t rows) {                                        \
+    const ptrdiff_t C = g->C;                                                                     \
+    const T inv = (T)1 / (T)(g->kh * g->kw);                                                      \
+    for (ptrdiff_t r = 0; r < rows; r++) {                                                        \
+        const ptrdiff_t n = (g0 + r) / g->Ho, oh = (g0 + r) - n * g->Ho;                          \
+        const T *img = X + n * g->H * g->W * C;                                                   \
+        T *y = Y + (g0 + r) * g->Wo * C;                                                          \
+        for (ptrdiff_t ow = 0; ow < g->Wo; ow++, y += C) {                                        \
+            const ptrdiff_t ih0 = oh * g->sh, iw0 = ow * g->sw;                                   \
+            for (ptrdiff_t c = 0; c < C; c++) y[c] = (T)0;                                        \
+            for (ptrdiff_t i = 0; i < g->kh; i++)                                                 \
+                for (ptrdiff_t j = 0; j < g->kw; j++) {                                           \
+                    const T *x = img + ((ih0 + i) * g->W + iw0 + j) * C;                          \
+                    for (ptrdiff_t c = 0; c < C; c++) y[c] += x[c];                               \
+                }                                                                                 \
+            for (ptrdiff_t c = 0; c < C; c++) y[c] *= inv;                                        \
+        }                                                                                         \
+    }                                                                                             \
+}
+FNN_AVGPOOL(float, f32)
+FNN_AVGPOOL(double, f64)
+
+/* dX[n] (zeroed by the caller) += dY[n, oh, ow] / (kh kw) over each window, in output order. */
+#define FNN_AVGPOOL_BACKWARD(T, SUF)                                                              \
+FNN_CLONES static void fnn_avgpool_backward_##SUF(const T *dY, T *dX, const fnn_conv_geom *g,     \
+                                                  ptrdiff_t n) {                                  \
+    const ptrdiff_t C = g->C;                                                                     \
+    const T inv = (T)1 / (T)(g->kh * g->kw);                                                      \
+    T *img = dX + n * g->H * g->W * C;                                                            \
+    const T *d = dY + n * g->Ho * g->Wo * C;                                                      \
+    for (ptrdiff_t oh = 0; oh < g->Ho; oh++)                                                      \
+        for (ptrdiff_t ow = 0; ow < g->Wo; ow++, d += C)                                          \
+            for (ptrdiff_t i = 0; i < g->kh; i++)                                                 \
+                for (ptrdiff_t j = 0; j < g->kw; j++) {                                           \
+                    T *x = img + ((oh * g->sh + i) * g->W + ow * g->sw + j) * C;                  \
+                    for (ptrdiff_t c = 0; c < C; c++) x[c] += d[c] * inv;                         \
+                }                                                                                 \
+}
+FNN_AVGPOOL_BACKWARD(float, f32)
+FNN_AVGPOOL_BACKWARD(double, f64)
+#endif
