@@ -13,7 +13,6 @@ Exit status: 0 on success, 2 for bad command-line arguments (argparse's conventi
 errors (missing data files, unreadable model file, ...), 130 when interrupted with Ctrl-C.
 """
 import argparse
-import inspect
 import os
 import sys
 import time
@@ -22,6 +21,8 @@ import numpy as np
 
 #: Learning rates used when ``--learning-rate`` is not given.
 DEFAULT_LEARNING_RATES = {"adam": 1e-3, "sgd": 0.05}
+#: ``--lr-schedule cosine`` ends at this fraction of the initial learning rate.
+FINAL_LR_FRACTION = 0.1
 #: Momentum of SGD from the command line.
 SGD_MOMENTUM = 0.9
 
@@ -103,6 +104,9 @@ def build_parser(prog=None):
                        help="default: %(default)s")
     train.add_argument("--learning-rate", type=_positive_float, default=None, metavar="LR",
                        help="default: 1e-3 for adam, 0.05 for sgd (momentum 0.9)")
+    train.add_argument("--lr-schedule", choices=("cosine", "constant"), default="cosine",
+                       help="cosine: decay the learning rate per epoch along a half cosine from "
+                            "LR to LR/10; constant: keep LR (default: %(default)s)")
     train.add_argument("--seed", type=_seed, default=0,
                        help="seed of the initial weights and of the shuffling (default: "
                             "%(default)s)")
@@ -164,9 +168,26 @@ def build_cnn(dtype="float32", seed=0):
         raise CLIError(f"--model cnn is not available in this fastnn build "
                        f"(fastnn.models.small_cnn cannot be imported: {exc}); use --model mlp"
                        ) from None
-    params = inspect.signature(small_cnn).parameters
-    kwargs = {k: v for k, v in (("dtype", dtype), ("seed", seed)) if k in params}
-    return small_cnn(**kwargs)
+    return small_cnn(dtype=dtype, seed=seed)
+
+
+def cosine_lr(lr0, epoch, epochs, final_fraction=FINAL_LR_FRACTION):
+    """Learning rate of (0-based) ``epoch`` of ``epochs``: ``lr0`` at epoch 0, falling along a
+    half cosine towards ``final_fraction * lr0`` (reached just after the last epoch)."""
+    t = epoch / epochs
+    return lr0 * (final_fraction + (1.0 - final_fraction) * 0.5 * (1.0 + np.cos(np.pi * t)))
+
+
+def _cosine_callback(lr0, epochs):
+    from .callbacks import Callback
+
+    class CosineDecay(Callback):
+        """Sets the optimizer's learning rate for the next epoch (epoch 0 uses ``lr0``)."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.optimizer.learning_rate = cosine_lr(lr0, epoch + 1, epochs)
+
+    return CosineDecay()
 
 
 def _make_optimizer(name, learning_rate):
@@ -235,17 +256,19 @@ def cmd_train(args, out=None):
     if not args.quiet:
         n_params = model.count_params() if hasattr(model, "count_params") else "?"
         opt_desc = f"{args.optimizer} lr={lr:g}" + (
-            f" momentum={SGD_MOMENTUM:g}" if args.optimizer == "sgd" else "")
+            f" momentum={SGD_MOMENTUM:g}" if args.optimizer == "sgd" else "") + (
+            f" (cosine to {lr * FINAL_LR_FRACTION:g})" if args.lr_schedule == "cosine" else "")
         print(f"fastnn {fastnn.__version__}: model {args.model} ({n_params} params, "
               f"{args.dtype}), {opt_desc}, batch {args.batch_size}, {args.epochs} epochs, "
               f"{fastnn.get_num_threads()} threads, seed {args.seed}", file=out)
         print(f"data: {X.shape[0]} training samples; val_* = Fashion-MNIST test set "
               f"({Xt.shape[0]} samples)", file=out, flush=True)
 
+    callbacks = [_cosine_callback(lr, args.epochs)] if args.lr_schedule == "cosine" else []
     t0 = time.perf_counter()
     history = model.fit(X, y, epochs=args.epochs, batch_size=args.batch_size,
                         validation_data=(Xt, yt), shuffle=True, seed=args.seed,
-                        verbose=0 if args.quiet else 1)
+                        verbose=0 if args.quiet else 1, callbacks=callbacks)
     total = time.perf_counter() - t0
     h = history.history
     test_acc, test_loss = h["val_accuracy"][-1], h["val_loss"][-1]

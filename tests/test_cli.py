@@ -68,7 +68,7 @@ def test_train_verbose_reports_every_epoch(capsys):
     rc, out, err = run(["train", "--epochs", "2", "--limit", "128", "--batch-size", "32",
                         "--optimizer", "sgd", "--threads", "1"], capsys)
     assert rc == 0, err
-    assert "sgd lr=0.05 momentum=0.9" in out
+    assert "sgd lr=0.05 momentum=0.9 (cosine to 0.005)" in out
     assert "batch 32, 2 epochs, 1 threads, seed 0" in out
     for e in (1, 2):
         line = next(ln for ln in out.splitlines() if ln.startswith(f"epoch {e}/2 "))
@@ -143,6 +143,7 @@ def test_python_dash_m_bad_args_subprocess():
     (["train", "--learning-rate", "-0.1"], "argument --learning-rate: must be a finite number"),
     (["train", "--learning-rate", "nan"], "argument --learning-rate: must be a finite number"),
     (["train", "--learning-rate", "fast"], "argument --learning-rate: must be a number > 0"),
+    (["train", "--lr-schedule", "step"], "argument --lr-schedule: invalid choice: 'step'"),
     (["train", "--seed", "-1"], "argument --seed: must be an integer >= 0"),
     (["train", "--model", "resnet"], "argument --model: invalid choice: 'resnet'"),
     (["train", "--optimizer", "rmsprop"], "argument --optimizer: invalid choice"),
@@ -168,7 +169,7 @@ def test_help_and_version(capsys):
     rc, out, _ = run(["train", "--help"], capsys)
     assert rc == 0
     for opt in ("--model", "--epochs", "--batch-size", "--optimizer", "--learning-rate",
-                "--threads", "--seed", "--save", "--dtype", "--quiet"):
+                "--threads", "--seed", "--save", "--dtype", "--quiet", "--lr-schedule"):
         assert opt in out
     assert "--limit" not in out  # undocumented
     assert "(default: 10)" in out and "(default: 64)" in out and "default: adam" in out
@@ -242,6 +243,52 @@ def test_default_learning_rates():
     assert isinstance(opt, fastnn.SGD) and lr == 0.05 and opt.momentum == 0.9
     opt, lr = cli._make_optimizer("sgd", 0.2)
     assert lr == 0.2 and opt.learning_rate == 0.2
+
+
+def test_cosine_lr_schedule():
+    assert cli.cosine_lr(1e-3, 0, 10) == pytest.approx(1e-3)
+    assert cli.cosine_lr(1e-3, 5, 10) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))
+    assert cli.cosine_lr(1e-3, 10, 10) == pytest.approx(1e-4)
+    lrs = [cli.cosine_lr(0.05, e, 10) for e in range(11)]
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+
+
+def test_cosine_callback_sets_optimizer_lr():
+    model = cli.build_mlp("float32", seed=0)
+    opt, lr = cli._make_optimizer("adam", None)
+    model.compile(optimizer=opt, loss=fastnn.SoftmaxCrossEntropy())
+    cb = cli._cosine_callback(lr, 4)
+    cb.model = model
+    seen = []
+    for epoch in range(4):
+        seen.append(model.optimizer.learning_rate)
+        cb.on_epoch_end(epoch, {})
+    assert seen == pytest.approx([cli.cosine_lr(lr, e, 4) for e in range(4)])
+    assert seen[0] == lr
+
+
+@have_data
+def test_lr_schedule_changes_training(capsys):
+    base = ["train", "--epochs", "2", "--limit", "256", "--batch-size", "64", "--threads", "1",
+            "--quiet"]
+    cos = ACC_RE.search(run(base, capsys)[1]).groups()
+    const = ACC_RE.search(run(base + ["--lr-schedule", "constant"], capsys)[1]).groups()
+    assert cos != const  # the second epoch ran with a smaller learning rate
+
+
+@have_data
+def test_train_cnn_when_available(tmp_path, capsys):
+    if not hasattr(pytest.importorskip("fastnn.models"), "small_cnn"):
+        pytest.skip("fastnn.models.small_cnn not written yet")
+    path = tmp_path / "cnn.npz"
+    rc, out, err = run(["train", "--model", "cnn", "--epochs", "1", "--limit", "128",
+                        "--threads", "1", "--quiet", "--save", str(path)], capsys)
+    assert rc == 0, err
+    m = ACC_RE.search(out)
+    assert m, out
+    rc, out, err = run(["evaluate", str(path), "--threads", "1"], capsys)  # (N, 28, 28, 1) input
+    assert rc == 0, err
+    assert ACC_RE.search(out).group(1) == m.group(1)
 
 
 def test_build_mlp_architecture():
