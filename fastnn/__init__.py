@@ -18,6 +18,7 @@ from .layers import LAYERS, Activation, Dense, Layer  # noqa: E402
 from .losses import BinaryCrossEntropy, MeanSquaredError, SoftmaxCrossEntropy  # noqa: E402
 from .model import Sequential  # noqa: E402
 from .optimizers import SGD, Adam  # noqa: E402
+from .profiler import format_profile, profile  # noqa: E402
 
 globals().update({k: v for k, v in LAYERS.items()})
 one_hot = datasets.one_hot
@@ -27,5 +28,5 @@ __all__ = [
     "Sequential", "Layer", "Dense", "Activation", "SoftmaxCrossEntropy", "BinaryCrossEntropy",
     "MeanSquaredError", "SGD", "Adam", "Callback", "History", "EarlyStopping", "ModelCheckpoint", "TerminateOnNaN",
     "gradient_check", "load", "one_hot", "minibatches", "datasets", "set_num_threads",
-    "get_num_threads", "show_config",
+    "get_num_threads", "show_config", "profile", "format_profile",
 ] + [k for k in LAYERS if k not in ("Dense", "Activation")]
