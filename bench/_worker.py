@@ -7,12 +7,13 @@ the libraries print goes to stderr. Requests:
 
 ``{"cmd": "setup", "spec": {...}, "batch": N, "seed": 0, "warmup_s": 0.5, "warmup_min": 5}``
     build the model for ``spec`` and batch ``N``, warm up; reply with the step time estimate.
-``{"cmd": "run", "reps": R, "pre": k}``
-    ``k`` untimed steps, then ``R`` steps timed one by one; reply ``times_ns``.
+``{"cmd": "run", "seconds": S, "pre": k}``
+    ``k`` untimed steps, then steps timed one by one for about ``S`` seconds; reply ``times_ns``.
 ``{"cmd": "info"}``
     versions, threadpoolctl's view of the loaded thread pools, and implementation extras.
 ``{"cmd": "quit"}``
 """
+import faulthandler
 import gc
 import importlib
 import json
@@ -66,19 +67,26 @@ class Worker:
         return {"step_s": est, "warmup_steps": n + m, "warmup_s": t1 - t0,
                 "loss_first": float(loss0), "loss_after_warmup": float(loss)}
 
-    def run(self, reps, pre=2):
+    def run(self, seconds, pre=2, min_reps=3, max_reps=20000):
+        """``pre`` untimed steps, then timed steps until ``seconds`` have passed (at least
+        ``min_reps``, at most ``max_reps``): a block lasts about the same on a loaded machine."""
         step = self.step
         clock = time.perf_counter_ns
-        times = [0] * int(reps)
+        times = []
+        budget = int(seconds * 1e9)
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
             for _ in range(int(pre)):
                 step()
-            for i in range(int(reps)):
+            start = clock()
+            while len(times) < max_reps:
                 t = clock()
                 loss = step()
-                times[i] = clock() - t
+                end = clock()
+                times.append(end - t)
+                if end - start >= budget and len(times) >= min_reps:
+                    break
         finally:
             if gc_was_enabled:
                 gc.enable()
@@ -100,6 +108,7 @@ class Worker:
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     impl, threads = argv[0], int(argv[1])
+    faulthandler.enable()  # a crash in a kernel prints the Python stack to stderr
     # Keep the protocol channel private: the libraries' own prints go to stderr.
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)

@@ -11,7 +11,8 @@ Method
   driver sends them blocks of steps in turn, A B, B A, A B, ... (the order rotates every round),
   so slow drifts of a shared, noisy machine hit every implementation alike.
 * Per batch size: each worker warms up, then each block runs a couple of untimed steps and then
-  ``reps`` steps timed one by one (``reps`` sized so a block lasts about ``--block-seconds``).
+  steps timed one by one for about ``--block-seconds`` (at least 3), so the run's length does
+  not grow with a loaded machine's slow outliers.
   Reported: median and interquartile range (IQR) over all timed steps, ms per train step, and the
   ratio of medians from the same run.
 * A train step is forward + softmax cross-entropy loss + backward + SGD (momentum 0.9) update,
@@ -186,11 +187,6 @@ def machine_facts():
     return facts
 
 
-def _reps(block_seconds, step_seconds):
-    """Steps in a block of about ``block_seconds``, between 3 and 20000."""
-    return int(min(20000, max(3, block_seconds / max(step_seconds, 1e-7))))
-
-
 def _load(facts, key):
     value = facts.get(key)
     return f"{value[0]:.2f}" if value else "?"
@@ -215,7 +211,7 @@ def bench_threads(impls, threads, spec, batches, prof, seed):
                 workers.pop(impl).close()
         for batch in batches:
             flops = train_step_flops(spec, batch)
-            setups, reps = {}, {}
+            setups = {}
             for impl in list(workers):
                 try:
                     setups[impl] = workers[impl].request(
@@ -225,7 +221,6 @@ def bench_threads(impls, threads, spec, batches, prof, seed):
                     errors[impl] = str(exc)
                     workers.pop(impl).close()
                     continue
-                reps[impl] = _reps(prof["block_seconds"], setups[impl]["step_s"])
                 if threads > 1:
                     workers[impl].settle()
             samples = {impl: [] for impl in workers}
@@ -239,7 +234,7 @@ def bench_threads(impls, threads, spec, batches, prof, seed):
                     if impl not in workers:
                         continue
                     try:
-                        reply = workers[impl].request("run", reps=reps[impl], pre=2)
+                        reply = workers[impl].request("run", seconds=prof["block_seconds"], pre=2)
                     except WorkerError as exc:
                         errors[impl] = str(exc)
                         workers.pop(impl).close()
@@ -249,8 +244,6 @@ def bench_threads(impls, threads, spec, batches, prof, seed):
                     ms = [t / 1e6 for t in reply["times_ns"]]
                     samples[impl] += ms
                     block_medians[impl].append(quantiles(ms)[1])
-                    # size the next block from the median step time so far (robust to spikes)
-                    reps[impl] = _reps(prof["block_seconds"], quantiles(samples[impl])[1] / 1e3)
                     losses[impl] = reply["loss"]
             for impl in workers:
                 q1, med, q3 = quantiles(samples[impl])
@@ -258,7 +251,7 @@ def bench_threads(impls, threads, spec, batches, prof, seed):
                     "batch": batch, "threads": threads, "impl": impl,
                     "median_ms": med, "q1_ms": q1, "q3_ms": q3, "iqr_ms": q3 - q1,
                     "min_ms": min(samples[impl]), "n_steps": len(samples[impl]),
-                    "n_blocks": len(block_medians[impl]), "reps_per_block_last": reps[impl],
+                    "n_blocks": len(block_medians[impl]), 
                     "block_medians_ms": block_medians[impl],
                     "useful_flops": flops, "gflops": flops / (med * 1e-3) / 1e9,
                     "loss_first": setups[impl]["loss_first"], "loss_last": losses[impl],
