@@ -12,6 +12,8 @@ cdef Py_ssize_t BLOCK = 1 << 14
 def forward_inplace(floating[::1] Z not None, int kind, double alpha, int num_threads):
     """Z <- g(Z) for a flat C-contiguous array; kind: 0 identity, 1 relu, 2 leaky, 3 sigmoid, 4 tanh."""
     cdef Py_ssize_t n = Z.shape[0], nb = (n + BLOCK - 1) // BLOCK, b, start, stop
+    if num_threads < 1:
+        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
     with nogil:
         for b in prange(nb, num_threads=num_threads, schedule='static', use_threads_if=n >= PAR_MIN):
             start = b * BLOCK
@@ -23,6 +25,10 @@ def backward(const floating[::1] A not None, const floating[::1] dA not None,
              floating[::1] dZ not None, int kind, double alpha, int num_threads):
     """dZ <- dA * g'(Z), g' written with the output A; flat arrays of one length (caller checks)."""
     cdef Py_ssize_t n = A.shape[0], nb = (n + BLOCK - 1) // BLOCK, b, start, stop
+    if dA.shape[0] != n or dZ.shape[0] != n:
+        raise ValueError("activations.backward: A, dA and dZ must have one length")
+    if num_threads < 1:
+        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
     with nogil:
         for b in prange(nb, num_threads=num_threads, schedule='static', use_threads_if=n >= PAR_MIN):
             start = b * BLOCK
@@ -33,6 +39,8 @@ def backward(const floating[::1] A not None, const floating[::1] dA not None,
 def fast_expf(const float[::1] x not None, float[::1] out not None):
     """out <- exp(x) with the float32 polynomial exp of simd.h (for tests of its error bound)."""
     cdef Py_ssize_t i
+    if out.shape[0] != x.shape[0]:
+        raise ValueError("fast_expf: out must have the length of x")
     with nogil:
         for i in range(x.shape[0]):
             out[i] = fnn_expf(x[i])

@@ -51,6 +51,11 @@ def forward(const floating[:, ::1] X not None, const floating[:, ::1] W not None
     cdef Py_ssize_t nb = (total + bs - 1) // bs, i, start, size
     cdef int prev
     cdef floating a = <floating>alpha
+    if W.shape[0] != K or b.shape[0] != M or A.shape[0] != N or A.shape[1] != M:
+        raise ValueError(f"dense.forward: shapes X ({N}, {K}), W ({W.shape[0]}, {W.shape[1]}), "
+                         f"b ({b.shape[0]},), A ({A.shape[0]}, {A.shape[1]}) do not fit")
+    if num_threads < 1:
+        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
     if N == 0 or M == 0:
         return
     with nogil:
@@ -91,6 +96,13 @@ def backward(const floating[:, ::1] X not None, const floating[:, ::1] W not Non
     cdef Py_ssize_t dwb = block_size(M, 16) if dw_by_cols else block_size(K, 8)
     cdef Py_ssize_t dwn = ((M if dw_by_cols else K) + dwb - 1) // dwb
     cdef Py_ssize_t ntasks = dxn + dwn + 1
+    if (W.shape[0] != K or A.shape[0] != N or A.shape[1] != M or dA.shape[0] != N
+            or dA.shape[1] != M or dZ.shape[0] != N or dZ.shape[1] != M or dW.shape[0] != K
+            or dW.shape[1] != M or db.shape[0] != M
+            or (need_dx and (dX.shape[0] != N or dX.shape[1] != K))):
+        raise ValueError("dense.backward: array shapes do not fit X (N, K) and W (K, M)")
+    if num_threads < 1:
+        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
     if N == 0:  # an empty batch contributes nothing
         dW[:, :] = 0
         db[:] = 0

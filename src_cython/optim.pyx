@@ -20,6 +20,10 @@ def sgd_update(floating[::1] param not None, const floating[::1] grad not None,
     cdef Py_ssize_t L = param.shape[0], nb = (L + BLOCK - 1) // BLOCK, b, i, start, stop
     cdef floating lr = <floating>learning_rate, mu = <floating>momentum, wd = <floating>weight_decay
     cdef floating g, v
+    if grad.shape[0] != L or (momentum != 0 and velocity.shape[0] != L):
+        raise ValueError("sgd_update: param, grad and velocity must have one length")
+    if num_threads < 1:
+        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
     with nogil:
         for b in prange(nb, num_threads=num_threads, schedule='static', use_threads_if=L >= PAR_MIN):
             start = b * BLOCK
@@ -54,6 +58,10 @@ def adam_update(floating[::1] param not None, const floating[::1] grad not None,
     cdef floating b1 = <floating>beta1, b2 = <floating>beta2, e = <floating>eps
     cdef floating wd = <floating>weight_decay
     cdef floating g, mi, vi
+    if grad.shape[0] != L or m.shape[0] != L or v.shape[0] != L:
+        raise ValueError("adam_update: param, grad, m and v must have one length")
+    if num_threads < 1 or step < 1:
+        raise ValueError("adam_update: need num_threads >= 1 and step >= 1")
     with nogil:
         for b in prange(nb, num_threads=num_threads, schedule='static', use_threads_if=L >= PAR_MIN):
             start = b * BLOCK

@@ -25,6 +25,14 @@ def softmax_cross_entropy(const floating[:, ::1] logits not None, const int64_t[
     """
     cdef Py_ssize_t N = logits.shape[0], K = logits.shape[1], n
     cdef double total = 0.0
+    if labels.shape[0] != N or dlogits.shape[0] != N or dlogits.shape[1] != K \
+            or row_loss.shape[0] != N:
+        raise ValueError("softmax_cross_entropy: labels, dlogits, row_loss do not fit logits")
+    if K < 1 or num_threads < 1:
+        raise ValueError("softmax_cross_entropy: need K >= 1 and num_threads >= 1")
+    for n in range(N):
+        if labels[n] < 0 or labels[n] >= K:
+            raise ValueError(f"labels[{n}] = {labels[n]} is outside [0, {K})")
     with nogil:
         for n in prange(N, num_threads=num_threads, schedule='static', use_threads_if=N * K >= PAR_MIN):
             row_loss[n] = softmax_ce_row(&logits[n, 0], K, labels[n], &dlogits[n, 0],
@@ -37,6 +45,10 @@ def softmax_cross_entropy(const floating[:, ::1] logits not None, const int64_t[
 def softmax(const floating[:, ::1] logits not None, floating[:, ::1] prob not None, int num_threads):
     """prob (N, K) <- row-wise softmax of logits (N, K), stable (max subtracted)."""
     cdef Py_ssize_t N = logits.shape[0], K = logits.shape[1], n
+    if prob.shape[0] != N or prob.shape[1] != K:
+        raise ValueError("softmax: prob does not have the shape of logits")
+    if K < 1 or num_threads < 1:
+        raise ValueError("softmax: need K >= 1 and num_threads >= 1")
     with nogil:
         for n in prange(N, num_threads=num_threads, schedule='static', use_threads_if=N * K >= PAR_MIN):
             softmax_ce_row(&logits[n, 0], K, -1, NULL, <floating>1, &prob[n, 0])
@@ -53,6 +65,10 @@ def sigmoid_binary_cross_entropy(const floating[::1] logits not None, const floa
     """
     cdef Py_ssize_t L = logits.shape[0], nb = (L + BLOCK - 1) // BLOCK, b, i, start, stop
     cdef double z, y, e, s, total = 0.0
+    if target.shape[0] != L or dlogits.shape[0] != L or block_loss.shape[0] < nb:
+        raise ValueError("sigmoid_binary_cross_entropy: array lengths do not fit")
+    if num_threads < 1:
+        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
     with nogil:
         for b in prange(nb, num_threads=num_threads, schedule='static', use_threads_if=L >= PAR_MIN):
             start = b * BLOCK
@@ -78,6 +94,10 @@ def mean_squared_error(const floating[::1] pred not None, const floating[::1] ta
     sets dpred <- 2 scale (pred - target). block_loss has ceil(L / 4096) entries."""
     cdef Py_ssize_t L = pred.shape[0], nb = (L + BLOCK - 1) // BLOCK, b, i, start, stop
     cdef double d, s, total = 0.0
+    if target.shape[0] != L or dpred.shape[0] != L or block_loss.shape[0] < nb:
+        raise ValueError("mean_squared_error: array lengths do not fit")
+    if num_threads < 1:
+        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
     with nogil:
         for b in prange(nb, num_threads=num_threads, schedule='static', use_threads_if=L >= PAR_MIN):
             start = b * BLOCK
