@@ -1,8 +1,10 @@
 """fastnn's benchmarks: ``python -m bench`` (see :mod:`bench.run`).
 
-Layout: ``run.py`` is the driver (options, interleaving, statistics, table, JSON); ``_worker.py``
-is the per-(implementation, threads) worker process; ``models.py`` holds the model specs and
-their useful FLOP counts; ``<impl>_<model>.py`` builds one train step of one model for one
-implementation (``numpy_mlp.py``, ``fastnn_mlp.py``, ``torch_mlp.py``). Results go to
-``bench/results/<model>.json``.
+Layout: ``run.py`` is the driver (options, interleaving, statistics, tables, JSON); ``_worker.py``
+is the per-(implementation, threads) worker process; ``models.py`` holds the network specs (the
+MLP, the small Fashion-MNIST CNN, the DQN), their batch sizes and useful FLOP counts;
+``<impl>_<kind>.py`` builds one train step of one kind of network for one implementation
+(``numpy_mlp.py``, ``fastnn_mlp.py``, ``torch_mlp.py``; ``numpy_cnn.py``, ``fastnn_cnn.py``,
+``torch_cnn.py`` for any stack of conv / max-pool / flatten / dense layers). Results go to
+``bench/results/<net>.json``.
 """

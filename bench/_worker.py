@@ -9,6 +9,9 @@ the libraries print goes to stderr. Requests:
     build the model for ``spec`` and batch ``N``, warm up; reply with the step time estimate.
 ``{"cmd": "run", "seconds": S, "pre": k}``
     ``k`` untimed steps, then steps timed one by one for about ``S`` seconds; reply ``times_ns``.
+``{"cmd": "profile", "repeats": R}``
+    per-layer forward/backward ms (medians of ``R`` steps) of the model last set up, when the
+    implementation's step has a ``profile`` attribute; ``{"rows": null}`` otherwise.
 ``{"cmd": "info"}``
     versions, threadpoolctl's view of the loaded thread pools, and implementation extras.
 ``{"cmd": "quit"}``
@@ -91,6 +94,15 @@ class Worker:
             if gc_was_enabled:
                 gc.enable()
         return {"times_ns": times, "loss": float(loss)}
+
+    def profile(self, repeats=10):
+        prof = getattr(self.step, "profile", None)
+        if prof is None:
+            return {"rows": None}
+        gc.collect()
+        t0 = time.perf_counter()
+        rows = prof(max(1, int(repeats)))
+        return {"rows": rows, "repeats": int(repeats), "seconds": time.perf_counter() - t0}
 
     def info(self):
         out = {"impl": self.impl, "threads": self.threads, "pid": os.getpid(),

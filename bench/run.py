@@ -1,6 +1,9 @@
 """Train-step benchmark: fastnn vs a pure-NumPy baseline (vs PyTorch when importable).
 
 Run ``python -m bench`` (or ``python bench/run.py``); ``--help`` lists the options.
+``--nets mlp,cnn,dqn`` selects the networks (default: all three): the MLP 784-256-128-10, the
+small Fashion-MNIST CNN of ``fastnn.models.small_cnn`` and the DQN of Mnih et al. 2015
+(``fastnn.models.dqn``); :mod:`bench.models` holds their specs, batch sizes and FLOP formulas.
 
 Method
 ------
@@ -15,9 +18,18 @@ Method
   not grow with a loaded machine's slow outliers.
   Reported: median and interquartile range (IQR) over all timed steps, ms per train step, and the
   ratio of medians from the same run.
-* A train step is forward + softmax cross-entropy loss + backward + SGD (momentum 0.9) update,
-  float32, on one fixed random batch. Useful FLOPs count only the dense layers' matmuls:
-  forward 2NKM, backward 4NKM (2NKM for the first layer, which skips dX).
+* A train step is forward + loss (softmax cross-entropy; the DQN: mean squared error on random
+  targets) + backward + SGD (momentum 0.9) update, float32, on one fixed random batch. Useful
+  FLOPs count only the GEMM work of dense and conv layers: dense forward 2NKM, backward 4NKM;
+  conv forward 2 N Ho Wo kh kw Cin Cout, backward twice that; the first layer skips dX (backward
+  = forward). GFLOP/s = useful FLOPs / median step time.
+* Per-layer profile (conv nets): after the timed rounds of a batch size, each implementation
+  that can (fastnn through ``fastnn.profile``, the NumPy baseline by its own timers) times each
+  layer's forward and backward, the loss and the update over about ``profile_seconds`` of steps
+  (medians), again one worker at a time.
+* The 1-minute load average is sampled at the start, after every batch size and at the end: on a
+  shared machine with 2 cores a load above ~2 makes the 2-thread OpenMP timings meaningless
+  (threads spin-wait for a descheduled partner).
 """
 import argparse
 import datetime
@@ -31,9 +43,9 @@ import time
 
 if __package__ in (None, ""):  # run as a script: python bench/run.py
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from bench.models import MODELS, train_step_flops  # noqa: E402
+    from bench.models import MODELS, layer_flops, train_step_flops  # noqa: E402
 else:
-    from .models import MODELS, train_step_flops
+    from .models import MODELS, layer_flops, train_step_flops
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(BENCH_DIR)
@@ -43,15 +55,21 @@ IMPLEMENTATIONS = {"numpy": "numpy", "fastnn": "fastnn", "torch": "torch"}
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 
+DEFAULT_NETS = ["mlp", "cnn", "dqn"]
 PROFILES = {
-    # name: batches, threads, seconds per block, rounds, warm-up seconds and minimum steps
-    "default": dict(batches=[32, 64, 128, 256], threads=[1, 2], block_seconds=0.25, rounds=16,
-                    warmup_seconds=0.5, warmup_min=10),
-    "quick": dict(batches=[32, 64, 128, 256], threads=[1, 2], block_seconds=0.05, rounds=6,
-                  warmup_seconds=0.2, warmup_min=5),
-    "smoke": dict(batches=[32, 128], threads=[1, 2], block_seconds=0.02, rounds=3,
-                  warmup_seconds=0.05, warmup_min=2),
+    # name: threads, seconds per block, rounds, warm-up seconds and minimum steps, seconds of
+    # per-layer profiling (per implementation and batch size); batch sizes are per net, in
+    # bench.models (spec["batches"][profile])
+    "default": dict(threads=[1, 2], block_seconds=0.25, rounds=16,
+                    warmup_seconds=0.5, warmup_min=10, profile_seconds=1.0),
+    "quick": dict(threads=[1, 2], block_seconds=0.05, rounds=6,
+                  warmup_seconds=0.2, warmup_min=5, profile_seconds=0.3),
+    "smoke": dict(threads=[1, 2], block_seconds=0.02, rounds=3,
+                  warmup_seconds=0.05, warmup_min=2, profile_seconds=0.0),
 }
+#: untimed steps before each block: 2 for fast steps, 1 when a step takes longer than this
+SLOW_STEP_S = 0.02
+PROFILE_REPEATS = (3, 30)  # bounds of the number of profiled steps
 
 
 class WorkerError(RuntimeError):
@@ -192,13 +210,33 @@ def _load(facts, key):
     return f"{value[0]:.2f}" if value else "?"
 
 
+def loadavg1():
+    """The 1-minute load average, or None where unknown."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:  # pragma: no cover
+        return None
+
+
 def log(*args):
     print(*args, file=sys.stderr, flush=True)
 
 
-def bench_threads(impls, threads, spec, batches, prof, seed):
-    """Benchmark every implementation at one thread count; returns (results, workers_info, errors)."""
-    results, infos, errors = [], {}, {}
+def profile_repeats(step_s, prof):
+    """Number of steps of a per-layer profile: about ``profile_seconds`` of steps, bounded."""
+    lo, hi = PROFILE_REPEATS
+    if step_s <= 0:
+        return lo
+    return int(min(hi, max(lo, round(prof["profile_seconds"] / step_s))))
+
+
+def bench_threads(impls, threads, spec, batches, prof, seed, loads=None):
+    """Benchmark every implementation at one thread count.
+
+    Returns ``(results, profiles, workers_info, errors)``; ``loads`` (a list), if given, gets a
+    1-minute load average sample after every batch size.
+    """
+    results, profiles, infos, errors = [], [], {}, {}
     workers = {}
     for impl in impls:  # start them all: imports overlap, computing never does
         workers[impl] = WorkerProcess(impl, threads)
@@ -228,13 +266,15 @@ def bench_threads(impls, threads, spec, batches, prof, seed):
             losses = {}
             settle_s = 0.0
             order = list(workers)
+            pre = {impl: 1 if setups[impl]["step_s"] > SLOW_STEP_S else 2 for impl in workers}
             for r in range(prof["rounds"]):
                 k = r % len(order) if order else 0
                 for impl in order[k:] + order[:k]:
                     if impl not in workers:
                         continue
                     try:
-                        reply = workers[impl].request("run", seconds=prof["block_seconds"], pre=2)
+                        reply = workers[impl].request("run", seconds=prof["block_seconds"],
+                                                      pre=pre[impl])
                     except WorkerError as exc:
                         errors[impl] = str(exc)
                         workers.pop(impl).close()
@@ -251,7 +291,7 @@ def bench_threads(impls, threads, spec, batches, prof, seed):
                     "batch": batch, "threads": threads, "impl": impl,
                     "median_ms": med, "q1_ms": q1, "q3_ms": q3, "iqr_ms": q3 - q1,
                     "min_ms": min(samples[impl]), "n_steps": len(samples[impl]),
-                    "n_blocks": len(block_medians[impl]), 
+                    "n_blocks": len(block_medians[impl]),
                     "block_medians_ms": block_medians[impl],
                     "useful_flops": flops, "gflops": flops / (med * 1e-3) / 1e9,
                     "loss_first": setups[impl]["loss_first"], "loss_last": losses[impl],
@@ -259,6 +299,23 @@ def bench_threads(impls, threads, spec, batches, prof, seed):
                 })
                 log(f"  batch {batch:4d} threads {threads}  {impl:7s} "
                     f"{med:8.3f} ms  (IQR {q3 - q1:.3f}, {len(samples[impl])} steps)")
+            if spec["kind"] != "mlp":
+                for impl in list(workers):
+                    try:
+                        reply = workers[impl].request(
+                            "profile", repeats=profile_repeats(setups[impl]["step_s"], prof))
+                    except WorkerError as exc:
+                        errors[impl] = str(exc)
+                        workers.pop(impl).close()
+                        continue
+                    if threads > 1:
+                        workers[impl].settle()
+                    if reply["rows"] is not None:
+                        profiles.append({"batch": batch, "threads": threads, "impl": impl,
+                                         "repeats": reply["repeats"],
+                                         "rows": add_layer_flops(reply["rows"], spec, batch)})
+            if loads is not None:
+                loads.append(loadavg1())
         for impl, w in workers.items():
             try:
                 infos[impl] = w.request("info")
@@ -267,7 +324,25 @@ def bench_threads(impls, threads, spec, batches, prof, seed):
     finally:
         for w in workers.values():
             w.close()
-    return results, infos, errors
+    return results, profiles, infos, errors
+
+
+def add_layer_flops(rows, spec, batch):
+    """Add ``flops`` and ``gflops`` (useful GFLOP/s of forward + backward) to profile rows:
+    one per layer, then the loss and the optimizer; then append a ``total`` row."""
+    per_layer = [f + b for f, b in layer_flops(spec, batch)]
+    per_layer += [0] * (len(rows) - len(per_layer))
+    out = []
+    for row, flops in zip(rows, per_layer):
+        ms = row["forward_ms"] + row["backward_ms"]
+        out.append(dict(row, flops=flops,
+                        gflops=flops / (ms * 1e-3) / 1e9 if flops and ms > 0 else None))
+    fwd = sum(r["forward_ms"] for r in rows)
+    bwd = sum(r["backward_ms"] for r in rows)
+    total = sum(per_layer)
+    out.append({"name": "total", "forward_ms": fwd, "backward_ms": bwd, "flops": total,
+                "gflops": total / ((fwd + bwd) * 1e-3) / 1e9 if fwd + bwd > 0 else None})
+    return out
 
 
 def add_ratios(results, impls):
@@ -294,8 +369,16 @@ def add_ratios(results, impls):
     return ratios
 
 
+def _md(head, body):
+    lines = ["| " + " | ".join(head) + " |",
+             "|" + "|".join("---:" if i else "---" for i, _ in enumerate(head)) + "|"]
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
+    return "\n".join(lines)
+
+
 def format_table(results, impls):
-    """Markdown table: one row per (batch, threads), median (IQR) ms per implementation."""
+    """Markdown table: one row per (batch, threads): median (IQR) ms per implementation, ratios
+    to the reference and useful GFLOP/s."""
     rows = {}
     for r in results:
         rows.setdefault((r["batch"], r["threads"]), {})[r["impl"]] = r
@@ -304,14 +387,18 @@ def format_table(results, impls):
     ref = REFERENCE if REFERENCE in present else None
     head = ["batch", "threads"] + [f"{i} ms" for i in others]
     if ref:
-        head += [f"{ref} ms"] + [f"{i}/{ref}" for i in others] + [f"{ref} GFLOP/s"]
-    lines = ["| " + " | ".join(head) + " |",
-             "|" + "|".join("---:" for _ in head) + "|"]
+        head += [f"{ref} ms"] + [f"{i}/{ref}" for i in others]
+    head += [f"{i} GFLOP/s" for i in others] + ([f"{ref} GFLOP/s"] if ref else [])
+    body = []
     for (batch, threads), by_impl in sorted(rows.items()):
 
         def cell(impl):
             r = by_impl.get(impl)
             return f"{r['median_ms']:.3f} ({r['iqr_ms']:.3f})" if r else "n/a"
+
+        def gflops(impl):
+            r = by_impl.get(impl)
+            return f"{r['gflops']:.1f}" if r else "n/a"
 
         cells = [str(batch), str(threads)] + [cell(i) for i in others]
         if ref:
@@ -320,24 +407,84 @@ def format_table(results, impls):
             for i in others:
                 o = by_impl.get(i)
                 cells.append(f"{o['median_ms'] / rr['median_ms']:.2f}" if (o and rr) else "n/a")
-            cells.append(f"{rr['gflops']:.1f}" if rr else "n/a")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        cells += [gflops(i) for i in others] + ([gflops(ref)] if ref else [])
+        body.append(cells)
+    # the first column is numeric here too: right-align every column
+    return _md(head, body).replace("|---|", "|---:|", 1)
+
+
+def format_profile_table(profiles, impls):
+    """Markdown table of the per-layer profiles: for the reference, forward and backward ms and
+    useful GFLOP/s; for the others, forward + backward ms, GFLOP/s and the ratio to the
+    reference. One block of rows per (batch, threads)."""
+    by_key = {}
+    for p in profiles:
+        by_key.setdefault((p["batch"], p["threads"]), {})[p["impl"]] = p["rows"]
+    present = [i for i in impls if any(i in v for v in by_key.values())]
+    if not present:
+        return ""
+    ref = REFERENCE if REFERENCE in present else None
+    others = [i for i in present if i != ref]
+    head = ["layer", "batch", "threads"]
+    if ref:
+        head += [f"{ref} fwd ms", f"{ref} bwd ms", f"{ref} GFLOP/s"]
+    for i in others:
+        head += [f"{i} ms"] + ([f"{i}/{ref}"] if ref else []) + [f"{i} GFLOP/s"]
+    body = []
+
+    def g(row):
+        return f"{row['gflops']:.1f}" if row.get("gflops") else ""
+
+    for (batch, threads), by_impl in sorted(by_key.items()):
+        base = by_impl.get(ref) or by_impl[others[0]]
+        for k, name_row in enumerate(base):
+            cells = [name_row["name"], str(batch), str(threads)]
+            r = by_impl.get(ref)[k] if ref and ref in by_impl else None
+            if ref:
+                cells += ([f"{r['forward_ms']:.3f}", f"{r['backward_ms']:.3f}", g(r)] if r
+                          else ["n/a"] * 3)
+            for i in others:
+                o = by_impl[i][k] if i in by_impl else None
+                if o is None:
+                    cells += ["n/a"] * (3 if ref else 2)
+                    continue
+                ms = o["forward_ms"] + o["backward_ms"]
+                cells.append(f"{ms:.3f}")
+                if ref:
+                    rms = r["forward_ms"] + r["backward_ms"] if r else 0
+                    cells.append(f"{ms / rms:.2f}" if rms > 0 else "")
+                cells.append(g(o))
+            body.append(cells)
+    return _md(head, body)
+
+
+def _net_list(text):
+    nets = [x for x in text.split(",") if x]
+    unknown = [n for n in nets if n not in MODELS]
+    if unknown or not nets:
+        raise argparse.ArgumentTypeError(f"unknown net(s) {unknown}; choose among "
+                                         f"{','.join(MODELS)}")
+    return nets
 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(
         prog="python -m bench",
         description="Train-step benchmark of fastnn against a pure-NumPy baseline "
-                    "(and PyTorch when importable). Table to stdout, JSON to bench/results/.")
+                    "(and PyTorch when importable). Tables to stdout, JSON to bench/results/.")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true",
-                      help="fewer, shorter repetitions (about 30 s)")
+                      help="fewer, shorter repetitions (about 1 minute for all nets)")
     mode.add_argument("--smoke", action="store_true",
-                      help="minimal run that checks everything works (< 20 s); numbers are rough")
-    p.add_argument("--model", default="mlp", choices=sorted(MODELS))
+                      help="minimal run that checks everything works (< 30 s); numbers are rough")
+    p.add_argument("--nets", type=_net_list,
+                   help=f"comma-separated networks among {','.join(MODELS)} "
+                        f"(default {','.join(DEFAULT_NETS)})")
+    p.add_argument("--model", choices=sorted(MODELS),
+                   help="one network (same as --nets NAME)")
     p.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")],
-                   help="comma-separated batch sizes (default 32,64,128,256)")
+                   help="comma-separated batch sizes for every net (default per net: mlp "
+                        "32,64,128,256; cnn 64,128; dqn 32,64)")
     p.add_argument("--threads", type=lambda s: [int(x) for x in s.split(",")],
                    help="comma-separated thread counts (default 1,2)")
     p.add_argument("--impls", type=lambda s: [x for x in s.split(",") if x],
@@ -345,23 +492,105 @@ def parse_args(argv):
                         f"{','.join(IMPLEMENTATIONS)} (default: all that are importable)")
     p.add_argument("--block-seconds", type=float, help="target duration of one timed block")
     p.add_argument("--rounds", type=int, help="number of interleaved rounds of blocks")
+    p.add_argument("--profile-seconds", type=float,
+                   help="seconds of steps per per-layer profile (0: the minimum, 3 steps)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="JSON output path (default bench/results/<model>.json; "
-                                 "--quick: <model>-quick.json; --smoke: none)")
-    p.add_argument("--no-json", action="store_true", help="do not write the JSON file")
-    return p.parse_args(argv)
+    p.add_argument("--out", help="JSON output path, with one net only (default "
+                                 "bench/results/<net>.json; --quick: <net>-quick.json; "
+                                 "--smoke: none)")
+    p.add_argument("--out-dir", help="directory of the JSON files <net>[-quick].json "
+                                     "(default bench/results; --smoke writes <net>-smoke.json "
+                                     "only when given one)")
+    p.add_argument("--no-json", action="store_true", help="do not write JSON files")
+    args = p.parse_args(argv)
+    if args.model and args.nets:
+        p.error("give --nets or --model, not both")
+    args.nets = [args.model] if args.model else (args.nets or list(DEFAULT_NETS))
+    if args.out and len(args.nets) > 1:
+        p.error("--out takes one net; use --out-dir for several")
+    return args
+
+
+def implementations_for(spec, impls):
+    """The implementations with a module for ``spec``'s kind, and why the others are left out."""
+    kept, left = [], {}
+    for impl in impls:
+        if importlib.util.find_spec(f"bench.{impl}_{spec['kind']}") is None:
+            left[impl] = f"no bench/{impl}_{spec['kind']}.py"
+        else:
+            kept.append(impl)
+    return kept, left
+
+
+def run_net(net, impls, prof, profile, args):
+    """Benchmark one network; print its tables; returns (payload, errors)."""
+    spec = MODELS[net]
+    batches = prof["batches"] or spec["batches"][profile]
+    impls, left = implementations_for(spec, impls)
+    for impl, why in left.items():
+        log(f"skipping {impl} for {net}: {why}")
+    facts = machine_facts()
+    log(f"{net}: {spec['description']}; {profile} profile; batches {batches}, "
+        f"threads {prof['threads']}; {facts.get('cpu_model')}, {facts['cpu_count']} CPUs")
+    t0 = time.perf_counter()
+    loads = [loadavg1()]
+    results, profiles, workers, errors = [], [], [], {}
+    for threads in prof["threads"]:
+        res, profs, infos, errs = bench_threads(impls, threads, spec, batches, prof, args.seed,
+                                                loads)
+        results += res
+        profiles += profs
+        workers += list(infos.values())
+        errors.update({f"{impl} ({threads} threads)": e for impl, e in errs.items()})
+    elapsed = time.perf_counter() - t0
+    try:
+        facts["loadavg_end"] = os.getloadavg()
+    except OSError:  # pragma: no cover
+        pass
+    loads = [x for x in loads if x is not None]
+    facts["loadavg1_samples"] = loads
+
+    note = (f"; ratio = median / {REFERENCE} median (> 1: {REFERENCE} faster)"
+            if REFERENCE in impls and len(impls) > 1 else "")
+    table = format_table(results, impls)
+    ptable = format_profile_table(profiles, impls)
+    print(f"\n## {net}\n\n{spec['description']}: ms per train step, median (IQR){note}\n")
+    print(table)
+    if ptable:
+        print(f"\nPer layer ({net}): medians of profiled steps; GFLOP/s = useful FLOPs of "
+              f"forward + backward / their time; the other implementations' ms are forward + "
+              f"backward\n")
+        print(ptable)
+    load_range = (f", {min(loads):.2f}-{max(loads):.2f} during the run" if loads else "")
+    print(f"\n{facts.get('cpu_model')}, {facts.get('cpus_available', facts['cpu_count'])} CPUs "
+          f"available; 1-min load average {_load(facts, 'loadavg_start')} at start"
+          f"{load_range}, {_load(facts, 'loadavg_end')} at end (other processes make times "
+          f"noisy); {elapsed:.0f} s")
+    payload = {
+        "benchmark": "train_step", "net": net, "model": spec, "profile": profile,
+        "settings": {"batches": batches,
+                     **{k: prof[k] for k in ("threads", "block_seconds", "rounds",
+                                             "warmup_seconds", "warmup_min",
+                                             "profile_seconds")}},
+        "implementations": impls, "skipped": left, "errors": errors,
+        "reference": REFERENCE,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "elapsed_s": elapsed, "machine": facts, "workers": workers,
+        "results": results, "ratios": add_ratios(results, impls), "layer_profiles": profiles,
+        "table_markdown": table, "layer_table_markdown": ptable,
+    }
+    return payload, errors
 
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     profile = "smoke" if args.smoke else "quick" if args.quick else "default"
-    prof = dict(PROFILES[profile])
-    for key in ("batches", "threads", "block_seconds", "rounds"):
+    prof = dict(PROFILES[profile], batches=None)
+    for key in ("batches", "threads", "block_seconds", "rounds", "profile_seconds"):
         if getattr(args, key) is not None:
             prof[key] = getattr(args, key)
-    if any(b < 1 for b in prof["batches"]) or any(t < 1 for t in prof["threads"]):
+    if (any(b < 1 for b in prof["batches"] or []) or any(t < 1 for t in prof["threads"])):
         sys.exit("batch sizes and thread counts must be >= 1")
-    spec = MODELS[args.model]
 
     skipped = {}
     if args.impls:
@@ -379,55 +608,28 @@ def main(argv=None):
     for impl, why in skipped.items():
         log(f"skipping {impl}: {why}")
 
-    facts = machine_facts()
-    log(f"{spec['description']}; {profile} profile; batches {prof['batches']}, "
-        f"threads {prof['threads']}; {facts.get('cpu_model')}, {facts['cpu_count']} CPUs")
     t0 = time.perf_counter()
-    results, workers, errors = [], [], {}
-    for threads in prof["threads"]:
-        res, infos, errs = bench_threads(impls, threads, spec, prof["batches"], prof, args.seed)
-        results += res
-        workers += list(infos.values())
-        errors.update({f"{impl} ({threads} threads)": e for impl, e in errs.items()})
-    elapsed = time.perf_counter() - t0
-    try:
-        facts["loadavg_end"] = os.getloadavg()
-    except OSError:  # pragma: no cover
-        pass
-
-    note = (f"; ratio = median / {REFERENCE} median (> 1: {REFERENCE} faster)"
-            if REFERENCE in impls and len(impls) > 1 else "")
-    print(f"\n{spec['description']}: ms per train step, median (IQR){note}\n")
-    print(format_table(results, impls))
-    print(f"\n{facts.get('cpu_model')}, {facts.get('cpus_available', facts['cpu_count'])} CPUs "
-          f"available; 1-min load average {_load(facts, 'loadavg_start')} at start, "
-          f"{_load(facts, 'loadavg_end')} at end (other processes make times noisy); "
-          f"{elapsed:.0f} s")
-    for name, err in errors.items():
-        log(f"ERROR {name}: {err}")
-
-    out = args.out
-    if out is None and not args.no_json and profile != "smoke":
-        suffix = "" if profile == "default" else f"-{profile}"
-        out = os.path.join(BENCH_DIR, "results", f"{args.model}{suffix}.json")
-    if out and not args.no_json:
-        payload = {
-            "benchmark": "train_step", "model": spec, "profile": profile,
-            "settings": {k: prof[k] for k in ("batches", "threads", "block_seconds", "rounds",
-                                                 "warmup_seconds", "warmup_min")},
-            "implementations": impls, "skipped": skipped, "errors": errors,
-            "reference": REFERENCE,
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "elapsed_s": elapsed, "machine": facts, "workers": workers,
-            "results": results, "ratios": add_ratios(results, impls),
-            "table_markdown": format_table(results, impls),
-        }
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        with open(out, "w") as f:
-            json.dump(payload, f, indent=1)
-            f.write("\n")
-        log(f"wrote {out}")
-    return 1 if errors else 0
+    failed = False
+    for net in args.nets:
+        payload, errors = run_net(net, impls, prof, profile, args)
+        payload["skipped"] = dict(skipped, **payload["skipped"])
+        for name, err in errors.items():
+            log(f"ERROR {net} {name}: {err}")
+        failed = failed or bool(errors)
+        out = args.out
+        if out is None and not args.no_json and (profile != "smoke" or args.out_dir):
+            suffix = "" if profile == "default" else f"-{profile}"
+            out = os.path.join(args.out_dir or os.path.join(BENCH_DIR, "results"),
+                               f"{net}{suffix}.json")
+        if out and not args.no_json:
+            os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+            with open(out, "w") as f:
+                json.dump(payload, f, indent=1)
+                f.write("\n")
+            log(f"wrote {out}")
+    if len(args.nets) > 1:
+        print(f"\nall nets: {time.perf_counter() - t0:.0f} s")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

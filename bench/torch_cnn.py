@@ -1,0 +1,78 @@
+"""PyTorch CNN train step (optional: used only when torch is importable; not run where torch is
+absent).
+
+Idiomatic eager PyTorch for a ``cnn`` spec of :mod:`bench.models`: ``nn.Conv2d`` / ``nn.MaxPool2d``
+/ ``nn.Flatten`` / ``nn.Linear`` with ``nn.ReLU``, in PyTorch's native NCHW layout (the input is
+converted once, outside the timed step; the flatten order differs from NHWC, the work does not),
+``F.cross_entropy`` or ``F.mse_loss``, ``torch.optim.SGD(momentum=0.9)``. The input needs no
+gradient, so the first layer skips dX. No per-layer profile.
+"""
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .numpy_cnn import make_data
+
+
+def _module(cfg):
+    t = cfg["type"]
+    if t == "conv":
+        return nn.Conv2d(cfg["in_channels"], cfg["out_channels"], tuple(cfg["kernel_size"]),
+                         stride=tuple(cfg["stride"]), padding=tuple(cfg["padding"]))
+    if t == "maxpool":
+        return nn.MaxPool2d(tuple(cfg["kernel_size"]), stride=tuple(cfg["stride"]))
+    if t == "flatten":
+        return nn.Flatten()
+    return nn.Linear(cfg["in_features"], cfg["out_features"])
+
+
+def build(spec, batch, seed=0):
+    """Return a zero-argument callable doing one train step on a fixed random batch."""
+    dtype = {"float32": torch.float32, "float64": torch.float64}[spec.get("dtype", "float32")]
+    torch.manual_seed(seed)
+    mods = []
+    for cfg in spec["layers"]:
+        m = _module(cfg)
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+        mods.append(m)
+        if cfg.get("activation") == "relu":
+            mods.append(nn.ReLU())
+    model = nn.Sequential(*mods).to(dtype)
+    opt = torch.optim.SGD(model.parameters(), lr=spec.get("learning_rate", 0.01),
+                          momentum=spec.get("momentum", 0.9))
+    X_np, y_np = make_data(spec, batch, seed, np.float64)
+    X = torch.from_numpy(np.ascontiguousarray(X_np.transpose(0, 3, 1, 2))).to(dtype)
+    if spec["loss"] == "mse":
+        y = torch.from_numpy(y_np).to(dtype)
+        loss_fn = F.mse_loss
+    else:
+        y = torch.from_numpy(y_np)
+        loss_fn = F.cross_entropy
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(X), y)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    return step
+
+
+def configure_threads(n):
+    torch.set_num_threads(n)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set (only allowed before any parallel work)
+        pass
+
+
+def versions():
+    return {"torch": torch.__version__, "numpy": np.__version__}
+
+
+def extra_info():
+    return {"torch_parallel_info": torch.__config__.parallel_info()}
