@@ -8,7 +8,8 @@ FASTNN_NO_OPENMP=1  build a serial library (same results, one thread). gcc/clang
                     ``-fopenmp-simd``, so the ``#pragma omp simd`` loops stay vectorised.
 FASTNN_NO_CLONES=1  no run-time SIMD dispatch: the C helpers are built for the baseline only.
 
-Compiler flags by compiler (detected from the compiler setuptools chose, not from the platform):
+Compiler flags by compiler (detected from the compiler setuptools chose, not from the platform);
+gcc and clang also get ``-O3 -g0 -fno-trapping-math`` (see ``configure``), MSVC ``/O2``:
 
 ==============  =====================================  =========================================
 compiler        OpenMP                                  FASTNN_NO_OPENMP=1
@@ -262,8 +263,13 @@ def configure(compiler):
     if kind == "msvc":
         opt = ["/Od", "/Zi"] if DEBUG else ["/O2"]
     else:
-        # -g0: no debug sections in release builds (they would triple the wheel's size)
-        opt = ["-O1", "-g"] if DEBUG else ["-O3", "-g0"]
+        # -g0: no debug sections in release builds (they would triple the wheel's size).
+        # -fno-trapping-math (clang's default): FP operations may raise exception *flags*
+        # speculatively, so gcc can if-convert the clamps and selects of simd.h's expf / sigmoid /
+        # tanh / softmax loops and vectorise them at the SSE2 baseline and on the AVX2 clone too
+        # (with gcc's default only the AVX-512 clone, which has masks, was vectorised). Results
+        # are the same: no reassociation, no flush-to-zero, NaN and inf kept (not fast-math).
+        opt = (["-O1", "-g"] if DEBUG else ["-O3", "-g0"]) + ["-fno-trapping-math"]
     compile_args, link_args, macros = list(opt), [], []
     notes = []
 
@@ -364,7 +370,18 @@ class BuildExt(build_ext):
             ext.extra_compile_args = list(cfg["extra_compile_args"])
             ext.extra_link_args = list(cfg["extra_link_args"])
             ext.define_macros = list(ext.define_macros) + list(cfg["define_macros"])
-        self._write_build_info(os.path.join(self.build_lib, "fastnn"))
+        # setuptools skips an extension whose output is newer than its sources, whatever the
+        # flags: after a switch (FASTNN_NO_OPENMP, FASTNN_DEBUG, ...) rebuild everything
+        info_path = os.path.join(self.build_lib, "fastnn", "_build_info.py")
+        try:
+            with open(info_path) as f:
+                same = f.read() == _build_info_source(cfg)
+        except OSError:
+            same = False
+        if not same and not self.force:
+            print("fastnn: build flags changed (or first build here): rebuilding all extensions")
+            self.force = True
+        self._write_build_info(os.path.dirname(info_path))
         super().build_extensions()
 
     def _write_build_info(self, folder):
