@@ -113,7 +113,8 @@ class Worker:
                 out["extra"].update(mod.extra_info())
         out["threadpools"] = _threadpools()
         out["env"] = {k: os.environ.get(k) for k in (
-            "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_CORETYPE")}
+            "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_CORETYPE",
+            "OMP_WAIT_POLICY")}
         return out
 
 

@@ -3,7 +3,8 @@
 A spec is a plain JSON-serialisable dict sent to the worker processes; ``kind`` selects the
 module ``bench/<impl>_<kind>.py`` that builds it (``mlp``: a Dense stack given by ``sizes``;
 ``cnn``: any channels-last stack of ``conv``/``maxpool``/``flatten``/``dense`` layers given by
-``layers``). ``batches`` gives each net's batch sizes per run profile.
+``layers``). ``batches`` gives each net's batch sizes per run profile, ``settings`` optional
+overrides of the run profile's other settings (e.g. fewer rounds for slow steps).
 
 Useful FLOPs (multiply-adds count 2) count only the GEMM work of conv and dense layers:
 
@@ -55,6 +56,7 @@ SMALL_CNN = {
     "learning_rate": 0.01,
     "momentum": 0.9,
     "batches": {"default": [64, 128], "quick": [64, 128], "smoke": [16]},
+    "settings": {"default": {"rounds": 12}},  # per-profile overrides of bench.run.PROFILES
     "description": "small CNN 28x28x1: conv3x3 1->32 pad1 relu, maxpool2, conv3x3 32->64 s2 pad1 "
                    "relu, dense 3136-128 relu, dense 128-10; softmax-CE, SGD momentum 0.9, "
                    "float32",
@@ -78,6 +80,7 @@ DQN = {
     "learning_rate": 1e-4,
     "momentum": 0.9,
     "batches": {"default": [32, 64], "quick": [32, 64], "smoke": [8]},
+    "settings": {"default": {"rounds": 12}},
     "description": "DQN (Mnih et al. 2015) 84x84x4: conv 8x8/4 32, 4x4/2 64, 3x3/1 64, dense "
                    "3136-512, 512-6, ReLU; MSE on random targets, SGD momentum 0.9, float32",
 }

@@ -25,8 +25,9 @@ Method
   = forward). GFLOP/s = useful FLOPs / median step time.
 * Per-layer profile (conv nets): after the timed rounds of a batch size, each implementation
   that can (fastnn through ``fastnn.profile``, the NumPy baseline by its own timers) times each
-  layer's forward and backward, the loss and the update over about ``profile_seconds`` of steps
-  (medians), again one worker at a time.
+  layer's forward and backward, the loss and the update over about ``profile_seconds`` of steps,
+  in three interleaved chunks (one worker at a time; one chunk with ``--smoke``); reported:
+  the median of the chunks' medians.
 * The 1-minute load average is sampled at the start, after every batch size and at the end: on a
   shared machine with 2 cores a load above ~2 makes the 2-thread OpenMP timings meaningless
   (threads spin-wait for a descheduled partner).
@@ -58,18 +59,19 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
 DEFAULT_NETS = ["mlp", "cnn", "dqn"]
 PROFILES = {
     # name: threads, seconds per block, rounds, warm-up seconds and minimum steps, seconds of
-    # per-layer profiling (per implementation and batch size); batch sizes are per net, in
+    # per-layer profiling (per implementation and batch size) and the number of interleaved
+    # chunks they are split into; batch sizes are per net, in
     # bench.models (spec["batches"][profile])
     "default": dict(threads=[1, 2], block_seconds=0.25, rounds=16,
-                    warmup_seconds=0.5, warmup_min=10, profile_seconds=1.0),
+                    warmup_seconds=0.5, warmup_min=10, profile_seconds=1.0, profile_chunks=3),
     "quick": dict(threads=[1, 2], block_seconds=0.05, rounds=6,
-                  warmup_seconds=0.2, warmup_min=5, profile_seconds=0.3),
+                  warmup_seconds=0.2, warmup_min=5, profile_seconds=0.3, profile_chunks=3),
     "smoke": dict(threads=[1, 2], block_seconds=0.02, rounds=3,
-                  warmup_seconds=0.05, warmup_min=2, profile_seconds=0.0),
+                  warmup_seconds=0.05, warmup_min=2, profile_seconds=0.0, profile_chunks=1),
 }
 #: untimed steps before each block: 2 for fast steps, 1 when a step takes longer than this
 SLOW_STEP_S = 0.02
-PROFILE_REPEATS = (3, 30)  # bounds of the number of profiled steps
+PROFILE_REPEATS = (3, 30)  # bounds of the number of profiled steps (per chunk: at least 3)
 
 
 class WorkerError(RuntimeError):
@@ -300,20 +302,7 @@ def bench_threads(impls, threads, spec, batches, prof, seed, loads=None):
                 log(f"  batch {batch:4d} threads {threads}  {impl:7s} "
                     f"{med:8.3f} ms  (IQR {q3 - q1:.3f}, {len(samples[impl])} steps)")
             if spec["kind"] != "mlp":
-                for impl in list(workers):
-                    try:
-                        reply = workers[impl].request(
-                            "profile", repeats=profile_repeats(setups[impl]["step_s"], prof))
-                    except WorkerError as exc:
-                        errors[impl] = str(exc)
-                        workers.pop(impl).close()
-                        continue
-                    if threads > 1:
-                        workers[impl].settle()
-                    if reply["rows"] is not None:
-                        profiles.append({"batch": batch, "threads": threads, "impl": impl,
-                                         "repeats": reply["repeats"],
-                                         "rows": add_layer_flops(reply["rows"], spec, batch)})
+                profiles += profile_layers(workers, setups, threads, spec, batch, prof, errors)
             if loads is not None:
                 loads.append(loadavg1())
         for impl, w in workers.items():
@@ -325,6 +314,49 @@ def bench_threads(impls, threads, spec, batches, prof, seed, loads=None):
         for w in workers.values():
             w.close()
     return results, profiles, infos, errors
+
+
+def profile_layers(workers, setups, threads, spec, batch, prof, errors):
+    """Per-layer profiles of every worker that can, in ``profile_chunks`` interleaved chunks
+    (A B, B A, ...); each row's forward and backward ms is the median of its chunk medians."""
+    chunks = {}
+    order = list(workers)
+    n_chunks = max(1, prof["profile_chunks"])
+    for c in range(n_chunks):
+        k = c % len(order) if order else 0
+        for impl in order[k:] + order[:k]:
+            if impl not in workers or chunks.get(impl, []) is None:
+                continue
+            repeats = max(PROFILE_REPEATS[0],
+                          profile_repeats(setups[impl]["step_s"], prof) // n_chunks)
+            try:
+                reply = workers[impl].request("profile", repeats=repeats)
+            except WorkerError as exc:
+                errors[impl] = str(exc)
+                workers.pop(impl).close()
+                chunks.pop(impl, None)
+                continue
+            if threads > 1:
+                workers[impl].settle()
+            chunks[impl] = None if reply["rows"] is None else chunks.get(impl, []) + [reply]
+    out = []
+    for impl, replies in chunks.items():
+        if not replies:
+            continue
+        rows = []
+        for k, row in enumerate(replies[0]["rows"]):
+            merged = dict(row)
+            for key in ("forward_ms", "backward_ms"):
+                merged[key] = quantiles([r["rows"][k][key] for r in replies])[1]
+            if "fastnn_gflops" in merged:  # fastnn.profile's own FLOP count of the layer
+                g = merged.pop("fastnn_gflops")
+                merged["fastnn_flops"] = (None if g is None else
+                                          g * 1e9 * (row["forward_ms"] + row["backward_ms"]) * 1e-3)
+            rows.append(merged)
+        out.append({"batch": batch, "threads": threads, "impl": impl,
+                    "repeats": sum(r["repeats"] for r in replies), "chunks": len(replies),
+                    "rows": add_layer_flops(rows, spec, batch)})
+    return out
 
 
 def add_layer_flops(rows, spec, batch):
@@ -522,9 +554,17 @@ def implementations_for(spec, impls):
     return kept, left
 
 
-def run_net(net, impls, prof, profile, args):
-    """Benchmark one network; print its tables; returns (payload, errors)."""
+def run_net(net, impls, prof, profile, args, user_set=()):
+    """Benchmark one network; print its tables; returns (payload, errors).
+
+    ``prof``: the run profile's settings; the net's own ``settings`` for this profile override
+    them, except the keys in ``user_set`` (given on the command line).
+    """
     spec = MODELS[net]
+    prof = dict(prof)
+    for key, value in spec.get("settings", {}).get(profile, {}).items():
+        if key not in user_set:
+            prof[key] = value
     batches = prof["batches"] or spec["batches"][profile]
     impls, left = implementations_for(spec, impls)
     for impl, why in left.items():
@@ -571,7 +611,7 @@ def run_net(net, impls, prof, profile, args):
         "settings": {"batches": batches,
                      **{k: prof[k] for k in ("threads", "block_seconds", "rounds",
                                              "warmup_seconds", "warmup_min",
-                                             "profile_seconds")}},
+                                             "profile_seconds", "profile_chunks")}},
         "implementations": impls, "skipped": left, "errors": errors,
         "reference": REFERENCE,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -586,9 +626,11 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     profile = "smoke" if args.smoke else "quick" if args.quick else "default"
     prof = dict(PROFILES[profile], batches=None)
+    user_set = set()
     for key in ("batches", "threads", "block_seconds", "rounds", "profile_seconds"):
         if getattr(args, key) is not None:
             prof[key] = getattr(args, key)
+            user_set.add(key)
     if (any(b < 1 for b in prof["batches"] or []) or any(t < 1 for t in prof["threads"])):
         sys.exit("batch sizes and thread counts must be >= 1")
 
@@ -611,7 +653,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     failed = False
     for net in args.nets:
-        payload, errors = run_net(net, impls, prof, profile, args)
+        payload, errors = run_net(net, impls, prof, profile, args, user_set)
         payload["skipped"] = dict(skipped, **payload["skipped"])
         for name, err in errors.items():
             log(f"ERROR {net} {name}: {err}")

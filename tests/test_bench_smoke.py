@@ -144,6 +144,7 @@ def test_bench_smoke_prints_tables_and_writes_json(tmp_path):
         for p in data["layer_profiles"]:
             rows_p = p["rows"]
             assert len(rows_p) == n_layers + 3  # layers, loss, optimizer, total
+            assert p["chunks"] == data["settings"]["profile_chunks"]
             assert [r["name"] for r in rows_p[:n_layers]] == [
                 layer_name(c) for c in MODELS[net]["layers"]]
             assert all(r["forward_ms"] >= 0 and r["backward_ms"] >= 0 for r in rows_p)
@@ -151,8 +152,8 @@ def test_bench_smoke_prints_tables_and_writes_json(tmp_path):
             for r, (f, b) in zip(rows_p, flops):
                 assert r["flops"] == f + b
                 if p["impl"] == "fastnn" and f:
-                    # our FLOP formulas agree with fastnn.profile's on the same times
-                    assert r["gflops"] == pytest.approx(r["fastnn_gflops"], rel=1e-9)
+                    # our FLOP formulas agree with fastnn.profile's
+                    assert r["fastnn_flops"] == pytest.approx(f + b, rel=1e-9)
             assert rows_p[-1]["flops"] == train_step_flops(MODELS[net], p["batch"])
         layer_table = tables[1]
         assert {"fastnn fwd ms", "fastnn bwd ms", "fastnn GFLOP/s", "numpy ms",
