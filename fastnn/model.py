@@ -393,6 +393,7 @@ class Sequential:
                 print(f"epoch {epoch + 1}/{epochs} " + " ".join(
                     f"{k}={v:.4f}" if k != "seconds" else f"{k}={v:.1f}"
                     for k, v in logs.items()), flush=True)
+            self.epochs_completed = epoch + 1
             for cb in cbs:
                 cb.on_epoch_end(epoch, logs)
             if self.stop_training:

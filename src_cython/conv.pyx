@@ -183,6 +183,10 @@ cdef inline Py_ssize_t _chunk_images(Py_ssize_t N) noexcept nogil:
     return (N + MAX_CHUNKS - 1) // MAX_CHUNKS if N > 0 else 1
 
 
+# every size and kh*kw*C below 2^31, so products of two of them cannot overflow Py_ssize_t
+cdef Py_ssize_t LIMIT = 2147483647
+
+
 cdef int _geometry(Geom *g, Py_ssize_t N, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C, Py_ssize_t M,
                    int kh, int kw, int sh, int sw, int ph, int pw) except -1:
     if kh < 1 or kw < 1 or sh < 1 or sw < 1 or ph < 0 or pw < 0:
@@ -190,6 +194,10 @@ cdef int _geometry(Geom *g, Py_ssize_t N, Py_ssize_t H, Py_ssize_t W, Py_ssize_t
                          f"padding ({ph}, {pw})")
     if N < 0 or H < 1 or W < 1 or C < 1 or M < 1:
         raise ValueError(f"bad convolution sizes: input ({N}, {H}, {W}, {C}), {M} outputs")
+    if H > LIMIT or W > LIMIT or C > LIMIT or M > LIMIT or N > LIMIT or kh > LIMIT or kw > LIMIT \
+            or <Py_ssize_t>kh * kw * C > LIMIT or ph > LIMIT or pw > LIMIT:
+        raise ValueError(f"convolution sizes too large: input ({N}, {H}, {W}, {C}), {M} outputs, "
+                         f"kernel ({kh}, {kw})")
     g.N, g.H, g.W, g.C, g.M = N, H, W, C, M
     g.kh, g.kw, g.sh, g.sw, g.ph, g.pw = kh, kw, sh, sw, ph, pw
     g.Ho = _out_size(H, kh, sh, ph)
@@ -198,6 +206,12 @@ cdef int _geometry(Geom *g, Py_ssize_t N, Py_ssize_t H, Py_ssize_t W, Py_ssize_t
     if g.Ho < 1 or g.Wo < 1:
         raise ValueError(f"kernel ({kh}, {kw}) is larger than the padded input "
                          f"({H + 2 * ph}, {W + 2 * pw})")
+    return 0
+
+
+cdef int _check_threads(int num_threads) except -1:
+    if num_threads < 1:
+        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
     return 0
 
 
@@ -232,6 +246,8 @@ def conv_workspace(Py_ssize_t N, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C, Py_ss
     ``pdW (n_chunks, K, M)`` and ``pdb (n_chunks, M)``.
     """
     cdef Geom g
+    if itemsize != 4 and itemsize != 8:
+        raise ValueError(f"itemsize must be 4 (float32) or 8 (float64), got {itemsize}")
     _geometry(&g, N, H, W, C, M, kh, kw, sh, sw, ph, pw)
     cdef Py_ssize_t cb = _chunk_images(N)
     cdef Py_ssize_t nchunks = (N + cb - 1) // cb if N > 0 else 1
@@ -253,6 +269,7 @@ def conv_forward(const floating[:, :, :, ::1] X not None, const floating[:, ::1]
     at most ``col.shape[0]`` threads are used. kind: 0 identity, 1 relu, 2 leaky, 3 sigmoid, 4 tanh.
     """
     cdef Geom g
+    _check_threads(num_threads)
     _geometry(&g, X.shape[0], X.shape[1], X.shape[2], X.shape[3], W.shape[1], kh, kw, sh, sw, ph, pw)
     _check_shape("W", (W.shape[0], W.shape[1]), (g.K, g.M))
     _check_shape("b", (b.shape[0],), (g.M,))
@@ -316,6 +333,7 @@ def conv_backward(const floating[:, :, :, ::1] X not None, const floating[:, ::1
     ``pdb`` (n_chunks, M) are the workspaces of :func:`conv_workspace`.
     """
     cdef Geom g
+    _check_threads(num_threads)
     _geometry(&g, X.shape[0], X.shape[1], X.shape[2], X.shape[3], W.shape[1], kh, kw, sh, sw, ph, pw)
     cdef tuple ashape = (g.N, g.Ho, g.Wo, g.M)
     _check_shape("W", (W.shape[0], W.shape[1]), (g.K, g.M))
@@ -441,6 +459,7 @@ def maxpool_forward(const floating[:, :, :, ::1] X not None, floating[:, :, :, :
     a NaN in a window is its maximum (NaN propagates).
     """
     cdef Geom g
+    _check_threads(num_threads)
     _pool_geometry(&g, X.shape[0], X.shape[1], X.shape[2], X.shape[3], kh, kw, sh, sw)
     cdef tuple yshape = (g.N, g.Ho, g.Wo, g.C)
     _check_shape("Y", (Y.shape[0], Y.shape[1], Y.shape[2], Y.shape[3]), yshape)
@@ -467,6 +486,7 @@ def maxpool_backward(const floating[:, :, :, ::1] dY not None, const int[:, :, :
     """dX (N, H, W, C) <- 0, then dX[n, argmax[n, oh, ow, c], c] += dY[n, oh, ow, c] (per image,
     in output order). ``argmax`` must come from :func:`maxpool_forward` with this geometry."""
     cdef Geom g
+    _check_threads(num_threads)
     _pool_geometry(&g, dX.shape[0], dX.shape[1], dX.shape[2], dX.shape[3], kh, kw, sh, sw)
     cdef tuple yshape = (g.N, g.Ho, g.Wo, g.C)
     _check_shape("dY", (dY.shape[0], dY.shape[1], dY.shape[2], dY.shape[3]), yshape)
@@ -477,6 +497,15 @@ def maxpool_backward(const floating[:, :, :, ::1] dY not None, const int[:, :, :
         return
     cdef const floating *dYp = &dY[0, 0, 0, 0]
     cdef const int *ix = &argmax[0, 0, 0, 0]
+    cdef Py_ssize_t i, total = g.N * g.Ho * g.Wo * g.C, bad = -1, hw = g.H * g.W
+    with nogil:  # argmax positions index dX: a position outside the image would write out of bounds
+        for i in range(total):
+            if ix[i] < 0 or ix[i] >= hw:
+                bad = i
+                break
+    if bad >= 0:
+        raise ValueError(f"argmax holds position {ix[bad]} outside [0, {hw}) (it must come from "
+                         f"maxpool_forward with this geometry)")
     cdef floating *dXp = &dX[0, 0, 0, 0]
     with nogil:
         for n in prange(g.N, num_threads=num_threads, schedule='static',
@@ -492,6 +521,7 @@ def avgpool_forward(const floating[:, :, :, ::1] X not None, floating[:, :, :, :
                     int kh, int kw, int sh, int sw, int num_threads):
     """Y (N, Ho, Wo, C) <- mean over each kh x kw window of X (N, H, W, C), stride (sh, sw)."""
     cdef Geom g
+    _check_threads(num_threads)
     _pool_geometry(&g, X.shape[0], X.shape[1], X.shape[2], X.shape[3], kh, kw, sh, sw)
     _check_shape("Y", (Y.shape[0], Y.shape[1], Y.shape[2], Y.shape[3]), (g.N, g.Ho, g.Wo, g.C))
     cdef Py_ssize_t R = g.N * g.Ho, r
@@ -512,6 +542,7 @@ def avgpool_backward(const floating[:, :, :, ::1] dY not None, floating[:, :, :,
                      int kh, int kw, int sh, int sw, int num_threads):
     """dX (N, H, W, C) <- 0, then each window of dX += dY[n, oh, ow] / (kh kw) (per image)."""
     cdef Geom g
+    _check_threads(num_threads)
     _pool_geometry(&g, dX.shape[0], dX.shape[1], dX.shape[2], dX.shape[3], kh, kw, sh, sw)
     _check_shape("dY", (dY.shape[0], dY.shape[1], dY.shape[2], dY.shape[3]), (g.N, g.Ho, g.Wo, g.C))
     cdef Py_ssize_t n, img = g.H * g.W * g.C

@@ -58,6 +58,11 @@ def forward(const floating[:, ::1] X not None, const floating[:, ::1] W not None
         raise ValueError(f"num_threads must be >= 1, got {num_threads}")
     if N == 0 or M == 0:
         return
+    if K == 0:  # no inputs: A = g(b) (no GEMM, and no pointer into an empty axis)
+        with nogil:
+            fill_rows(&A[0, 0], N, M, M, &b[0])
+            act_forward(&A[0, 0], N * M, kind, a)
+        return
     with nogil:
         for i in prange(nb, num_threads=num_threads, schedule='static',
                         use_threads_if=N * K * M >= PAR_MIN_MACS):
@@ -106,6 +111,15 @@ def backward(const floating[:, ::1] X not None, const floating[:, ::1] W not Non
     if N == 0:  # an empty batch contributes nothing
         dW[:, :] = 0
         db[:] = 0
+        return
+    if M == 0:  # no outputs: nothing flows back
+        if need_dx:
+            dX[:, :] = 0
+        return
+    if K == 0:  # no inputs: only the bias has a gradient
+        with nogil:
+            act_backward(&A[0, 0], &dA[0, 0], &dZ[0, 0], N * M, kind, a)
+            col_sum(&dZ[0, 0], N, M, M, &db[0], False)
         return
     with nogil:
         # 1) dZ, elementwise in row blocks

@@ -427,10 +427,6 @@ def repro_dense_empty_dim(which):
     np.testing.assert_array_equal(dX, np.zeros((N, K)))
 
 
-@pytest.mark.xfail(DEBUG_BUILD, strict=True, reason="BUG (seen in the FASTNN_DEBUG=1 build): "
-                   "dense.forward/backward take &X[0, 0] / &dZ[0, 0] of an empty axis when K or "
-                   "M is 0; bounds checks raise IndexError (backward) or skip the activation "
-                   "after an 'Exception ignored' (forward, in the noexcept forward_block)")
 @pytest.mark.parametrize("which", ["forward_K0", "backward_K0", "backward_M0"])
 def test_dense_kernels_with_an_empty_inner_dimension(which):
     repro_dense_empty_dim(which)
@@ -936,9 +932,6 @@ except (ValueError, OverflowError) as exc:
 """
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: _conv.conv_workspace divides by "
-                   "Wo*(K+M)*itemsize unchecked: itemsize 0, or sizes whose product wraps to 0, "
-                   "kill the process with SIGFPE (integer division by zero)")
 @pytest.mark.parametrize("args", [
     (1, 2, 1, 1, 1, 2, 1, 1, 1, 0, 0, 0),                      # itemsize 0
     (1, 2, 1, 2 ** 61 - 2, 4, 2, 1, 1, 1, 0, 0, 4),            # (K + M) * Wo * 4 == 2**64
@@ -1019,8 +1012,6 @@ def test_pooling(data, which):
     check_call(fn, args, guards, broken, reference)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: _conv.maxpool_backward trusts argmax: a position "
-                   "outside the image writes out of bounds (segfault) instead of raising")
 @pytest.mark.parametrize("bad", [10 ** 8, -(10 ** 8), 16])
 def test_maxpool_backward_refuses_out_of_range_argmax(bad):
     """Run in a child process: the unchecked write may kill it."""
@@ -1065,9 +1056,6 @@ else:
 """
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: conv_forward/conv_backward and the pooling kernels "
-                   "do not check num_threads: -1 makes libgomp abort the process ('Out of "
-                   "memory allocating 962072675424 bytes') once the problem runs in parallel")
 @pytest.mark.parametrize("which", ["conv_forward", "maxpool_forward"])
 def test_conv_kernels_refuse_negative_num_threads(which):
     proc = subprocess.run([sys.executable, "-c", NEGATIVE_THREADS_CODE, which],
@@ -1208,18 +1196,12 @@ def repro_conv_empty_batch():
     return layer.forward(np.zeros((0, 5, 5, 8), np.float32))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Dense/Conv2D.backward refuse a read-only "
-                   "grad_output with ValueError('buffer source array is read-only') when the "
-                   "activation is the identity (dZ = grad_output is written by the kernel)")
 @pytest.mark.parametrize("layer_name", ["dense", "conv"])
 def test_backward_accepts_read_only_grad_output(layer_name):
     dX = repro_read_only_grad(layer_name)
     assert dX is not None
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Conv2D.forward on an empty batch (N=0) on the GEMM "
-                   "path raises ValueError('col has shape (9, 72), expected (3, 72)'): "
-                   "conv_workspace sizes col for N*Ho=Ho rows, conv_forward for N*Ho=0")
 def test_conv_forward_accepts_empty_batch():
     assert repro_conv_empty_batch().shape == (0, 3, 3, 4)
 
@@ -1333,8 +1315,6 @@ def test_layer_with_replaced_parameters(data):
         close(layer.grads[k], g, dt, f"grads[{k}] with {which}[{key}] {how}")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a layer fed its own output buffer (weight sharing, "
-                   "h = layer(layer(x))) reads the output while writing it: wrong result")
 @pytest.mark.parametrize("make", [lambda: (Dense(4, 4), (3, 4)),
                                   lambda: (Conv2D(2, 2, 3, padding=1), (2, 5, 5, 2))],
                          ids=["dense", "conv"])

@@ -187,9 +187,6 @@ def test_resume_differs_without_optimizer_state(tmp_path):
     assert resumed.get_weights()[0]["weight"].tobytes() != full.get_weights()[0]["weight"].tobytes()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: fit does not update model.epochs_completed (only "
-                   "ModelCheckpoint does), so model.save() after fit(epochs=2) records 0 "
-                   "completed epochs and fit(initial_epoch=load(p).epochs_completed) starts over")
 def test_save_after_fit_records_completed_epochs(tmp_path):
     X, y = problem()
     m = mlp("adam")

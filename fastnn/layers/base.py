@@ -87,6 +87,10 @@ class Layer:
             X = V.as_float_array(X, name, self.dtype, check_finite=False, allow_empty=True)
         if X.ndim < 1:
             raise ValueError(f"{name} must have a batch dimension, got shape {X.shape}")
+        for buf in self.__dict__.get("_buffers", {}).values():
+            if np.may_share_memory(X, buf):  # e.g. layer(layer(x)): the output buffer is reused
+                X = X.copy()
+                break
         self.output_shape(X.shape[1:])  # raises ValueError on a mismatch
         return X
 
@@ -98,6 +102,8 @@ class Layer:
         if grad_output.shape != tuple(expected_shape):
             raise ValueError(f"{name} must have shape {tuple(expected_shape)} (the output of the "
                              f"last forward), got {grad_output.shape}")
+        if not grad_output.flags.writeable:  # kernels may compute dZ in place of it
+            grad_output = grad_output.copy()
         return grad_output
 
     def __repr__(self):

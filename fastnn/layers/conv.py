@@ -224,8 +224,11 @@ class Conv2D(Layer):
         Ho, Wo, M = self.output_shape(X.shape[1:])
         W2, b, _, _ = self._checked_params()
         nt = get_num_threads()
-        col, _ = self._workspace(X, nt)
         A = self._buffer("A", (N, Ho, Wo, M))
+        if N == 0:  # an empty batch: empty output, no kernel call
+            self._X, self._A = X, A
+            return A
+        col, _ = self._workspace(X, nt)
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         _conv.conv_forward(X, W2, b, A, col, kh, kw, sh, sw, ph, pw, self._kind, self.alpha, nt)
         self._X, self._A = X, A
@@ -248,6 +251,10 @@ class Conv2D(Layer):
         dA = self._check_grad(grad_output, A.shape)
         W2, _, dW2, db = self._checked_params()
         nt = get_num_threads()
+        if X.shape[0] == 0:  # an empty batch contributes nothing
+            dW2[...] = 0
+            db[...] = 0
+            return self._buffer("dX", X.shape) if self.need_input_grad else None
         col, nchunks = self._workspace(X, nt)
         K, M = W2.shape
         dZ = dA if self._kind == 0 else self._buffer("dZ", A.shape)
