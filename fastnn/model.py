@@ -220,7 +220,7 @@ class Sequential:
         self.optimizer.step(self.layers)
         return loss, out
 
-    def train_on_batch(self, X, y):
+    def train_on_batch(self, X, y, check_finite=True):
         """One optimisation step on a batch; returns the mean loss (float).
 
         Raises
@@ -233,7 +233,7 @@ class Sequential:
             Bad X or y (see ``fit``).
         """
         self._require_compiled()
-        X, out_shape = self._check_X(X)
+        X, out_shape = self._check_X(X, check_finite=bool(check_finite))
         yb = self._prepare_y(y, X.shape[0], out_shape)
         loss, _ = self._train_step(X, yb)
         if not np.isfinite(loss):
@@ -241,7 +241,7 @@ class Sequential:
         return float(loss)
 
     def fit(self, X, y, epochs=1, batch_size=32, validation_data=None, shuffle=True, seed=None,
-            verbose=1, callbacks=None, on_nan="raise", initial_epoch=0):
+            verbose=1, callbacks=None, on_nan="raise", initial_epoch=0, check_finite=True):
         """Train with mini-batches; returns a :class:`~fastnn.callbacks.History`.
 
         Parameters
@@ -268,6 +268,9 @@ class Sequential:
             stops; either way the bad step is not applied.
         initial_epoch : int, default=0
             Epoch index to start from (for resuming).
+        check_finite : bool, default=True
+            Refuse NaN and inf in X and y (ValueError). ``False`` skips that check (the loss then
+            decides, see ``on_nan``).
 
         Raises
         ------
@@ -277,7 +280,7 @@ class Sequential:
             NaN/inf loss with ``on_nan="raise"``.
         """
         self._require_compiled()
-        X, out_shape = self._check_X(X)
+        X, out_shape = self._check_X(X, check_finite=bool(check_finite))
         n = X.shape[0]
         y = self._prepare_y(y, n, out_shape)
         epochs = V.check_int(epochs, "epochs", minimum=1)
@@ -293,7 +296,8 @@ class Sequential:
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("validation_data must be a tuple (X_val, y_val)")
-            Xv, vout = self._check_X(validation_data[0], "validation_data[0]")
+            Xv, vout = self._check_X(validation_data[0], "validation_data[0]",
+                                     check_finite=bool(check_finite))
             try:
                 yv = self._prepare_y(validation_data[1], Xv.shape[0], vout)
             except (ValueError, TypeError) as exc:
@@ -407,7 +411,7 @@ class Sequential:
             outs.append(self._forward(X[s:s + batch_size], training=False).copy())
         return outs[0] if len(outs) == 1 else np.concatenate(outs)
 
-    def predict(self, X, batch_size=1024):
+    def predict(self, X, batch_size=1024, check_finite=True):
         """The network's output for X (logits when the last layer has no activation).
 
         Shape
@@ -417,9 +421,9 @@ class Sequential:
         Raises
         ------
         ValueError, TypeError
-            X of the wrong shape or dtype, empty, NaN or inf.
+            X of the wrong shape or dtype, empty, NaN or inf (unless ``check_finite=False``).
         """
-        X, _ = self._check_X(X)
+        X, _ = self._check_X(X, check_finite=bool(check_finite))
         batch_size = V.check_int(batch_size, "batch_size", minimum=1)
         return self._predict_checked(X, batch_size)
 
@@ -461,7 +465,7 @@ class Sequential:
             res[self.loss.metric] = score_sum / n
         return res
 
-    def evaluate(self, X, y, batch_size=1024):
+    def evaluate(self, X, y, batch_size=1024, check_finite=True):
         """Mean loss (and accuracy for classification losses) over X: a dict
         ``{"loss": float, "accuracy": float}``.
 
@@ -474,7 +478,7 @@ class Sequential:
         """
         if self.loss is None:
             raise RuntimeError("call model.compile(optimizer, loss) before evaluate")
-        X, out_shape = self._check_X(X)
+        X, out_shape = self._check_X(X, check_finite=bool(check_finite))
         y = self._prepare_y(y, X.shape[0], out_shape)
         batch_size = V.check_int(batch_size, "batch_size", minimum=1)
         return self._evaluate_prepared(X, y, batch_size)

@@ -318,3 +318,24 @@ def test_model_without_known_input_shape_still_checks_X():
     X, _ = data(5)
     np.testing.assert_allclose(m.predict(X), np.tanh(X) @ m.layers[1].weight + m.layers[1].bias,
                                rtol=1e-5, atol=1e-6)
+
+
+def test_check_finite_opt_out():
+    import fastnn
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 3)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int)
+    X[0, 1] = np.nan
+    m = fastnn.Sequential([fastnn.Dense(3, 2)], seed=0).compile(fastnn.SGD(0.1),
+                                                              fastnn.SoftmaxCrossEntropy())
+    with pytest.raises(ValueError, match="NaN or inf"):
+        m.predict(X)
+    out = m.predict(X, check_finite=False)
+    assert np.isnan(out[0]).all() and np.isfinite(out[1:]).all()
+    with pytest.raises(ValueError, match="NaN or inf"):
+        m.fit(X, y, epochs=1, batch_size=8, verbose=0)
+    # opted out: the NaN reaches the loss, which stops training before the bad step
+    before = m.get_weights()
+    with pytest.raises(FloatingPointError, match="epoch 1"):
+        m.fit(X, y, epochs=1, batch_size=40, verbose=0, shuffle=False, check_finite=False)
+    np.testing.assert_array_equal(before[0]["weight"], m.layers[0].params["weight"])
