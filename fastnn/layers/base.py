@@ -68,13 +68,13 @@ class Layer:
         return self.forward(X, training=training)
 
     # -- helpers ------------------------------------------------------------------------------
-    def _buffer(self, key, shape):
-        """A reusable C-contiguous work array of this layer's dtype, reallocated only when the
-        shape changes."""
+    def _buffer(self, key, shape, dtype=None):
+        """A reusable C-contiguous work array (of this layer's dtype unless ``dtype`` is given),
+        reallocated only when the shape changes."""
         bufs = self.__dict__.setdefault("_buffers", {})
         buf = bufs.get(key)
         if buf is None or buf.shape != tuple(shape):
-            buf = np.empty(shape, dtype=self.dtype)
+            buf = np.empty(shape, dtype=self.dtype if dtype is None else dtype)
             bufs[key] = buf
         return buf
 

@@ -79,10 +79,7 @@ class MaxPool2D(_Pool2D):
         Ho, Wo, C = self.output_shape(X.shape[1:])
         out_shape = (X.shape[0], Ho, Wo, C)
         Y = self._buffer("Y", out_shape)
-        idx = self.__dict__.get("_argmax")
-        if idx is None or idx.shape != out_shape:
-            idx = np.empty(out_shape, dtype=np.intc)
-            self._argmax = idx
+        idx = self._argmax = self._buffer("argmax", out_shape, np.intc)
         (kh, kw), (sh, sw) = self.kernel_size, self.stride
         _conv.maxpool_forward(X, Y, idx, kh, kw, sh, sw, get_num_threads())
         self._in_shape, self._out_shape = X.shape, out_shape
