@@ -24,6 +24,24 @@ class Loss:
     def __call__(self, output, target):
         return self.forward(output, target)
 
+    def forward(self, output, target, prepared=False):
+        """Mean loss over the batch (float); caches ``d loss / d output`` for :meth:`backward`.
+
+        Parameters
+        ----------
+        output : ndarray, shape ``(N, K)``
+            float32 or float64 (logits for the cross-entropies).
+        target : array_like
+            As the subclass documents; ``prepared=True`` means it already passed
+            :meth:`prepare_target`.
+
+        Raises
+        ------
+        ValueError, TypeError
+            Bad output or target shapes, dtypes or values.
+        """
+        raise NotImplementedError
+
     def backward(self):
         """Gradient of the last ``forward``'s mean loss with respect to ``output``.
 

@@ -45,6 +45,7 @@ class Activation(Layer):
         return tuple(input_shape)
 
     def forward(self, X, training=True):
+        """``g(X)``, same shape and dtype as X (see the class docstring)."""
         X = self._check_input(X)
         A = self._buffer("A", X.shape)
         nt = get_num_threads()
@@ -57,6 +58,16 @@ class Activation(Layer):
         return A
 
     def backward(self, grad_output):
+        """``dX = grad_output * g'(X)`` (softmax: the row Jacobian-vector product
+        ``A * (grad_output - sum(grad_output * A))``), same shape as the input.
+
+        Raises
+        ------
+        RuntimeError
+            If called before ``forward``.
+        ValueError
+            If ``grad_output`` does not have the shape of the last output.
+        """
         if self._A is None:
             raise RuntimeError("Activation.backward called before forward")
         A = self._A

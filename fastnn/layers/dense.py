@@ -82,10 +82,12 @@ class Dense(Layer):
 
     @property
     def weight(self):
+        """``(in_features, out_features)`` array, the layer's dtype."""
         return self.params["weight"]
 
     @property
     def bias(self):
+        """``(out_features,)`` array, the layer's dtype."""
         return self.params["bias"]
 
     def output_shape(self, input_shape):
