@@ -1,4 +1,4 @@
-"""``python -m fastnn train | evaluate | bench-info``; see :mod:`fastnn.cli`."""
+"""``python -m fastnn train | evaluate | profile | bench-info``; see :mod:`fastnn.cli`."""
 import sys
 
 from .cli import main

@@ -1,4 +1,5 @@
-"""Command line: ``python -m fastnn train | evaluate | bench-info`` (also the ``fastnn`` script).
+"""Command line: ``python -m fastnn train | evaluate | profile | bench-info`` (also the ``fastnn``
+script).
 
 Examples
 --------
@@ -7,12 +8,15 @@ Examples
     python -m fastnn train                           # MLP 784-256-128-10, Adam, 10 epochs
     python -m fastnn train --optimizer sgd --epochs 5 --threads 2 --save mlp.npz
     python -m fastnn evaluate mlp.npz
+    python -m fastnn profile --model cnn --threads 1 # per-layer times of one training step
+    python -m fastnn profile --model-file mlp.npz --json profile.json
     python -m fastnn bench-info                      # version, OpenMP, threads, BLAS, SIMD path
 
 Exit status: 0 on success, 2 for bad command-line arguments (argparse's convention), 1 for other
 errors (missing data files, unreadable model file, ...), 130 when interrupted with Ctrl-C.
 """
 import argparse
+import json
 import os
 import sys
 import time
@@ -27,6 +31,13 @@ FINAL_LR_FRACTION = 0.1
 SGD_MOMENTUM = 0.9
 
 MLP_SIZES = (784, 256, 128, 10)
+#: Outputs (actions) of the DQN that ``profile --model dqn`` builds (as in bench/).
+DQN_ACTIONS = 6
+#: Loss of each built-in network: softmax cross-entropy on labels, the DQN's MSE on Q-targets.
+MODEL_LOSSES = {"mlp": "softmax_cross_entropy", "cnn": "softmax_cross_entropy", "dqn": "mse"}
+#: Learning rates of ``profile`` per network when ``--learning-rate`` is not given (the DQN
+#: diverges with SGD at 0.05 on random targets; 1e-4 is ``fastnn.models.dqn``'s default).
+PROFILE_LEARNING_RATES = {"dqn": {"adam": 1e-4, "sgd": 1e-4}}
 
 
 class CLIError(Exception):
@@ -55,7 +66,7 @@ def _positive_float(text):
     return value
 
 
-def _seed(text):
+def _nonnegative_int(text):
     try:
         value = int(text)
     except ValueError:
@@ -65,26 +76,31 @@ def _seed(text):
     return value
 
 
+_seed = _nonnegative_int
+
+
 # -- parser -----------------------------------------------------------------------------------
 
 def build_parser(prog=None):
     """The argparse parser of ``python -m fastnn``."""
     parser = argparse.ArgumentParser(
         prog=prog or "python -m fastnn",
-        description="fastnn: train and evaluate neural networks on Fashion-MNIST on the CPU.",
+        description="fastnn: train, evaluate and profile neural networks on the CPU "
+                    "(Fashion-MNIST; profile needs no data).",
         epilog="Data: Fashion-MNIST from FASTNN_DATA or /usr/share/datasets/fashion-mnist "
                "(sudo apt-get install dataset-fashion-mnist).",
     )
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"fastnn {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{train,evaluate,bench-info}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,evaluate,profile,bench-info}")
     sub.required = True
 
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--threads", type=_positive_int, default=None, metavar="N",
-                        help="OpenMP threads for fastnn's kernels (default: OMP_NUM_THREADS or "
-                             "all cores)")
+    threads = argparse.ArgumentParser(add_help=False)
+    threads.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                         help="OpenMP threads for fastnn's kernels (default: OMP_NUM_THREADS or "
+                              "all cores)")
+    common = argparse.ArgumentParser(add_help=False, parents=[threads])
     common.add_argument("--data", default=None, metavar="DIR",
                         help="folder with the Fashion-MNIST .gz files (default: FASTNN_DATA, "
                              "then /usr/share/datasets/fashion-mnist)")
@@ -125,6 +141,41 @@ def build_parser(prog=None):
                     "and accuracy on the 10,000 Fashion-MNIST test images.")
     evaluate.add_argument("model_path", metavar="MODEL.npz", help="a model saved by fastnn")
     evaluate.add_argument("--limit", type=_positive_int, default=None, help=argparse.SUPPRESS)
+
+    prof = sub.add_parser(
+        "profile", parents=[threads], help="per-layer times of one training step",
+        description="Time each layer's forward and backward, the loss and the optimizer step of "
+                    "train_on_batch on one random batch (medians over --repeats steps, after "
+                    "--warmup steps; fastnn.profile), and print them with the useful GFLOP/s "
+                    "and each part's share of the step. Needs no dataset.",
+        epilog="mlp and cnn are trained with softmax cross-entropy on random labels, dqn with the "
+               "mean squared error on random Q-targets; a --model-file keeps its saved loss "
+               "(softmax cross-entropy if it has none). Inputs are uniform in [0, 1).")
+    which = prof.add_mutually_exclusive_group()
+    which.add_argument("--model", choices=("mlp", "cnn", "dqn"), default=None,
+                       help="mlp: Dense 784-256-128-10 with ReLU; cnn: fastnn.models.small_cnn; "
+                            f"dqn: fastnn.models.dqn with {DQN_ACTIONS} actions (default: mlp)")
+    which.add_argument("--model-file", default=None, metavar="PATH",
+                       help="profile a model saved by fastnn (model.save or train --save) "
+                            "instead; the input shape comes from the model")
+    prof.add_argument("--batch-size", type=_positive_int, default=128, metavar="N",
+                      help="samples in the batch (default: %(default)s)")
+    prof.add_argument("--repeats", type=_positive_int, default=20, metavar="R",
+                      help="timed steps; the table shows medians (default: %(default)s)")
+    prof.add_argument("--warmup", type=_nonnegative_int, default=3, metavar="W",
+                      help="untimed steps before them (default: %(default)s)")
+    prof.add_argument("--dtype", choices=("float32", "float64"), default=None,
+                      help="dtype of the built model (default: float32; a --model-file keeps "
+                           "its own)")
+    prof.add_argument("--optimizer", choices=("sgd", "adam"), default="adam",
+                      help="default: %(default)s")
+    prof.add_argument("--learning-rate", type=_positive_float, default=None, metavar="LR",
+                      help="default: 1e-3 for adam, 0.05 for sgd (momentum 0.9); 1e-4 for dqn")
+    prof.add_argument("--seed", type=_seed, default=0,
+                      help="seed of the initial weights and of the random batch (default: "
+                           "%(default)s)")
+    prof.add_argument("--json", default=None, metavar="PATH",
+                      help="also write the settings and the rows to PATH as JSON")
 
     sub.add_parser("bench-info", help="print fastnn's build and run-time configuration",
                    description="Print the fastnn version, OpenMP status and thread count, the "
@@ -169,6 +220,98 @@ def build_cnn(dtype="float32", seed=0):
                        f"(fastnn.models.small_cnn cannot be imported: {exc}); use --model mlp"
                        ) from None
     return small_cnn(dtype=dtype, seed=seed)
+
+
+def build_dqn(dtype="float32", seed=0):
+    """``fastnn.models.dqn`` with :data:`DQN_ACTIONS` actions; a CLIError if it is missing."""
+    try:
+        from .models import dqn
+    except ImportError as exc:
+        raise CLIError(f"--model dqn is not available in this fastnn build "
+                       f"(fastnn.models.dqn cannot be imported: {exc}); use --model mlp"
+                       ) from None
+    return dqn(DQN_ACTIONS, dtype=dtype, seed=seed)
+
+
+def build_model(name, dtype="float32", seed=0):
+    """The network ``--model name`` of ``train`` and ``profile`` builds.
+
+    Parameters
+    ----------
+    name : {"mlp", "cnn", "dqn"}
+        :func:`build_mlp`, :func:`build_cnn` or :func:`build_dqn`.
+    dtype : {"float32", "float64"}, default="float32"
+    seed : int, default=0
+        Seed of the initial weights.
+
+    Returns
+    -------
+    Sequential
+        Its ``input_shape`` is set: ``(784,)``, ``(28, 28, 1)`` or ``(84, 84, 4)``. Compile it
+        (with e.g. the loss :data:`MODEL_LOSSES` names) before training.
+
+    Raises
+    ------
+    CLIError
+        If the network cannot be built in this fastnn build.
+    ValueError
+        If ``name`` is unknown.
+    """
+    builders = {"mlp": build_mlp, "cnn": build_cnn, "dqn": build_dqn}
+    if name not in builders:
+        raise ValueError(f"unknown model {name!r}; expected one of {sorted(builders)}")
+    return builders[name](dtype=dtype, seed=seed)
+
+
+def random_batch(model, batch_size, seed=0):
+    """A random batch that fits ``model``: inputs and targets for its loss.
+
+    Parameters
+    ----------
+    model : Sequential
+        Compiled, with ``input_shape`` set and a 2-D output ``(N, K)``.
+    batch_size : int
+    seed : int, default=0
+        Seed of ``numpy.random.default_rng``.
+
+    Returns
+    -------
+    X : ndarray, shape ``(batch_size, *model.input_shape)``, the model's dtype
+        Uniform in ``[0, 1)``.
+    y : ndarray
+        Softmax cross-entropy: int64 labels ``(batch_size,)`` in ``[0, K)``; binary
+        cross-entropy: ``(batch_size, K)`` uniform in ``[0, 1)``; other losses (mean squared
+        error): ``(batch_size, K)`` standard normal, the model's dtype.
+
+    Raises
+    ------
+    CLIError
+        If the model has no input shape or its output is not ``(N, K)``.
+    """
+    from .losses import BinaryCrossEntropy, SoftmaxCrossEntropy
+
+    if model.input_shape is None:
+        raise CLIError("the model has no input shape (its first layer is not Dense and it was "
+                       "saved without input_shape), so no batch can be made for it")
+    try:
+        out_shape = tuple(model.output_shape(model.input_shape))
+    except (ValueError, TypeError) as exc:
+        raise CLIError(f"the model's layers do not fit its input shape "
+                       f"{tuple(model.input_shape)}: {exc}") from None
+    if len(out_shape) != 1:
+        raise CLIError(f"the model's output has shape {out_shape} per sample; the losses need "
+                       f"one vector (K,) per sample")
+    k = out_shape[0]
+    dtype = np.dtype(model.dtype)
+    rng = np.random.default_rng(seed)
+    X = rng.random((batch_size,) + tuple(model.input_shape)).astype(dtype)
+    if isinstance(model.loss, SoftmaxCrossEntropy):
+        y = rng.integers(0, k, size=batch_size, dtype=np.int64)
+    elif isinstance(model.loss, BinaryCrossEntropy):
+        y = rng.random((batch_size, k)).astype(dtype)
+    else:
+        y = rng.standard_normal((batch_size, k)).astype(dtype)
+    return X, y
 
 
 def cosine_lr(lr0, epoch, epochs, final_fraction=FINAL_LR_FRACTION):
@@ -243,7 +386,7 @@ def cmd_train(args, out=None):
     from .losses import SoftmaxCrossEntropy
 
     flatten = args.model == "mlp"
-    model = build_mlp(args.dtype, args.seed) if flatten else build_cnn(args.dtype, args.seed)
+    model = build_model(args.model, args.dtype, args.seed)
     (X, y), (Xt, yt) = _load_data(flatten, args.dtype, args.data)
     if args.limit is not None:
         X, y = X[:args.limit], y[:args.limit]
@@ -314,6 +457,98 @@ def cmd_evaluate(args, out=None):
     return 0
 
 
+def _jsonable(value):
+    """``value`` with NumPy scalars as Python numbers, for ``json.dump``."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def cmd_profile(args, out=None):
+    """``profile``: per-layer times of one training step (:func:`fastnn.profile`).
+
+    Builds ``--model`` (or loads ``--model-file``), compiles it with ``--optimizer`` and the
+    network's loss, makes a random batch with :func:`random_batch`, prints a header line and
+    :func:`fastnn.format_profile`'s table and, with ``--json``, writes the settings and rows.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed by :func:`build_parser`.
+    out : file, optional
+        Where to print (default ``sys.stdout``).
+
+    Returns
+    -------
+    int
+        The exit status, 0.
+
+    Raises
+    ------
+    CLIError
+        Unreadable model file, a ``--dtype`` that differs from the file's, a model no random batch
+        fits, or a ``--json`` path in a missing or read-only folder.
+    """
+    out = out or sys.stdout
+    if args.json:
+        _check_save_path(args.json)  # fail before profiling, not after
+    _set_threads(args.threads)
+    import fastnn
+    from .losses import SoftmaxCrossEntropy
+    from .losses import get as get_loss
+
+    if args.model_file is not None:
+        model = _load_model(args.model_file)
+        label = args.model_file
+        dtype = str(np.dtype(model.dtype))
+        if args.dtype is not None and args.dtype != dtype:
+            raise CLIError(f"--dtype {args.dtype} differs from the dtype of the model in "
+                           f"{args.model_file!r} ({dtype}); omit --dtype")
+        loss = model.loss if model.loss is not None else SoftmaxCrossEntropy()
+        lrs = {}
+    else:
+        label = args.model or "mlp"
+        dtype = args.dtype or "float32"
+        model = build_model(label, dtype, args.seed)
+        loss = get_loss(MODEL_LOSSES[label])
+        lrs = PROFILE_LEARNING_RATES.get(label, {})
+    optimizer, lr = _make_optimizer(args.optimizer,
+                                    args.learning_rate or lrs.get(args.optimizer))
+    model.compile(optimizer=optimizer, loss=loss)
+    X, y = random_batch(model, args.batch_size, args.seed)
+    try:
+        rows = fastnn.profile(model, X, y, repeats=args.repeats, warmup=args.warmup)
+    except (ValueError, TypeError) as exc:
+        raise CLIError(f"cannot profile the model {label!r}: {exc}") from None
+
+    threads = fastnn.get_num_threads()
+    settings = {
+        "fastnn_version": fastnn.__version__, "model": label,
+        "params": int(model.count_params()),
+        "input_shape": list(model.input_shape), "batch_size": args.batch_size,
+        "threads": threads, "dtype": dtype, "optimizer": args.optimizer,
+        "learning_rate": lr, "loss": type(model.loss).__name__, "repeats": args.repeats,
+        "warmup": args.warmup, "seed": args.seed,
+    }
+    print(f"fastnn {fastnn.__version__} profile: model {label} ({settings['params']:,} params, "
+          f"input {tuple(model.input_shape)}), batch {args.batch_size}, {threads} threads, "
+          f"{dtype}, {args.optimizer} lr={lr:g}, {settings['loss']}; medians of "
+          f"{args.repeats} steps after {args.warmup} warm-up", file=out)
+    print(fastnn.format_profile(rows), file=out, flush=True)
+    if args.json:
+        try:
+            with open(args.json, "w") as f:
+                json.dump(_jsonable(dict(settings, rows=rows)), f, indent=1)
+                f.write("\n")
+        except OSError as exc:
+            raise CLIError(f"could not write {args.json!r}: {exc}") from None
+    return 0
+
+
 def cmd_bench_info(args, out=None):
     """``bench-info``: prints ``fastnn.show_config()``."""
     out = out or sys.stdout
@@ -323,7 +558,8 @@ def cmd_bench_info(args, out=None):
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "bench-info": cmd_bench_info}
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "profile": cmd_profile,
+            "bench-info": cmd_bench_info}
 
 
 def main(argv=None, prog=None):

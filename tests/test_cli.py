@@ -1,9 +1,10 @@
-"""Tests for the command line: python -m fastnn train | evaluate | bench-info.
+"""Tests for the command line: python -m fastnn train | evaluate | profile | bench-info.
 
 Training runs use the undocumented ``--limit N`` (first N training samples) and one epoch, so
 each takes about a second. They need the real Fashion-MNIST files (Debian's
 dataset-fashion-mnist, installed in CI); argument errors are tested without data.
 """
+import json
 import os
 import re
 import subprocess
@@ -151,6 +152,19 @@ def test_python_dash_m_bad_args_subprocess():
     (["train", "--limit", "0"], "argument --limit: must be an integer >= 1"),
     (["train", "--bogus"], "unrecognized arguments: --bogus"),
     (["evaluate"], "the following arguments are required: MODEL.npz"),
+    (["profile", "--batch-size", "0"], "argument --batch-size: must be an integer >= 1, got 0"),
+    (["profile", "--batch-size", "-4"], "argument --batch-size: must be an integer >= 1"),
+    (["profile", "--threads", "0"], "argument --threads: must be an integer >= 1, got 0"),
+    (["profile", "--repeats", "0"], "argument --repeats: must be an integer >= 1, got 0"),
+    (["profile", "--repeats", "many"], "argument --repeats: must be an integer >= 1, got 'many'"),
+    (["profile", "--warmup", "-1"], "argument --warmup: must be an integer >= 0, got -1"),
+    (["profile", "--model", "resnet"], "argument --model: invalid choice: 'resnet'"),
+    (["profile", "--dtype", "float16"], "argument --dtype: invalid choice"),
+    (["profile", "--optimizer", "rmsprop"], "argument --optimizer: invalid choice"),
+    (["profile", "--learning-rate", "0"], "argument --learning-rate: must be a finite number"),
+    (["profile", "--model", "cnn", "--model-file", "m.npz"],
+     "argument --model-file: not allowed with argument --model"),
+    (["profile", "--data", "x"], "unrecognized arguments: --data"),
     ([], "the following arguments are required"),
     (["fly"], "invalid choice: 'fly'"),
 ])
@@ -164,7 +178,7 @@ def test_bad_arguments_exit_2(argv, needle, capsys):
 def test_help_and_version(capsys):
     rc, out, _ = run(["--help"], capsys)
     assert rc == 0
-    for cmd in ("train", "evaluate", "bench-info"):
+    for cmd in ("train", "evaluate", "profile", "bench-info"):
         assert cmd in out
     rc, out, _ = run(["train", "--help"], capsys)
     assert rc == 0
@@ -298,3 +312,158 @@ def test_build_mlp_architecture():
                                                                (128, 10)]
     assert model.count_params() == 784 * 256 + 256 + 256 * 128 + 128 + 128 * 10 + 10
     assert model.predict(np.zeros((3, 784), np.float32)).shape == (3, 10)
+
+
+# -- profile: random data, no dataset needed ---------------------------------------------------
+
+FAST_PROFILE = ["--batch-size", "2", "--repeats", "2", "--warmup", "1", "--threads", "1"]
+
+
+def _check_profile_table(out, n_layers):
+    """Every layer's row, the loss row and the total row are in the printed table."""
+    lines = out.splitlines()
+    for i in range(n_layers):
+        assert sum(ln.startswith(f"| {i}: ") for ln in lines) == 1, out
+    assert sum(ln.startswith("| loss: ") for ln in lines) == 1, out
+    total = [ln for ln in lines if ln.startswith("| total |")]
+    assert len(total) == 1, out
+    assert total[0].rstrip().endswith("| 100.0% |")
+
+
+@pytest.mark.parametrize("name,n_layers,loss", [("mlp", 3, "SoftmaxCrossEntropy"),
+                                                ("cnn", 6, "SoftmaxCrossEntropy"),
+                                                ("dqn", 6, "MeanSquaredError")])
+def test_profile_each_model(name, n_layers, loss, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("FASTNN_DATA", str(tmp_path))  # no dataset there: not needed
+    rc, out, err = run(["profile", "--model", name] + FAST_PROFILE, capsys)
+    assert rc == 0, err
+    header = out.splitlines()[0]
+    assert header.startswith(f"fastnn {fastnn.__version__} profile: model {name} ("), header
+    for part in ("batch 2,", "1 threads", "float32", "adam lr=", loss, "medians of 2 steps"):
+        assert part in header, header
+    assert len(cli.build_model(name).layers) == n_layers
+    _check_profile_table(out, n_layers)
+
+
+def test_profile_defaults(capsys):
+    args = cli.build_parser().parse_args(["profile"])
+    assert (args.model, args.model_file, args.batch_size, args.threads, args.repeats,
+            args.dtype, args.optimizer, args.json) == (None, None, 128, None, 20, None, "adam",
+                                                      None)
+    rc, out, err = run(["profile", "--repeats", "1", "--warmup", "0"], capsys)
+    assert rc == 0, err
+    assert "model mlp (235,146 params" in out and "batch 128," in out and "float32" in out
+    assert f"{fastnn.get_num_threads()} threads" in out
+    _check_profile_table(out, 3)
+
+
+def test_profile_json(tmp_path, capsys):
+    path = tmp_path / "prof.json"
+    rc, out, err = run(["profile", "--model", "mlp", "--optimizer", "sgd", "--dtype", "float64",
+                        "--json", str(path)] + FAST_PROFILE, capsys)
+    assert rc == 0, err
+    assert "float64" in out and "sgd lr=0.05" in out
+    data = json.loads(path.read_text())
+    assert data["fastnn_version"] == fastnn.__version__
+    assert (data["model"], data["batch_size"], data["threads"], data["dtype"],
+            data["optimizer"], data["repeats"], data["loss"]) == (
+        "mlp", 2, 1, "float64", "sgd", 2, "SoftmaxCrossEntropy")
+    assert data["input_shape"] == [784]
+    rows = data["rows"]
+    layer_rows = [r for r in rows if r["name"].split(":")[0].isdigit()]
+    assert [r["name"].split(":")[0] for r in layer_rows] == ["0", "1", "2"]
+    for r in rows:
+        assert isinstance(r["forward_ms"], float) and r["forward_ms"] >= 0
+        assert isinstance(r["backward_ms"], float) and r["backward_ms"] >= 0
+    assert rows[-1]["name"] == "total" and rows[-1]["share"] == pytest.approx(1.0)
+    assert rows[-1]["forward_ms"] > 0 and rows[-1]["backward_ms"] > 0
+    assert all(r["gflops"] > 0 for r in layer_rows)  # Dense layers: useful FLOPs
+
+
+def test_profile_json_to_missing_folder_fails_first(tmp_path, capsys):
+    rc, out, err = run(["profile", "--json", str(tmp_path / "no" / "p.json")] + FAST_PROFILE,
+                       capsys)
+    assert rc == 1
+    assert err.startswith("fastnn profile: error:") and "does not exist" in err
+    assert "| total |" not in out
+
+
+def test_profile_model_file(tmp_path, capsys):
+    """A model saved by Sequential.save, of a shape no built-in network has, keeps its loss."""
+    model = fastnn.Sequential([fastnn.Conv2D(2, 4, 3, activation="relu"), fastnn.Flatten(),
+                               fastnn.Dense(6 * 6 * 4, 3)], seed=1, input_shape=(8, 8, 2))
+    model.compile(fastnn.SGD(0.01), fastnn.MeanSquaredError())
+    path = tmp_path / "conv.npz"
+    model.save(path)
+    rc, out, err = run(["profile", "--model-file", str(path)] + FAST_PROFILE, capsys)
+    assert rc == 0, err
+    header = out.splitlines()[0]
+    assert f"model {path} (" in header and "input (8, 8, 2)" in header, header
+    assert "MeanSquaredError" in header and "float32" in header
+    _check_profile_table(out, 3)
+
+
+def test_profile_model_file_from_train_save_format(tmp_path, capsys):
+    """The MLP as ``train --save`` writes it (float64, softmax CE): profiled in its dtype."""
+    model = cli.build_mlp("float64", seed=0)
+    model.compile(fastnn.Adam(1e-3), fastnn.SoftmaxCrossEntropy())
+    path = tmp_path / "mlp64.npz"
+    model.save(path)
+    rc, out, err = run(["profile", "--model-file", str(path), "--json",
+                        str(tmp_path / "p.json")] + FAST_PROFILE, capsys)
+    assert rc == 0, err
+    assert "float64" in out.splitlines()[0] and "SoftmaxCrossEntropy" in out
+    _check_profile_table(out, 3)
+    assert json.loads((tmp_path / "p.json").read_text())["dtype"] == "float64"
+    rc, _, err = run(["profile", "--model-file", str(path), "--dtype", "float32"] + FAST_PROFILE,
+                     capsys)
+    assert rc == 1
+    assert "--dtype float32 differs from the dtype of the model" in err and "float64" in err
+
+
+def test_profile_model_file_errors(tmp_path, capsys):
+    rc, _, err = run(["profile", "--model-file", str(tmp_path / "nope.npz")], capsys)
+    assert rc == 1 and "fastnn profile: error:" in err and "not found" in err
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    rc, _, err = run(["profile", "--model-file", str(bad)], capsys)
+    assert rc == 1 and "could not load a fastnn model" in err
+    noshape = fastnn.Sequential([fastnn.Flatten(), fastnn.Dense(4, 2)])
+    noshape.compile("sgd", "softmax_cross_entropy")
+    noshape.save(tmp_path / "noshape.npz")
+    rc, _, err = run(["profile", "--model-file", str(tmp_path / "noshape.npz")], capsys)
+    assert rc == 1 and "the model has no input shape" in err
+
+
+def test_random_batch_fits_each_loss():
+    for loss, want in (("softmax_cross_entropy", np.int64), ("binary_cross_entropy", np.float64),
+                       ("mse", np.float64)):
+        model = fastnn.Sequential([fastnn.Dense(5, 3)], dtype="float64").compile("sgd", loss)
+        X, y = cli.random_batch(model, 7, seed=2)
+        assert X.shape == (7, 5) and X.dtype == np.float64 and 0 <= X.min() and X.max() < 1
+        assert y.dtype == want
+        if want is np.int64:
+            assert y.shape == (7,) and 0 <= y.min() and y.max() < 3
+        else:
+            assert y.shape == (7, 3)
+        model.train_on_batch(X, y)  # the loss accepts them
+        X2, y2 = cli.random_batch(model, 7, seed=2)
+        assert np.array_equal(X, X2) and np.array_equal(y, y2)  # seeded
+
+
+def test_python_dash_m_fastnn_profile():
+    """The real entry point, in a subprocess."""
+    proc = subprocess.run([sys.executable, "-m", "fastnn", "profile", "--model", "mlp"]
+                          + FAST_PROFILE, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("fastnn ") and "profile: model mlp" in proc.stdout
+    _check_profile_table(proc.stdout, 3)
+
+
+def test_profile_help(capsys):
+    rc, out, _ = run(["profile", "--help"], capsys)
+    assert rc == 0
+    for opt in ("--model", "--model-file", "--batch-size", "--threads", "--repeats", "--warmup",
+                "--dtype", "--optimizer", "--learning-rate", "--seed", "--json"):
+        assert opt in out
+    assert "(default: 128)" in out and "(default: 20)" in out and "default: adam" in out
