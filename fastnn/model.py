@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 
+from . import _flat
 from . import _validation as V
 from . import losses as losses_mod
 from . import optimizers as optimizers_mod
@@ -83,6 +84,9 @@ class Sequential:
         for i, layer in enumerate(layers):
             layer.build(self.dtype, rng)
             layer.need_input_grad = i > 0
+        # all parameters in one flat buffer, gradients in another: the optimizer updates the
+        # whole model in one kernel call (fastnn._flat); layer.params[...] are views of it
+        _flat.param_group(self.layers)
         if input_shape is None and hasattr(layers[0], "in_features"):
             input_shape = (layers[0].in_features,)
         self.input_shape = tuple(input_shape) if input_shape is not None else None

@@ -150,6 +150,7 @@ def test_configure_with_openmp(setup_py, c_compiler):
     if cfg["compiler"] in ("gcc", "clang"):
         # lets gcc vectorise simd.h's exp loops below AVX-512; not fast-math
         assert "-fno-trapping-math" in cfg["extra_compile_args"]
+        assert "-fno-math-errno" in cfg["extra_compile_args"]
     if cfg["compiler"] == "gcc" and setup_py.platform.machine() in ("x86_64", "AMD64"):
         assert cfg["simd_dispatch"].startswith("target_clones"), cfg["notes"]
 

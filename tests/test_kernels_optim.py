@@ -186,3 +186,40 @@ def test_bit_identical_across_threads(dtype, n):
         for other in runs[1:]:
             for a, c in zip(runs[0], other):
                 assert np.array_equal(a, c)
+
+
+# -- subnormals are flushed to 0 (src_cython/optim.h) -------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_flushes_subnormal_velocity_and_grad(dtype, nesterov):
+    tiny = np.finfo(dtype).tiny  # smallest normal number
+    n = 40
+    p = np.ones(n, dtype)
+    v = np.full(n, tiny * 1.01, dtype)  # normal now; 0.9 * v is subnormal
+    g = np.zeros(n, dtype)
+    g[:10] = tiny / 4  # subnormal gradients
+    g[30:] = 1.0  # normal ones are used as is
+    _optim.sgd_update(p, g, v, 0.1, 0.9, nesterov, 0.0, 1)
+    assert np.all(v[:30] == 0), "subnormal velocity must be flushed to 0"
+    assert np.all(p[:30] == 1)
+    ref_v = dtype(0.9) * dtype(tiny * 1.01) + dtype(1.0)
+    np.testing.assert_allclose(v[30:], ref_v, rtol=RTOL[dtype])
+    assert not np.any((v != 0) & (np.abs(v) < tiny))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_adam_flushes_subnormal_moments_and_grad(dtype):
+    tiny = np.finfo(dtype).tiny
+    n = 40
+    p = np.ones(n, dtype)
+    m = np.full(n, tiny * 1.01, dtype)
+    v = np.full(n, tiny * 1.0001, dtype)
+    g = np.zeros(n, dtype)
+    g[:10] = tiny / 4
+    g[30:] = 0.5
+    _optim.adam_update(p, g, m, v, 1e-3, 0.9, 0.999, 1e-8, 0.0, 3, 1)
+    assert np.all(m[:30] == 0) and np.all(v[:30] == 0)
+    assert np.all(p[:30] == 1)
+    assert np.all(m[30:] > 0) and np.all(v[30:] > 0) and np.all(p[30:] < 1)
+    for a in (m, v, p):
+        assert not np.any((a != 0) & (np.abs(a) < tiny))

@@ -187,3 +187,107 @@ def test_get_config_round_trips():
                 Adam(0.003, beta1=0.8, beta2=0.99, eps=1e-6, weight_decay=0.1)):
         again = type(opt)(**opt.get_config())
         assert again.get_config() == opt.get_config()
+
+
+# -- one flat buffer for the whole model (fastnn._flat) -----------------------------------------
+def _mlp(dtype="float32", seed=0):
+    model = fastnn.Sequential([Dense(7, 5, activation="tanh"), Dense(5, 3)], dtype=dtype,
+                              seed=seed)
+    model.compile(SGD(0.1, momentum=0.9), "softmax_cross_entropy")
+    return model
+
+
+def _data(seed=1):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((16, 7)).astype(np.float32), rng.integers(0, 3, 16)
+
+
+def test_model_parameters_share_one_buffer_and_keep_their_identity():
+    model = _mlp()
+    arrays = [layer.params[k] for layer in model.layers for k in layer.params]
+    grads = [layer.grads[k] for layer in model.layers for k in layer.params]
+    assert len({id(a.base) for a in arrays}) == 1 and arrays[0].base is not None
+    assert len({id(g.base) for g in grads}) == 1 and grads[0].base is not arrays[0].base
+    for a in arrays + grads:
+        assert a.flags.c_contiguous and a.ctypes.data % 64 == 0
+    X, y = _data()
+    before = [a.copy() for a in arrays]
+    model.fit(X, y, epochs=2, batch_size=8, verbose=0)
+    after = [layer.params[k] for layer in model.layers for k in layer.params]
+    assert all(a is b for a, b in zip(arrays, after))  # same objects, updated in place
+    assert all(not np.array_equal(a, b) for a, b in zip(before, after))
+    velocity = [model.optimizer.state[f"{i}.{k}"]["velocity"]
+                for i, layer in enumerate(model.layers) for k in layer.params]
+    assert len({id(v.base) for v in velocity}) == 1
+
+
+def _train_reference(model, X, y, steps):
+    """The same steps with per-parameter NumPy SGD (RefSGD) from a copy of the weights."""
+    import copy
+
+    ref_model = copy.deepcopy(model)
+    ref = RefSGD(0.1, momentum=0.9)
+    for _ in range(steps):
+        ref_model.loss.forward(ref_model._forward(X, True), ref_model._prepare_y(y, len(X), (3,)),
+                               prepared=True)
+        ref_model.backward(ref_model.loss.backward())
+        for i, layer in enumerate(ref_model.layers):
+            for k in layer.params:
+                layer.params[k][...] = ref.step(f"{i}.{k}", layer.params[k].astype(np.float64),
+                                                layer.grads[k].astype(np.float64))
+    return ref_model
+
+
+def test_replaced_parameter_array_is_still_trained():
+    """A user may assign a new array to layer.params[...]: the next step repacks the flat buffer
+    from the current values instead of updating a stale copy."""
+    model = _mlp()  # its parameters are packed at construction
+    X, y = _data()
+    new_w = np.random.default_rng(7).standard_normal((7, 5)).astype(np.float32)
+    model.layers[0].params["weight"] = new_w.copy()
+    ref_model = _train_reference(model, X, y, steps=3)
+    for _ in range(3):
+        model.train_on_batch(X, y)
+    w = model.layers[0].params["weight"]
+    assert not np.array_equal(w, new_w)
+    for layer, ref_layer in zip(model.layers, ref_model.layers):
+        for k in layer.params:
+            np.testing.assert_allclose(layer.params[k], ref_layer.params[k], rtol=1e-5, atol=1e-6)
+
+
+def test_deep_copy_trains_independently_and_identically():
+    import copy
+
+    model = _mlp()
+    X, y = _data()
+    model.train_on_batch(X, y)
+    twin = copy.deepcopy(model)
+    frozen = [layer.params[k].copy() for layer in model.layers for k in layer.params]
+    for _ in range(3):
+        twin.train_on_batch(X, y)
+    assert all(np.array_equal(a, layer.params[k]) for a, (layer, k) in
+               zip(frozen, [(layer, k) for layer in model.layers for k in layer.params]))
+    for _ in range(3):
+        model.train_on_batch(X, y)
+    for layer, t_layer in zip(model.layers, twin.layers):
+        for k in layer.params:
+            assert np.array_equal(layer.params[k], t_layer.params[k])
+
+
+def test_assigned_optimizer_state_is_used():
+    """Loading assigns new state arrays (fastnn.io): the next step must start from them."""
+    model = _mlp()
+    X, y = _data()
+    model.train_on_batch(X, y)
+    saved = {k: {s: a.copy() for s, a in st.items()} for k, st in model.optimizer.state.items()}
+    weights = model.get_weights()
+    model.train_on_batch(X, y)
+    expected = model.get_weights()
+    model.set_weights(weights)
+    for k, st in saved.items():
+        for s, a in st.items():
+            model.optimizer.state[k][s] = a.copy()  # new arrays, as load_model assigns
+    model.train_on_batch(X, y)
+    for got, want in zip(model.get_weights(), expected):
+        for k in want:
+            assert np.array_equal(got[k], want[k])

@@ -106,6 +106,11 @@ class Layer:
             grad_output = grad_output.copy()
         return grad_output
 
+    def __getstate__(self):  # the flat parameter group (fastnn._flat) is rebuilt when needed
+        state = self.__dict__.copy()
+        state.pop("_param_group", None)
+        return state
+
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
