@@ -1,9 +1,11 @@
-"""fastnn CNN train step: ``Sequential.train_on_batch`` through the public API.
+"""fastnn CNN train step and inference: ``Sequential.train_on_batch`` and ``Sequential.predict``
+through the public API.
 
 The model comes from the builder a spec names (``fastnn.models.small_cnn`` or
 ``fastnn.models.dqn``), checked layer by layer against the spec, and is compiled with the spec's
 loss and SGD with momentum, so both sides run the same optimizer. The timed call is what a user
-calls, input checks included. Per-layer times come from :func:`fastnn.profile`.
+calls, input checks included (``predict`` returns the network's output, a new array). Per-layer
+times come from :func:`fastnn.profile`.
 """
 import numpy as np
 
@@ -98,6 +100,14 @@ def build(spec, batch, seed=0):
 
     step.profile = lambda repeats=10: profile_rows(model, X, y, names, repeats=repeats)
     return step
+
+
+def build_predict(spec, batch, seed=0):
+    """Return a zero-argument callable doing one ``model.predict(X)`` on a fixed random batch."""
+    dtype = np.dtype(spec.get("dtype", "float32"))
+    X, _ = make_data(spec, batch, seed, dtype)
+    model = make_model(spec, seed=seed)
+    return lambda: model.predict(X)
 
 
 def configure_threads(n):

@@ -1,6 +1,8 @@
-"""fastnn MLP train step: ``Sequential.train_on_batch`` through the public API.
+"""fastnn MLP train step and inference: ``Sequential.train_on_batch`` and
+``Sequential.predict`` through the public API.
 
-The timed call is what a user calls, input checks included.
+The timed call is what a user calls, input checks included (``predict`` returns the logits, a
+new array).
 """
 import numpy as np
 
@@ -8,8 +10,7 @@ import fastnn
 from fastnn import SGD, Dense, Sequential, SoftmaxCrossEntropy
 
 
-def build(spec, batch, seed=0):
-    """Return a zero-argument callable doing one train step on a fixed random batch."""
+def _model_and_data(spec, batch, seed):
     sizes = spec["sizes"]
     dtype = np.dtype(spec.get("dtype", "float32"))
     act = spec.get("activation", "relu")
@@ -22,7 +23,19 @@ def build(spec, batch, seed=0):
     rng = np.random.default_rng(seed + 1)
     X = np.ascontiguousarray(rng.standard_normal((batch, sizes[0])), dtype=dtype)
     y = rng.integers(0, sizes[-1], size=batch, dtype=np.int64)
+    return model, X, y
+
+
+def build(spec, batch, seed=0):
+    """Return a zero-argument callable doing one train step on a fixed random batch."""
+    model, X, y = _model_and_data(spec, batch, seed)
     return lambda: model.train_on_batch(X, y)
+
+
+def build_predict(spec, batch, seed=0):
+    """Return a zero-argument callable doing one ``model.predict(X)`` on a fixed random batch."""
+    model, X, _ = _model_and_data(spec, batch, seed)
+    return lambda: model.predict(X)
 
 
 def configure_threads(n):

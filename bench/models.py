@@ -3,8 +3,9 @@
 A spec is a plain JSON-serialisable dict sent to the worker processes; ``kind`` selects the
 module ``bench/<impl>_<kind>.py`` that builds it (``mlp``: a Dense stack given by ``sizes``;
 ``cnn``: any channels-last stack of ``conv``/``maxpool``/``flatten``/``dense`` layers given by
-``layers``). ``batches`` gives each net's batch sizes per run profile, ``settings`` optional
-overrides of the run profile's other settings (e.g. fewer rounds for slow steps).
+``layers``). ``batches`` gives each net's train-step batch sizes per run profile,
+``predict_batches`` its inference (``predict``) batch sizes, ``settings`` optional overrides of
+the run profile's other settings (e.g. fewer rounds for slow steps).
 
 Useful FLOPs (multiply-adds count 2) count only the GEMM work of conv and dense layers:
 
@@ -14,6 +15,11 @@ Useful FLOPs (multiply-adds count 2) count only the GEMM work of conv and dense 
   the first layer (no dX).
 
 Bias, activation, pooling, loss and optimizer work is not counted (as ``fastnn.profile``).
+Inference (``predict``) counts the forward GEMMs only (:func:`forward_flops`).
+
+:func:`gemms` lists these GEMMs one by one with their shapes (the im2col GEMMs for conv layers):
+the sgemm roofline (``bench/sgemm_*.py``) times exactly them, and their FLOPs add up to
+:func:`train_step_flops` (:func:`forward_flops` for inference).
 """
 
 MLP = {
@@ -25,6 +31,7 @@ MLP = {
     "momentum": 0.9,
     "batches": {"default": [32, 64, 128, 256], "quick": [32, 64, 128, 256],
                 "smoke": [32, 128]},
+    "predict_batches": {"default": [1, 32], "quick": [1, 32], "smoke": [1, 8]},
     "description": "MLP 784-256-128-10 ReLU, softmax-CE, SGD momentum 0.9, float32",
 }
 
@@ -56,6 +63,7 @@ SMALL_CNN = {
     "learning_rate": 0.01,
     "momentum": 0.9,
     "batches": {"default": [64, 128], "quick": [64, 128], "smoke": [16]},
+    "predict_batches": {"default": [1, 32], "quick": [1, 32], "smoke": [1, 4]},
     "settings": {"default": {"rounds": 12}},  # per-profile overrides of bench.run.PROFILES
     "description": "small CNN 28x28x1: conv3x3 1->32 pad1 relu, maxpool2, conv3x3 32->64 s2 pad1 "
                    "relu, dense 3136-128 relu, dense 128-10; softmax-CE, SGD momentum 0.9, "
@@ -80,6 +88,7 @@ DQN = {
     "learning_rate": 1e-4,
     "momentum": 0.9,
     "batches": {"default": [32, 64], "quick": [32, 64], "smoke": [8]},
+    "predict_batches": {"default": [1, 32], "quick": [1, 32], "smoke": [1, 4]},
     "settings": {"default": {"rounds": 12}},
     "description": "DQN (Mnih et al. 2015) 84x84x4: conv 8x8/4 32, 4x4/2 64, 3x3/1 64, dense "
                    "3136-512, 512-6, ReLU; MSE on random targets, SGD momentum 0.9, float32",
@@ -184,3 +193,49 @@ def train_step_flops(spec, batch):
     if spec["kind"] == "cnn":
         return sum(f + b for f, b in layer_flops(spec, batch))
     raise ValueError(f"no FLOP count for model kind {spec['kind']!r}")
+
+
+def gemms(spec, batch, mode="train"):
+    """The GEMMs of one train step (``mode="train"``) or forward pass (``"predict"``).
+
+    Returns a list of dicts ``{"layer": i, "phase": p, "m": m, "k": k, "n": n}``, one per GEMM
+    ``C (m, n) = A (m, k) B (k, n)``, in the order a step runs them (forward layer by layer,
+    then backward from the last layer: ``dW`` then ``dX``). For a dense layer (N,K)->(M):
+    forward (N,K)x(K,M), ``dW`` (K,N)x(N,M), ``dX`` (N,M)x(M,K); for a conv layer with
+    ``P = N Ho Wo`` rows and ``Kc = kh kw Cin``: forward (P,Kc)x(Kc,Cout), ``dW``
+    (Kc,P)x(P,Cout), ``dX`` (P,Cout)x(Cout,Kc) (the im2col/col2im copies are not GEMMs). The
+    first layer has no ``dX``. ``i`` indexes ``spec["layers"]`` (``cnn``) or the weight matrices
+    (``mlp``). Each GEMM's FLOPs are ``2 m k n``.
+    """
+    if mode not in ("train", "predict"):
+        raise ValueError(f"mode must be 'train' or 'predict', got {mode!r}")
+    per_layer = []  # (layer index, rows, K, M)
+    if spec["kind"] == "mlp":
+        sizes = spec["sizes"]
+        per_layer = [(i, batch, k, m) for i, (k, m) in enumerate(zip(sizes[:-1], sizes[1:]))]
+    elif spec["kind"] == "cnn":
+        for i, (layer, (_, out_shape)) in enumerate(zip(spec["layers"], layer_shapes(spec))):
+            if layer["type"] == "conv":
+                kh, kw = layer["kernel_size"]
+                ho, wo, _ = out_shape
+                per_layer.append((i, batch * ho * wo, kh * kw * layer["in_channels"],
+                                  layer["out_channels"]))
+            elif layer["type"] == "dense":
+                per_layer.append((i, batch, layer["in_features"], layer["out_features"]))
+    else:
+        raise ValueError(f"no GEMMs for model kind {spec['kind']!r}")
+    out = [{"layer": i, "phase": "forward", "m": rows, "k": k, "n": m}
+           for i, rows, k, m in per_layer]
+    if mode == "predict":
+        return out
+    for j, (i, rows, k, m) in reversed(list(enumerate(per_layer))):
+        out.append({"layer": i, "phase": "dW", "m": k, "k": rows, "n": m})
+        if j > 0:
+            out.append({"layer": i, "phase": "dX", "m": rows, "k": m, "n": k})
+    return out
+
+
+def forward_flops(spec, batch):
+    """Useful FLOPs of one forward pass (inference) of ``spec`` at batch size ``batch``: the
+    forward GEMMs of the dense and conv layers."""
+    return sum(2 * g["m"] * g["k"] * g["n"] for g in gemms(spec, batch, "predict"))

@@ -21,6 +21,8 @@ What a competent engineer writes without a compiler, in the style of ``numpy_mlp
 * Mean squared error ``mean((out - t)^2)`` over all elements (gradient ``2 (out - t) / (N K)``),
   as fastnn's and torch's.
 
+Inference (:meth:`NumpyCNN.forward`) is the forward pass alone, into the same buffers.
+
 The network is given by a ``cnn`` spec of :mod:`bench.models`. NumPy's elementwise ops run on one
 thread; BLAS follows ``OPENBLAS_NUM_THREADS``.
 """
@@ -308,6 +310,14 @@ class NumpyCNN:
         G[self.rows, y] -= self.dtype.type(1.0 / N)
         return loss
 
+    def forward(self, X):
+        """The network's output for ``X`` (N, H, W, C): the last layer's buffer, overwritten by
+        the next call (inference)."""
+        out = X
+        for layer in self.layers:
+            out = layer.forward(out)
+        return out
+
     def train_step(self, X, y, times=None):
         """One step on ``X`` (N, H, W, C) and targets ``y``; returns the mean loss.
 
@@ -402,3 +412,12 @@ def configure_threads(n):
 
 def versions():
     return {"numpy": np.__version__}
+
+
+def build_predict(spec, batch, seed=0):
+    """Return a zero-argument callable doing one inference call (:meth:`NumpyCNN.forward`) on a
+    fixed random batch."""
+    dtype = np.dtype(spec.get("dtype", "float32"))
+    X, _ = make_data(spec, batch, seed, dtype)
+    net = NumpyCNN(spec, batch, dtype=dtype, seed=seed)
+    return lambda: net.forward(X)

@@ -6,6 +6,8 @@ every buffer preallocated once per batch size, every elementwise op in place, an
 (and their gradients and velocities) living in one flat array so the optimizer update is four
 vectorised calls over the whole model rather than four per parameter.
 
+Inference (:meth:`NumpyMLP.forward`) is the same forward pass into the same buffers.
+
 The math is fastnn's: dense layers ``Z = X @ W + b`` with ReLU on hidden layers, mean softmax
 cross-entropy over integer labels, backward without the gradient with respect to the input data,
 then SGD with momentum in PyTorch's form (``v <- mu v + g``, ``p <- p - lr v``).
@@ -72,12 +74,11 @@ class NumpyMLP:
         self.rows = np.arange(N)
         self.n_layers = n_layers
 
-    def train_step(self, X, y):
-        """One step on ``X`` (N, sizes[0]) and int labels ``y`` (N,); returns the mean loss."""
-        W, b, A, dA, dW, db = self.W, self.b, self.A, self.dA, self.dW, self.db
+    def forward(self, X):
+        """The logits of ``X`` (N, sizes[0]): the last layer's buffer, overwritten by the next
+        call (inference, and the first half of :meth:`train_step`)."""
+        W, b, A = self.W, self.b, self.A
         L = self.n_layers
-        N = X.shape[0]
-        # -- forward ------------------------------------------------------------------------
         inp = X
         for i in range(L):
             np.matmul(inp, W[i], out=A[i])
@@ -85,8 +86,15 @@ class NumpyMLP:
             if i < L - 1:
                 np.maximum(A[i], 0, out=A[i])
             inp = A[i]
+        return A[-1]
+
+    def train_step(self, X, y):
+        """One step on ``X`` (N, sizes[0]) and int labels ``y`` (N,); returns the mean loss."""
+        W, A, dA, dW, db = self.W, self.A, self.dA, self.dW, self.db
+        L = self.n_layers
+        N = X.shape[0]
+        Z = self.forward(X)
         # -- softmax cross-entropy; A[-1] becomes dZ of the last layer ----------------------
-        Z = A[-1]
         np.max(Z, axis=1, out=self.row_max)
         Z -= self.row_max[:, None]
         target = Z[self.rows, y]                  # shifted logit of the true class, (N,)
@@ -129,6 +137,17 @@ def build(spec, batch, seed=0):
                    learning_rate=spec.get("learning_rate", 0.01),
                    momentum=spec.get("momentum", 0.9))
     return lambda: net.train_step(X, y)
+
+
+def build_predict(spec, batch, seed=0):
+    """Return a zero-argument callable doing one inference call (the forward pass to the
+    logits, into the net's preallocated buffers) on a fixed random batch."""
+    dtype = np.dtype(spec.get("dtype", "float32"))
+    sizes = spec["sizes"]
+    rng = np.random.default_rng(seed + 1)
+    X = np.ascontiguousarray(rng.standard_normal((batch, sizes[0])), dtype=dtype)
+    net = NumpyMLP(sizes, batch, dtype=dtype, seed=seed)
+    return lambda: net.forward(X)
 
 
 def configure_threads(n):

@@ -5,7 +5,8 @@ Idiomatic eager PyTorch for a ``cnn`` spec of :mod:`bench.models`: ``nn.Conv2d``
 / ``nn.Flatten`` / ``nn.Linear`` with ``nn.ReLU``, in PyTorch's native NCHW layout (the input is
 converted once, outside the timed step; the flatten order differs from NHWC, the work does not),
 ``F.cross_entropy`` or ``F.mse_loss``, ``torch.optim.SGD(momentum=0.9)``. The input needs no
-gradient, so the first layer skips dX. No per-layer profile.
+gradient, so the first layer skips dX. No per-layer profile. Inference: the model in eval mode,
+``with torch.inference_mode(): model(X)`` per call (what a user writes).
 """
 import numpy as np
 import torch
@@ -27,8 +28,7 @@ def _module(cfg):
     return nn.Linear(cfg["in_features"], cfg["out_features"])
 
 
-def build(spec, batch, seed=0):
-    """Return a zero-argument callable doing one train step on a fixed random batch."""
+def _model_and_data(spec, batch, seed):
     dtype = {"float32": torch.float32, "float64": torch.float64}[spec.get("dtype", "float32")]
     torch.manual_seed(seed)
     mods = []
@@ -41,16 +41,18 @@ def build(spec, batch, seed=0):
         if cfg.get("activation") == "relu":
             mods.append(nn.ReLU())
     model = nn.Sequential(*mods).to(dtype)
-    opt = torch.optim.SGD(model.parameters(), lr=spec.get("learning_rate", 0.01),
-                          momentum=spec.get("momentum", 0.9))
     X_np, y_np = make_data(spec, batch, seed, np.float64)
     X = torch.from_numpy(np.ascontiguousarray(X_np.transpose(0, 3, 1, 2))).to(dtype)
-    if spec["loss"] == "mse":
-        y = torch.from_numpy(y_np).to(dtype)
-        loss_fn = F.mse_loss
-    else:
-        y = torch.from_numpy(y_np)
-        loss_fn = F.cross_entropy
+    y = torch.from_numpy(y_np).to(dtype) if spec["loss"] == "mse" else torch.from_numpy(y_np)
+    return model, X, y
+
+
+def build(spec, batch, seed=0):
+    """Return a zero-argument callable doing one train step on a fixed random batch."""
+    model, X, y = _model_and_data(spec, batch, seed)
+    opt = torch.optim.SGD(model.parameters(), lr=spec.get("learning_rate", 0.01),
+                          momentum=spec.get("momentum", 0.9))
+    loss_fn = F.mse_loss if spec["loss"] == "mse" else F.cross_entropy
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -60,6 +62,19 @@ def build(spec, batch, seed=0):
         return loss.item()
 
     return step
+
+
+def build_predict(spec, batch, seed=0):
+    """Return a zero-argument callable doing one eager inference call,
+    ``with torch.inference_mode(): model(X)``, on a fixed random batch (model in eval mode)."""
+    model, X, _ = _model_and_data(spec, batch, seed)
+    model.eval()
+
+    def predict():
+        with torch.inference_mode():
+            return model(X)
+
+    return predict
 
 
 def configure_threads(n):

@@ -2,6 +2,8 @@
 
 Idiomatic eager PyTorch: ``nn.Sequential`` of ``nn.Linear`` + ``nn.ReLU``, ``F.cross_entropy``,
 ``torch.optim.SGD(momentum=0.9)``; the input needs no gradient, so the first layer skips dX.
+Inference: the model in eval mode, ``with torch.inference_mode(): model(X)`` per call (what a
+user writes), so the context manager's cost is part of the timed call.
 """
 import numpy as np
 import torch
@@ -9,8 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def build(spec, batch, seed=0):
-    """Return a zero-argument callable doing one train step on a fixed random batch."""
+def _model_and_data(spec, batch, seed):
     sizes = spec["sizes"]
     dtype = {"float32": torch.float32, "float64": torch.float64}[spec.get("dtype", "float32")]
     torch.manual_seed(seed)
@@ -23,11 +24,17 @@ def build(spec, batch, seed=0):
         if i < len(sizes) - 2:
             mods.append(nn.ReLU())
     model = nn.Sequential(*mods).to(dtype)
-    opt = torch.optim.SGD(model.parameters(), lr=spec.get("learning_rate", 0.01),
-                          momentum=spec.get("momentum", 0.9))
     rng = np.random.default_rng(seed + 1)
     X = torch.from_numpy(np.ascontiguousarray(rng.standard_normal((batch, sizes[0])))).to(dtype)
     y = torch.from_numpy(rng.integers(0, sizes[-1], size=batch, dtype=np.int64))
+    return model, X, y
+
+
+def build(spec, batch, seed=0):
+    """Return a zero-argument callable doing one train step on a fixed random batch."""
+    model, X, y = _model_and_data(spec, batch, seed)
+    opt = torch.optim.SGD(model.parameters(), lr=spec.get("learning_rate", 0.01),
+                          momentum=spec.get("momentum", 0.9))
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -37,6 +44,19 @@ def build(spec, batch, seed=0):
         return loss.item()
 
     return step
+
+
+def build_predict(spec, batch, seed=0):
+    """Return a zero-argument callable doing one eager inference call,
+    ``with torch.inference_mode(): model(X)``, on a fixed random batch (model in eval mode)."""
+    model, X, _ = _model_and_data(spec, batch, seed)
+    model.eval()
+
+    def predict():
+        with torch.inference_mode():
+            return model(X)
+
+    return predict
 
 
 def configure_threads(n):

@@ -11,7 +11,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.models import MODELS, layer_flops, layer_name, layer_shapes, train_step_flops  # noqa
+from bench.models import (MODELS, forward_flops, gemms, layer_flops, layer_name,  # noqa: E402
+                          layer_shapes, train_step_flops)
 from bench.numpy_cnn import MaxPool2D as NpMaxPool2D  # noqa: E402
 from bench.numpy_cnn import NumpyCNN, make_data  # noqa: E402
 
@@ -89,6 +90,120 @@ def test_shapes_and_names():
         "dense 3136->128", "dense 128->10"]
     for spec in SMALL_SPECS.values():
         layer_shapes(spec)  # consistent
+
+
+def test_gemms_add_up_to_the_flop_formulas():
+    """The sgemm roofline times exactly the GEMMs the useful FLOPs count."""
+    for spec in list(MODELS.values()) + list(SMALL_SPECS.values()):
+        for n in (1, 3):
+            train, predict = gemms(spec, n), gemms(spec, n, "predict")
+            assert sum(2 * g["m"] * g["k"] * g["n"] for g in train) == train_step_flops(spec, n)
+            assert sum(2 * g["m"] * g["k"] * g["n"] for g in predict) == forward_flops(spec, n)
+            assert predict == [g for g in train if g["phase"] == "forward"]
+            if spec["kind"] == "cnn":
+                assert forward_flops(spec, n) == sum(f for f, _ in layer_flops(spec, n))
+            # the first layer with weights has no dX; every other one has one
+            first = train[0]["layer"]
+            assert [g["layer"] for g in train if g["phase"] == "dX"] == [
+                g["layer"] for g in predict[::-1] if g["layer"] != first]
+
+
+def test_gemm_shapes_dqn_by_hand():
+    n = 2
+    by = {(g["layer"], g["phase"]): (g["m"], g["k"], g["n"]) for g in gemms(MODELS["dqn"], n)}
+    P1, K1 = n * 20 * 20, 8 * 8 * 4                   # im2col of conv 8x8/4 4->32
+    assert by[(0, "forward")] == (P1, K1, 32)
+    assert by[(0, "dW")] == (K1, P1, 32)
+    assert (0, "dX") not in by                          # the input needs no gradient
+    P2, K2 = n * 9 * 9, 4 * 4 * 32
+    assert by[(1, "dX")] == (P2, 64, K2)
+    assert by[(4, "forward")] == (n, 3136, 512)         # dense (N,K)x(K,M)
+    assert by[(4, "dW")] == (3136, n, 512)              # (K,N)x(N,M)
+    assert by[(4, "dX")] == (n, 512, 3136)              # (N,M)x(M,K)
+    assert [k for k in by if k[1] == "forward"] == [(0, "forward"), (1, "forward"),
+                                                     (2, "forward"), (4, "forward"),
+                                                     (5, "forward")]
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "ce_tiled_pool"])
+@pytest.mark.parametrize("mode", ["train", "predict"])
+def test_sgemm_step_runs_exactly_the_gemms(name, mode):
+    from bench._sgemm import GemmStep
+
+    spec = dict(MODELS.get(name) or SMALL_SPECS[name], dtype="float64")
+    step = GemmStep(spec, 3, mode, seed=0)
+    assert step() is None
+    want = train_step_flops(spec, 3) if mode == "train" else forward_flops(spec, 3)
+    assert step.flops == want
+    assert [(i, p) for i, p, *_ in step.calls] == [(g["layer"], g["phase"])
+                                                   for g in gemms(spec, 3, mode)]
+    for _, phase, a, b, out in step.calls:
+        np.testing.assert_allclose(out, a @ b, rtol=1e-12, atol=1e-12)
+        assert out.dtype == np.float64 and np.isfinite(out).all()
+    if mode == "train":  # dW = X^T dZ and dX = dZ W^T share the forward's operands
+        ops = {(i, p): (a, b) for i, p, a, b, _ in step.calls}
+        for i, p in ops:
+            if p == "dW":
+                assert np.shares_memory(ops[(i, "dW")][0], ops[(i, "forward")][0])
+            if p == "dX":
+                assert np.shares_memory(ops[(i, "dX")][1], ops[(i, "forward")][1])
+    rows = step.profile(2)
+    if spec["kind"] == "cnn":
+        assert [r["name"] for r in rows] == [layer_name(c) for c in spec["layers"]] + [
+            "loss", "optimizer"]
+    assert all(r["forward_ms"] >= 0 and r["backward_ms"] >= 0 for r in rows)
+
+
+# -- the inference steps -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "dqn"])
+def test_numpy_forward_matches_fastnn_predict(name):
+    """The NumPy baseline's inference (its forward pass) computes what fastnn's predict does."""
+    import fastnn
+    from bench.fastnn_cnn import make_model
+
+    spec = dict(MODELS[name], dtype="float64")
+    n = 2
+    if name == "mlp":
+        from bench.fastnn_mlp import _model_and_data
+        from bench.numpy_mlp import NumpyMLP
+
+        model, X, _ = _model_and_data(spec, n, 0)
+        net = NumpyMLP(spec["sizes"], n, dtype=np.float64, seed=1)
+        for layer, W, b in zip(model.layers, net.W, net.b):
+            layer.params["weight"][...] = W
+            layer.params["bias"][...] = b + 0.1
+            b += 0.1
+    else:
+        net = NumpyCNN(spec, n, dtype=np.float64, seed=1)
+        net.flat_params += 0.01
+        model = make_model(spec)
+        _copy_weights(net, model)
+        X, _ = make_data(spec, n, seed=0, dtype=np.float64)
+    fastnn.set_num_threads(1)
+    try:
+        np.testing.assert_allclose(net.forward(X), model.predict(X), rtol=1e-10, atol=1e-12)
+    finally:
+        fastnn.set_num_threads(None)
+
+
+@pytest.mark.parametrize("impl", ["numpy", "fastnn", "torch", "sgemm"])
+@pytest.mark.parametrize("name", ["mlp", "dqn"])
+def test_build_predict(impl, name):
+    import importlib
+
+    if impl == "torch":
+        pytest.importorskip("torch")
+    spec = MODELS[name]
+    mod = importlib.import_module(f"bench.{impl}_{spec['kind']}")
+    for n in (1, 3):
+        out = mod.build_predict(spec, n, seed=0)()
+        if impl == "sgemm":
+            assert out is None
+            continue
+        out = np.asarray(out)
+        n_out = spec["sizes"][-1] if name == "mlp" else spec["layers"][-1]["out_features"]
+        assert out.shape == (n, n_out) and np.isfinite(out).all()
 
 
 # -- a plain float64 reference ------------------------------------------------------------------
