@@ -5,10 +5,16 @@ environment variables already set, so every thread pool is sized before anything
 Requests and replies are one JSON object per line on the original stdout/stdin; anything else
 the libraries print goes to stderr. Requests:
 
-``{"cmd": "setup", "spec": {...}, "batch": N, "seed": 0, "warmup_s": 0.5, "warmup_min": 5}``
+``{"cmd": "setup", "spec": {...}, "batch": N, "seed": 0, "warmup_s": 0.5, "warmup_min": 5,
+"mode": "train"}``
     build the model for ``spec`` and batch ``N``, warm up; reply with the step time estimate.
+    ``mode="train"``: a step is a train step (the module's ``build``); ``mode="predict"``: one
+    inference call (its ``build_predict``); a module without ``build_predict`` replies
+    ``{"unsupported": ...}``.
 ``{"cmd": "run", "seconds": S, "pre": k}``
-    ``k`` untimed steps, then steps timed one by one for about ``S`` seconds; reply ``times_ns``.
+    ``k`` untimed steps, then steps timed one by one for about ``S`` seconds; reply ``times_ns``
+    and ``value``: the last step's loss (train), the sum of its output (predict; computed after
+    the timing) or None (the sgemm roofline).
 ``{"cmd": "profile", "repeats": R}``
     per-layer forward/backward ms (medians of ``R`` steps) of the model last set up, when the
     implementation's step has a ``profile`` attribute; ``{"rows": null}`` otherwise.
@@ -42,6 +48,7 @@ class Worker:
         self.threads = threads
         self.modules = {}
         self.step = None
+        self.mode = "train"
 
     def module(self, kind):
         if kind not in self.modules:
@@ -50,11 +57,28 @@ class Worker:
             self.modules[kind] = mod
         return self.modules[kind]
 
-    def setup(self, spec, batch, seed=0, warmup_s=0.5, warmup_min=5):
+    def value(self, out):
+        """A float summary of a step's result (the loss, or the sum of an inference output)."""
+        if out is None:
+            return None
+        if self.mode == "predict":
+            import numpy as np
+
+            return float(np.sum(np.asarray(out, dtype=np.float64)))
+        return float(out)
+
+    def setup(self, spec, batch, seed=0, warmup_s=0.5, warmup_min=5, mode="train"):
         self.step = None
         gc.collect()
-        step = self.module(spec["kind"]).build(spec, int(batch), seed=int(seed))
-        loss0 = step()
+        if mode not in ("train", "predict"):
+            raise ValueError(f"mode must be 'train' or 'predict', got {mode!r}")
+        module = self.module(spec["kind"])
+        builder = getattr(module, "build" if mode == "train" else "build_predict", None)
+        if builder is None:
+            return {"unsupported": f"{module.__name__} has no build_predict"}
+        self.mode = mode
+        step = builder(spec, int(batch), seed=int(seed))
+        loss0 = self.value(step())
         n, t0 = 1, time.perf_counter()
         while n < warmup_min or time.perf_counter() - t0 < warmup_s:
             step()
@@ -68,7 +92,7 @@ class Worker:
         est = (time.perf_counter() - t2) / m
         self.step = step
         return {"step_s": est, "warmup_steps": n + m, "warmup_s": t1 - t0,
-                "loss_first": float(loss0), "loss_after_warmup": float(loss)}
+                "value_first": loss0, "value_after_warmup": self.value(loss)}
 
     def run(self, seconds, pre=2, min_reps=3, max_reps=20000):
         """``pre`` untimed steps, then timed steps until ``seconds`` have passed (at least
@@ -93,7 +117,7 @@ class Worker:
         finally:
             if gc_was_enabled:
                 gc.enable()
-        return {"times_ns": times, "loss": float(loss)}
+        return {"times_ns": times, "value": self.value(loss)}
 
     def profile(self, repeats=10):
         prof = getattr(self.step, "profile", None)

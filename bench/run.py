@@ -1,4 +1,5 @@
-"""Train-step benchmark: fastnn vs a pure-NumPy baseline (vs PyTorch when importable).
+"""Train-step and inference benchmark: fastnn vs a pure-NumPy baseline (vs PyTorch when
+importable), with an sgemm roofline measured in the same run.
 
 Run ``python -m bench`` (or ``python bench/run.py``); ``--help`` lists the options.
 ``--nets mlp,cnn,dqn`` selects the networks (default: all three): the MLP 784-256-128-10, the
@@ -13,24 +14,51 @@ Method
 * The workers of one thread count are alive together but only one computes at a time: the
   driver sends them blocks of steps in turn, A B, B A, A B, ... (the order rotates every round),
   so slow drifts of a shared, noisy machine hit every implementation alike.
-* Per batch size: each worker warms up, then each block runs a couple of untimed steps and then
-  steps timed one by one for about ``--block-seconds`` (at least 3), so the run's length does
-  not grow with a loaded machine's slow outliers.
-  Reported: median and interquartile range (IQR) over all timed steps, ms per train step, and the
-  ratio of medians from the same run.
+* Two kinds of step, each its own set of cases in the same run, with the same workers:
+  a *train step* per train batch size, then an *inference call* per inference batch size
+  (default 1 and 32). Per case: each worker warms up, then each block runs a couple of untimed
+  steps and then steps timed one by one for about ``--block-seconds`` (inference:
+  ``--predict-block-seconds``; at least 3), so the run's length does not grow with a loaded
+  machine's slow outliers. Reported: median and interquartile range (IQR) over all timed steps,
+  ms per train step or per inference call, and the ratio of medians from the same run.
 * A train step is forward + loss (softmax cross-entropy; the DQN: mean squared error on random
-  targets) + backward + SGD (momentum 0.9) update, float32, on one fixed random batch. Useful
-  FLOPs count only the GEMM work of dense and conv layers: dense forward 2NKM, backward 4NKM;
-  conv forward 2 N Ho Wo kh kw Cin Cout, backward twice that; the first layer skips dX (backward
-  = forward). GFLOP/s = useful FLOPs / median step time.
-* Per-layer profile (conv nets): after the timed rounds of a batch size, each implementation
-  that can (fastnn through ``fastnn.profile``, the NumPy baseline by its own timers) times each
-  layer's forward and backward, the loss and the update over about ``profile_seconds`` of steps,
-  in three interleaved chunks (one worker at a time; one chunk with ``--smoke``); reported:
-  the median of the chunks' medians.
-* The 1-minute load average is sampled at the start, after every batch size and at the end: on a
+  targets) + backward + SGD (momentum 0.9) update, float32, on one fixed random batch. An
+  inference call is what a user calls for the network's output on one fixed random batch:
+  fastnn ``model.predict(X)`` (input checks and the returned copy included), the NumPy
+  baseline's forward pass into its preallocated buffers, PyTorch eager
+  ``with torch.inference_mode(): model(X)`` (model in eval mode).
+* Useful FLOPs count only the GEMM work of dense and conv layers: dense forward 2NKM, backward
+  4NKM; conv forward 2 N Ho Wo kh kw Cin Cout, backward twice that; the first layer skips dX
+  (backward = forward); inference: the forward part. GFLOP/s = useful FLOPs / median time.
+* sgemm roofline: a pseudo-implementation ``sgemm`` (``bench/sgemm_<kind>.py``, see
+  :mod:`bench._sgemm`) runs in its own worker process, interleaved with the others at the same
+  thread count, and times only the GEMMs of the same step (:func:`bench.models.gemms`): dense
+  forward (N,K)x(K,M), dX (N,M)x(M,K) (not for the first layer), dW (K,N)x(N,M); conv layers as
+  their im2col GEMMs, (N Ho Wo, kh kw Cin)x(kh kw Cin, Cout) forward and the dW and dX
+  analogues, the im2col itself not timed; inference: the forward GEMMs. Float32 NumPy matmul
+  into preallocated ``out=`` arrays, i.e. OpenBLAS sgemm. Its median is the roofline:
+  ``% of roofline = roofline ms / implementation ms`` (100%: the step costs no more than its
+  GEMMs), roofline GFLOP/s = useful FLOPs / roofline ms (the FLOPs are exactly those above). It
+  is a practical bound, not a hard one: with tiny GEMMs (inference at batch 1) NumPy's per-call
+  overhead (about a microsecond per matmul) is part of it, and an implementation that calls
+  BLAS directly or splits the work differently can beat it.
+* Per-layer profile (conv nets, train steps): after the timed rounds of a batch size, each
+  implementation that can (fastnn through ``fastnn.profile``, the NumPy baseline by its own
+  timers, the roofline by timing each layer's GEMMs) times each layer's forward and backward,
+  the loss and the update over about ``profile_seconds`` of steps, in three interleaved chunks
+  (one worker at a time; one chunk with ``--smoke``); reported: the median of the chunks'
+  medians.
+* The 1-minute load average is sampled at the start, after every case and at the end: on a
   shared machine with 2 cores a load above ~2 makes the 2-thread OpenMP timings meaningless
   (threads spin-wait for a descheduled partner).
+
+Output: per net, a markdown table of the train steps (ms, ratios, GFLOP/s, roofline ms and
+GFLOP/s, % of roofline per implementation), one of the inference calls (ms per call, ratios,
+roofline ms, % of roofline) and, for the conv nets, the per-layer table; the JSON
+``bench/results/<net>.json`` (``results``/``ratios`` train, ``inference_results``/
+``inference_ratios``, ``layer_profiles``, each result row with ``roofline_ms`` and
+``pct_roofline``); and the PNG chart ``bench/results/<net>.png`` (:mod:`bench.chart`) when
+matplotlib is importable (otherwise one line says it was skipped).
 """
 import argparse
 import datetime
@@ -44,34 +72,47 @@ import time
 
 if __package__ in (None, ""):  # run as a script: python bench/run.py
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from bench.models import MODELS, layer_flops, train_step_flops  # noqa: E402
+    from bench.models import MODELS, forward_flops, layer_flops, train_step_flops  # noqa: E402
 else:
-    from .models import MODELS, layer_flops, train_step_flops
+    from .models import MODELS, forward_flops, layer_flops, train_step_flops
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(BENCH_DIR)
 REFERENCE = "fastnn"
+#: the pseudo-implementation that times only the step's GEMMs (bench/_sgemm.py)
+ROOFLINE = "sgemm"
 #: implementation name -> the top-level package it needs (checked without importing it)
-IMPLEMENTATIONS = {"numpy": "numpy", "fastnn": "fastnn", "torch": "torch"}
+IMPLEMENTATIONS = {"numpy": "numpy", "fastnn": "fastnn", "torch": "torch", ROOFLINE: "numpy"}
+#: what each implementation's timed inference call is (for the inference table's caption)
+INFERENCE_CALLS = {"fastnn": "fastnn model.predict(X)", "numpy": "NumPy forward pass",
+                   "torch": "torch eager model(X) in inference_mode"}
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 DEFAULT_NETS = ["mlp", "cnn", "dqn"]
 PROFILES = {
-    # name: threads, seconds per block, rounds, warm-up seconds and minimum steps, seconds of
+    # name: threads, seconds per block (train steps; inference calls), rounds, warm-up seconds
+    # and minimum steps, seconds of
     # per-layer profiling (per implementation and batch size) and the number of interleaved
     # chunks they are split into; batch sizes are per net, in
     # bench.models (spec["batches"][profile])
-    "default": dict(threads=[1, 2], block_seconds=0.25, rounds=16,
+    "default": dict(threads=[1, 2], block_seconds=0.25, predict_block_seconds=0.1, rounds=16,
                     warmup_seconds=0.5, warmup_min=10, profile_seconds=1.0, profile_chunks=3),
-    "quick": dict(threads=[1, 2], block_seconds=0.05, rounds=6,
+    "quick": dict(threads=[1, 2], block_seconds=0.05, predict_block_seconds=0.03, rounds=6,
                   warmup_seconds=0.2, warmup_min=5, profile_seconds=0.3, profile_chunks=3),
-    "smoke": dict(threads=[1, 2], block_seconds=0.02, rounds=3,
+    "smoke": dict(threads=[1, 2], block_seconds=0.02, predict_block_seconds=0.01, rounds=3,
                   warmup_seconds=0.05, warmup_min=2, profile_seconds=0.0, profile_chunks=1),
 }
 #: untimed steps before each block: 2 for fast steps, 1 when a step takes longer than this
 SLOW_STEP_S = 0.02
 PROFILE_REPEATS = (3, 30)  # bounds of the number of profiled steps (per chunk: at least 3)
+ROOFLINE_DEFINITION = (
+    "sgemm roofline: the same step's GEMMs alone (dense forward (N,K)x(K,M), dW (K,N)x(N,M), dX "
+    "(N,M)x(M,K) except for the first layer; conv layers as their im2col GEMMs, the im2col "
+    "itself not timed; inference: the forward GEMMs), float32 NumPy matmul into preallocated "
+    "out= arrays (OpenBLAS sgemm) at the same thread count, in its own worker process, "
+    "interleaved with the others; % of roofline = roofline median ms / implementation median "
+    "ms; roofline GFLOP/s = useful FLOPs / roofline median")
 
 
 class WorkerError(RuntimeError):
@@ -232,11 +273,19 @@ def profile_repeats(step_s, prof):
     return int(min(hi, max(lo, round(prof["profile_seconds"] / step_s))))
 
 
-def bench_threads(impls, threads, spec, batches, prof, seed, loads=None):
+def case_flops(spec, mode, batch):
+    """Useful FLOPs of one step of ``mode`` ("train": a train step, "predict": a forward pass)."""
+    return train_step_flops(spec, batch) if mode == "train" else forward_flops(spec, batch)
+
+
+def bench_threads(impls, threads, spec, cases, prof, seed, loads=None):
     """Benchmark every implementation at one thread count.
 
-    Returns ``(results, profiles, workers_info, errors)``; ``loads`` (a list), if given, gets a
-    1-minute load average sample after every batch size.
+    ``cases``: ``(mode, batch)`` pairs, ``mode`` "train" (a train step, timed in blocks of
+    ``block_seconds``) or "predict" (one inference call, blocks of ``predict_block_seconds``).
+    Returns ``(results, profiles, workers_info, errors)``: one result row per (case,
+    implementation), with its ``mode``; ``loads`` (a list), if given, gets a 1-minute load
+    average sample after every case.
     """
     results, profiles, infos, errors = [], [], {}, {}
     workers = {}
@@ -249,34 +298,38 @@ def bench_threads(impls, threads, spec, batches, prof, seed, loads=None):
             except WorkerError as exc:
                 errors[impl] = str(exc)
                 workers.pop(impl).close()
-        for batch in batches:
-            flops = train_step_flops(spec, batch)
+        for mode, batch in cases:
+            flops = case_flops(spec, mode, batch)
+            block_s = prof["block_seconds" if mode == "train" else "predict_block_seconds"]
             setups = {}
             for impl in list(workers):
                 try:
-                    setups[impl] = workers[impl].request(
-                        "setup", spec=spec, batch=batch, seed=seed,
+                    reply = workers[impl].request(
+                        "setup", spec=spec, batch=batch, seed=seed, mode=mode,
                         warmup_s=prof["warmup_seconds"], warmup_min=prof["warmup_min"])
                 except WorkerError as exc:
                     errors[impl] = str(exc)
                     workers.pop(impl).close()
                     continue
+                if "unsupported" in reply:
+                    log(f"  {impl}: no {mode} step ({reply['unsupported']})")
+                    continue
+                setups[impl] = reply
                 if threads > 1:
                     workers[impl].settle()
-            samples = {impl: [] for impl in workers}
-            block_medians = {impl: [] for impl in workers}
-            losses = {}
+            order = [impl for impl in workers if impl in setups]
+            samples = {impl: [] for impl in order}
+            block_medians = {impl: [] for impl in order}
+            values = {}
             settle_s = 0.0
-            order = list(workers)
-            pre = {impl: 1 if setups[impl]["step_s"] > SLOW_STEP_S else 2 for impl in workers}
+            pre = {impl: 1 if setups[impl]["step_s"] > SLOW_STEP_S else 2 for impl in order}
             for r in range(prof["rounds"]):
                 k = r % len(order) if order else 0
                 for impl in order[k:] + order[:k]:
                     if impl not in workers:
                         continue
                     try:
-                        reply = workers[impl].request("run", seconds=prof["block_seconds"],
-                                                      pre=pre[impl])
+                        reply = workers[impl].request("run", seconds=block_s, pre=pre[impl])
                     except WorkerError as exc:
                         errors[impl] = str(exc)
                         workers.pop(impl).close()
@@ -286,22 +339,27 @@ def bench_threads(impls, threads, spec, batches, prof, seed, loads=None):
                     ms = [t / 1e6 for t in reply["times_ns"]]
                     samples[impl] += ms
                     block_medians[impl].append(quantiles(ms)[1])
-                    losses[impl] = reply["loss"]
-            for impl in workers:
+                    values[impl] = reply["value"]
+            for impl in order:
+                if impl not in workers or not samples[impl]:
+                    continue
                 q1, med, q3 = quantiles(samples[impl])
+                # the step's result: the loss (train) or the sum of the output (predict)
+                what = "loss" if mode == "train" else "output_sum"
                 results.append({
-                    "batch": batch, "threads": threads, "impl": impl,
+                    "mode": mode, "batch": batch, "threads": threads, "impl": impl,
                     "median_ms": med, "q1_ms": q1, "q3_ms": q3, "iqr_ms": q3 - q1,
                     "min_ms": min(samples[impl]), "n_steps": len(samples[impl]),
                     "n_blocks": len(block_medians[impl]),
                     "block_medians_ms": block_medians[impl],
                     "useful_flops": flops, "gflops": flops / (med * 1e-3) / 1e9,
-                    "loss_first": setups[impl]["loss_first"], "loss_last": losses[impl],
+                    f"{what}_first": setups[impl]["value_first"],
+                    f"{what}_last": values[impl],
                     "settle_s_all_impls": settle_s,
                 })
-                log(f"  batch {batch:4d} threads {threads}  {impl:7s} "
-                    f"{med:8.3f} ms  (IQR {q3 - q1:.3f}, {len(samples[impl])} steps)")
-            if spec["kind"] != "mlp":
+                log(f"  {mode:7s} batch {batch:4d} threads {threads}  {impl:7s} "
+                    f"{med:8.3f} ms  (IQR {q3 - q1:.3f}, {len(samples[impl])} calls)")
+            if mode == "train" and spec["kind"] != "mlp":
                 profiles += profile_layers(workers, setups, threads, spec, batch, prof, errors)
             if loads is not None:
                 loads.append(loadavg1())
@@ -320,7 +378,7 @@ def profile_layers(workers, setups, threads, spec, batch, prof, errors):
     """Per-layer profiles of every worker that can, in ``profile_chunks`` interleaved chunks
     (A B, B A, ...); each row's forward and backward ms is the median of its chunk medians."""
     chunks = {}
-    order = list(workers)
+    order = [impl for impl in workers if impl in setups]
     n_chunks = max(1, prof["profile_chunks"])
     for c in range(n_chunks):
         k = c % len(order) if order else 0
@@ -377,28 +435,53 @@ def add_layer_flops(rows, spec, batch):
     return out
 
 
-def add_ratios(results, impls):
-    """Per (batch, threads): ratio of each implementation's median to the reference's."""
+def _by_case(results):
     rows = {}
     for r in results:
         rows.setdefault((r["batch"], r["threads"]), {})[r["impl"]] = r
+    return rows
+
+
+def add_ratios(results, impls):
+    """Per (batch, threads): ratio of each implementation's median to the reference's (the
+    roofline is not an implementation: see :func:`add_roofline`)."""
     ratios = []
-    for (batch, threads), by_impl in sorted(rows.items()):
+    for (batch, threads), by_impl in sorted(_by_case(results).items()):
         ref = by_impl.get(REFERENCE)
         if ref is None:
             continue
         for impl in impls:
-            if impl == REFERENCE or impl not in by_impl:
+            if impl in (REFERENCE, ROOFLINE) or impl not in by_impl:
                 continue
             other = by_impl[impl]
             paired = [a / b for a, b in zip(other["block_medians_ms"], ref["block_medians_ms"])]
             q1, med, q3 = quantiles(paired) if paired else (None, None, None)
-            ratios.append({"batch": batch, "threads": threads, "impl": impl,
-                           "reference": REFERENCE,
+            ratios.append({"mode": ref.get("mode", "train"), "batch": batch, "threads": threads,
+                           "impl": impl, "reference": REFERENCE,
                            "ratio_of_medians": other["median_ms"] / ref["median_ms"],
                            "per_round_ratio_q1": q1, "per_round_ratio_median": med,
                            "per_round_ratio_q3": q3})
     return ratios
+
+
+def add_roofline(results):
+    """Give every implementation's result row, where the sgemm roofline ran for its (batch,
+    threads), ``roofline_ms`` (the roofline's median), ``pct_roofline`` (100 * roofline median /
+    its median) and ``pct_roofline_per_round`` (quartiles of the same over the paired blocks of
+    each round). Returns ``results``."""
+    for by_impl in _by_case(results).values():
+        roof = by_impl.get(ROOFLINE)
+        if roof is None:
+            continue
+        for impl, r in by_impl.items():
+            if impl == ROOFLINE:
+                continue
+            r["roofline_ms"] = roof["median_ms"]
+            r["pct_roofline"] = 100.0 * roof["median_ms"] / r["median_ms"]
+            paired = [100.0 * a / b for a, b in zip(roof["block_medians_ms"],
+                                                    r["block_medians_ms"])]
+            r["pct_roofline_per_round"] = list(quantiles(paired)) if paired else None
+    return results
 
 
 def _md(head, body):
@@ -408,19 +491,25 @@ def _md(head, body):
     return "\n".join(lines)
 
 
-def format_table(results, impls):
+def format_table(results, impls, gflops=True):
     """Markdown table: one row per (batch, threads): median (IQR) ms per implementation, ratios
-    to the reference and useful GFLOP/s."""
-    rows = {}
-    for r in results:
-        rows.setdefault((r["batch"], r["threads"]), {})[r["impl"]] = r
+    to the reference, useful GFLOP/s (if ``gflops``) and, when the sgemm roofline ran, its ms
+    (and GFLOP/s) and each implementation's % of it (roofline ms / its ms)."""
+    rows = _by_case(results)
     present = [i for i in impls if any(i in v for v in rows.values())]
+    roof = ROOFLINE if ROOFLINE in present else None
+    present = [i for i in present if i != ROOFLINE]
     others = [i for i in present if i != REFERENCE]
     ref = REFERENCE if REFERENCE in present else None
+    shown = others + ([ref] if ref else [])
     head = ["batch", "threads"] + [f"{i} ms" for i in others]
     if ref:
         head += [f"{ref} ms"] + [f"{i}/{ref}" for i in others]
-    head += [f"{i} GFLOP/s" for i in others] + ([f"{ref} GFLOP/s"] if ref else [])
+    if gflops:
+        head += [f"{i} GFLOP/s" for i in shown]
+    if roof:
+        head += ["roofline ms"] + (["roofline GFLOP/s"] if gflops else [])
+        head += [f"{i} % roofline" for i in shown]
     body = []
     for (batch, threads), by_impl in sorted(rows.items()):
 
@@ -428,7 +517,7 @@ def format_table(results, impls):
             r = by_impl.get(impl)
             return f"{r['median_ms']:.3f} ({r['iqr_ms']:.3f})" if r else "n/a"
 
-        def gflops(impl):
+        def gf(impl):
             r = by_impl.get(impl)
             return f"{r['gflops']:.1f}" if r else "n/a"
 
@@ -439,7 +528,16 @@ def format_table(results, impls):
             for i in others:
                 o = by_impl.get(i)
                 cells.append(f"{o['median_ms'] / rr['median_ms']:.2f}" if (o and rr) else "n/a")
-        cells += [gflops(i) for i in others] + ([gflops(ref)] if ref else [])
+        if gflops:
+            cells += [gf(i) for i in shown]
+        if roof:
+            rf = by_impl.get(roof)
+            cells.append(f"{rf['median_ms']:.3f}" if rf else "n/a")
+            if gflops:
+                cells.append(gf(roof))
+            for i in shown:
+                o = by_impl.get(i)
+                cells.append(f"{o['pct_roofline']:.0f}%" if o and "pct_roofline" in o else "n/a")
         body.append(cells)
     # the first column is numeric here too: right-align every column
     return _md(head, body).replace("|---|", "|---:|", 1)
@@ -448,11 +546,14 @@ def format_table(results, impls):
 def format_profile_table(profiles, impls):
     """Markdown table of the per-layer profiles: for the reference, forward and backward ms and
     useful GFLOP/s; for the others, forward + backward ms, GFLOP/s and the ratio to the
-    reference. One block of rows per (batch, threads)."""
+    reference; for the sgemm roofline, the layer's GEMM ms, their GFLOP/s and the reference's
+    % of it. One block of rows per (batch, threads)."""
     by_key = {}
     for p in profiles:
         by_key.setdefault((p["batch"], p["threads"]), {})[p["impl"]] = p["rows"]
     present = [i for i in impls if any(i in v for v in by_key.values())]
+    roof = ROOFLINE if ROOFLINE in present else None
+    present = [i for i in present if i != ROOFLINE]
     if not present:
         return ""
     ref = REFERENCE if REFERENCE in present else None
@@ -462,16 +563,22 @@ def format_profile_table(profiles, impls):
         head += [f"{ref} fwd ms", f"{ref} bwd ms", f"{ref} GFLOP/s"]
     for i in others:
         head += [f"{i} ms"] + ([f"{i}/{ref}"] if ref else []) + [f"{i} GFLOP/s"]
+    if roof:
+        head += ["roofline ms", "roofline GFLOP/s"] + ([f"{ref} % roofline"] if ref else [])
     body = []
 
     def g(row):
         return f"{row['gflops']:.1f}" if row.get("gflops") else ""
 
     for (batch, threads), by_impl in sorted(by_key.items()):
-        base = by_impl.get(ref) or by_impl[others[0]]
+        base = next((by_impl[i] for i in ([ref] if ref else []) + others if i in by_impl),
+                    None)
+        if base is None:
+            continue
         for k, name_row in enumerate(base):
             cells = [name_row["name"], str(batch), str(threads)]
             r = by_impl.get(ref)[k] if ref and ref in by_impl else None
+            rms = r["forward_ms"] + r["backward_ms"] if r else 0
             if ref:
                 cells += ([f"{r['forward_ms']:.3f}", f"{r['backward_ms']:.3f}", g(r)] if r
                           else ["n/a"] * 3)
@@ -483,9 +590,19 @@ def format_profile_table(profiles, impls):
                 ms = o["forward_ms"] + o["backward_ms"]
                 cells.append(f"{ms:.3f}")
                 if ref:
-                    rms = r["forward_ms"] + r["backward_ms"] if r else 0
                     cells.append(f"{ms / rms:.2f}" if rms > 0 else "")
                 cells.append(g(o))
+            if roof:
+                o = by_impl[roof][k] if roof in by_impl else None
+                ms = o["forward_ms"] + o["backward_ms"] if o else 0
+                if o is None:
+                    cells += ["n/a"] * (3 if ref else 2)
+                elif ms > 0:  # a layer with GEMMs (and the total)
+                    cells += [f"{ms:.3f}", g(o)]
+                    if ref:
+                        cells.append(f"{100 * ms / rms:.0f}%" if rms > 0 else "")
+                else:
+                    cells += [""] * (3 if ref else 2)
             body.append(cells)
     return _md(head, body)
 
@@ -499,47 +616,69 @@ def _net_list(text):
     return nets
 
 
+def _int_list(text):
+    try:
+        return [int(x) for x in text.split(",") if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Train-step benchmark of fastnn against a pure-NumPy baseline "
-                    "(and PyTorch when importable). Tables to stdout, JSON to bench/results/.")
+        description="Train-step and inference benchmark of fastnn against a pure-NumPy baseline "
+                    "(and PyTorch when importable), with the sgemm roofline measured in the same "
+                    "run. Tables to stdout; JSON and a PNG chart to bench/results/.")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true",
-                      help="fewer, shorter repetitions (about 1 minute for all nets)")
+                      help="fewer, shorter repetitions (about 2-3 minutes for all nets)")
     mode.add_argument("--smoke", action="store_true",
-                      help="minimal run that checks everything works (< 30 s); numbers are rough")
+                      help="minimal run that checks everything works (< 1 minute); numbers are "
+                           "rough")
     p.add_argument("--nets", type=_net_list,
                    help=f"comma-separated networks among {','.join(MODELS)} "
                         f"(default {','.join(DEFAULT_NETS)})")
     p.add_argument("--model", choices=sorted(MODELS),
                    help="one network (same as --nets NAME)")
-    p.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")],
-                   help="comma-separated batch sizes for every net (default per net: mlp "
-                        "32,64,128,256; cnn 64,128; dqn 32,64)")
-    p.add_argument("--threads", type=lambda s: [int(x) for x in s.split(",")],
+    p.add_argument("--batches", type=_int_list,
+                   help="comma-separated train-step batch sizes for every net (default per net: "
+                        "mlp 32,64,128,256; cnn 64,128; dqn 32,64)")
+    p.add_argument("--predict-batches", type=_int_list,
+                   help="comma-separated inference (predict) batch sizes for every net "
+                        "(default 1,32)")
+    p.add_argument("--no-predict", action="store_true", help="no inference rows")
+    p.add_argument("--threads", type=_int_list,
                    help="comma-separated thread counts (default 1,2)")
     p.add_argument("--impls", type=lambda s: [x for x in s.split(",") if x],
                    help="comma-separated implementations among "
-                        f"{','.join(IMPLEMENTATIONS)} (default: all that are importable)")
-    p.add_argument("--block-seconds", type=float, help="target duration of one timed block")
+                        f"{','.join(IMPLEMENTATIONS)} (default: all that are importable; "
+                        f"{ROOFLINE} is the roofline: the step's GEMMs alone)")
+    p.add_argument("--block-seconds", type=float,
+                   help="target duration of one timed block of train steps")
+    p.add_argument("--predict-block-seconds", type=float,
+                   help="target duration of one timed block of inference calls")
     p.add_argument("--rounds", type=int, help="number of interleaved rounds of blocks")
     p.add_argument("--profile-seconds", type=float,
                    help="seconds of steps per per-layer profile (0: the minimum, 3 steps)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="JSON output path, with one net only (default "
                                  "bench/results/<net>.json; --quick: <net>-quick.json; "
-                                 "--smoke: none)")
-    p.add_argument("--out-dir", help="directory of the JSON files <net>[-quick].json "
-                                     "(default bench/results; --smoke writes <net>-smoke.json "
-                                     "only when given one)")
+                                 "--smoke: none); the chart goes beside it (.png)")
+    p.add_argument("--out-dir", help="directory of the JSON files and charts "
+                                     "<net>[-quick].json/.png (default bench/results; --smoke "
+                                     "writes <net>-smoke.json/.png only when given one)")
     p.add_argument("--no-json", action="store_true", help="do not write JSON files")
+    p.add_argument("--no-chart", action="store_true", help="do not draw the PNG charts")
     args = p.parse_args(argv)
     if args.model and args.nets:
         p.error("give --nets or --model, not both")
     args.nets = [args.model] if args.model else (args.nets or list(DEFAULT_NETS))
     if args.out and len(args.nets) > 1:
         p.error("--out takes one net; use --out-dir for several")
+    if args.no_predict and args.predict_batches:
+        p.error("give --predict-batches or --no-predict, not both")
+    if args.no_predict:
+        args.predict_batches = []
     return args
 
 
@@ -566,17 +705,21 @@ def run_net(net, impls, prof, profile, args, user_set=()):
         if key not in user_set:
             prof[key] = value
     batches = prof["batches"] or spec["batches"][profile]
+    predict_batches = (prof["predict_batches"] if prof["predict_batches"] is not None
+                       else spec["predict_batches"][profile])
+    cases = [("train", b) for b in batches] + [("predict", b) for b in predict_batches]
     impls, left = implementations_for(spec, impls)
     for impl, why in left.items():
         log(f"skipping {impl} for {net}: {why}")
     facts = machine_facts()
-    log(f"{net}: {spec['description']}; {profile} profile; batches {batches}, "
-        f"threads {prof['threads']}; {facts.get('cpu_model')}, {facts['cpu_count']} CPUs")
+    log(f"{net}: {spec['description']}; {profile} profile; train batches {batches}, predict "
+        f"batches {predict_batches}, threads {prof['threads']}; {facts.get('cpu_model')}, "
+        f"{facts['cpu_count']} CPUs")
     t0 = time.perf_counter()
     loads = [loadavg1()]
     results, profiles, workers, errors = [], [], [], {}
     for threads in prof["threads"]:
-        res, profs, infos, errs = bench_threads(impls, threads, spec, batches, prof, args.seed,
+        res, profs, infos, errs = bench_threads(impls, threads, spec, cases, prof, args.seed,
                                                 loads)
         results += res
         profiles += profs
@@ -589,17 +732,31 @@ def run_net(net, impls, prof, profile, args, user_set=()):
         pass
     loads = [x for x in loads if x is not None]
     facts["loadavg1_samples"] = loads
+    add_roofline(results)
+    train = [r for r in results if r["mode"] == "train"]
+    infer = [r for r in results if r["mode"] == "predict"]
 
+    real = [i for i in impls if i != ROOFLINE]
     note = (f"; ratio = median / {REFERENCE} median (> 1: {REFERENCE} faster)"
-            if REFERENCE in impls and len(impls) > 1 else "")
-    table = format_table(results, impls)
+            if REFERENCE in real and len(real) > 1 else "")
+    roof_note = (f"; roofline = the step's GEMMs alone ({ROOFLINE}: float32 NumPy matmul, same "
+                 f"threads), % roofline = roofline ms / ms (100%: nothing but the GEMMs)"
+                 if ROOFLINE in impls else "")
+    table = format_table(train, impls)
+    itable = format_table(infer, impls, gflops=False) if infer else ""
     ptable = format_profile_table(profiles, impls)
-    print(f"\n## {net}\n\n{spec['description']}: ms per train step, median (IQR){note}\n")
+    print(f"\n## {net}\n\n{spec['description']}: ms per train step, median (IQR){note}"
+          f"{roof_note}\n")
     print(table)
+    if itable:
+        what = ", ".join(INFERENCE_CALLS[i] for i in real if i in INFERENCE_CALLS)
+        print(f"\nInference ({net}), ms per call, median (IQR): {what}{note}"
+              f"{'; roofline = the forward GEMMs alone' if roof_note else ''}\n")
+        print(itable)
     if ptable:
         print(f"\nPer layer ({net}): medians of profiled steps; GFLOP/s = useful FLOPs of "
               f"forward + backward / their time; the other implementations' ms are forward + "
-              f"backward\n")
+              f"backward; roofline ms = the layer's GEMMs alone\n")
         print(ptable)
     load_range = (f", {min(loads):.2f}-{max(loads):.2f} during the run" if loads else "")
     print(f"\n{facts.get('cpu_model')}, {facts.get('cpus_available', facts['cpu_count'])} CPUs "
@@ -607,31 +764,61 @@ def run_net(net, impls, prof, profile, args, user_set=()):
           f"{load_range}, {_load(facts, 'loadavg_end')} at end (other processes make times "
           f"noisy); {elapsed:.0f} s")
     payload = {
-        "benchmark": "train_step", "net": net, "model": spec, "profile": profile,
-        "settings": {"batches": batches,
-                     **{k: prof[k] for k in ("threads", "block_seconds", "rounds",
-                                             "warmup_seconds", "warmup_min",
+        "benchmark": "train_step+predict", "net": net, "model": spec, "profile": profile,
+        "settings": {"batches": batches, "predict_batches": predict_batches,
+                     **{k: prof[k] for k in ("threads", "block_seconds", "predict_block_seconds",
+                                             "rounds", "warmup_seconds", "warmup_min",
                                              "profile_seconds", "profile_chunks")}},
         "implementations": impls, "skipped": left, "errors": errors,
-        "reference": REFERENCE,
+        "reference": REFERENCE, "roofline": ROOFLINE if ROOFLINE in impls else None,
+        "roofline_definition": ROOFLINE_DEFINITION,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "elapsed_s": elapsed, "machine": facts, "workers": workers,
-        "results": results, "ratios": add_ratios(results, impls), "layer_profiles": profiles,
-        "table_markdown": table, "layer_table_markdown": ptable,
+        "results": train, "ratios": add_ratios(train, impls),
+        "inference_results": infer, "inference_ratios": add_ratios(infer, impls),
+        "layer_profiles": profiles,
+        "table_markdown": table, "inference_table_markdown": itable,
+        "layer_table_markdown": ptable,
     }
     return payload, errors
+
+
+def save_chart(payload, path):
+    """Draw the run's chart to ``path`` (:func:`bench.chart.write_chart`).
+
+    Never raises: returns ``(path, None)``, or ``(None, reason)`` when the chart was skipped
+    (matplotlib not importable, or drawing failed), after printing one line saying so.
+    """
+    try:
+        if __package__ in (None, ""):
+            from bench.chart import write_chart
+        else:
+            from .chart import write_chart
+        write_chart(payload, path)
+    except ImportError as exc:
+        reason = (f"matplotlib is not importable ({exc}); pip install matplotlib, or the "
+                  f"'bench' extra")
+    except Exception as exc:  # a chart must never fail a benchmark run
+        reason = f"{type(exc).__name__}: {exc}"
+    else:
+        log(f"wrote {path}")
+        return path, None
+    log(f"chart skipped: {reason}")
+    return None, reason
 
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     profile = "smoke" if args.smoke else "quick" if args.quick else "default"
-    prof = dict(PROFILES[profile], batches=None)
+    prof = dict(PROFILES[profile], batches=None, predict_batches=None)
     user_set = set()
-    for key in ("batches", "threads", "block_seconds", "rounds", "profile_seconds"):
+    for key in ("batches", "predict_batches", "threads", "block_seconds",
+                "predict_block_seconds", "rounds", "profile_seconds"):
         if getattr(args, key) is not None:
             prof[key] = getattr(args, key)
             user_set.add(key)
-    if (any(b < 1 for b in prof["batches"] or []) or any(t < 1 for t in prof["threads"])):
+    if (any(b < 1 for b in (prof["batches"] or []) + (prof["predict_batches"] or []))
+            or any(t < 1 for t in prof["threads"])):
         sys.exit("batch sizes and thread counts must be >= 1")
 
     skipped = {}
@@ -659,10 +846,15 @@ def main(argv=None):
             log(f"ERROR {net} {name}: {err}")
         failed = failed or bool(errors)
         out = args.out
-        if out is None and not args.no_json and (profile != "smoke" or args.out_dir):
+        if out is None and (profile != "smoke" or args.out_dir):
             suffix = "" if profile == "default" else f"-{profile}"
             out = os.path.join(args.out_dir or os.path.join(BENCH_DIR, "results"),
                                f"{net}{suffix}.json")
+        payload["chart"] = payload["chart_skipped"] = None
+        if out and not args.no_chart:
+            os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+            png = os.path.splitext(out)[0] + ".png"
+            payload["chart"], payload["chart_skipped"] = save_chart(payload, png)
         if out and not args.no_json:
             os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
             with open(out, "w") as f:

@@ -1,5 +1,7 @@
-"""The benchmark runs end to end (``python -m bench --smoke``) for every net, and its NumPy MLP
-baseline is right (the CNN baseline: test_bench_cnn.py).
+"""The benchmark runs end to end (``python -m bench --smoke``) for every net: train and
+inference tables, the sgemm roofline columns, the JSON and the chart (or the line saying it was
+skipped, without matplotlib); its NumPy MLP baseline is right (the CNN baseline:
+test_bench_cnn.py).
 
 Never asserts anything about speed: only that every implementation produced a positive time.
 """
@@ -16,7 +18,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.models import MODELS, layer_flops, layer_name, train_step_flops  # noqa: E402
+from bench.models import (MODELS, forward_flops, layer_flops, layer_name,  # noqa: E402
+                          train_step_flops)
 from bench.numpy_mlp import NumpyMLP  # noqa: E402
 
 
@@ -89,12 +92,43 @@ def _tables(text):
     return tables
 
 
+def _pct(cell):
+    assert cell.endswith("%"), cell
+    return float(cell[:-1])
+
+
+def _check_table(table, present, expected, gflops):
+    """One train or inference table: every (batch, threads) row, every implementation's median
+    (IQR), ratio to fastnn, GFLOP/s (train), the roofline and each one's % of it."""
+    header, rows = table["header"], table["rows"]
+    impls = [i for i in present if i != "sgemm"]
+    for impl in impls:
+        assert f"{impl} ms" in header and f"{impl} % roofline" in header, header
+        assert (f"{impl} GFLOP/s" in header) == gflops, header
+    assert "numpy/fastnn" in header and "sgemm ms" not in header
+    assert "roofline ms" in header and ("roofline GFLOP/s" in header) == gflops
+    assert {(int(r["batch"]), int(r["threads"])) for r in rows} == expected
+    for row in rows:
+        for impl in impls:
+            median = re.match(r"([0-9.]+) \(([0-9.]+)\)", row[f"{impl} ms"])
+            assert median, row
+            assert float(median.group(1)) > 0
+            if gflops:
+                assert float(row[f"{impl} GFLOP/s"]) > 0
+            assert _pct(row[f"{impl} % roofline"]) >= 0  # "0%": a loaded machine
+        assert float(row["numpy/fastnn"]) > 0 and float(row["roofline ms"]) > 0
+        if gflops:
+            assert float(row["roofline GFLOP/s"]) > 0
+
+
 def test_bench_smoke_prints_tables_and_writes_json(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--nets", "mlp,cnn,dqn",
                            "--out-dir", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     impls = ["numpy", "fastnn"] + (["torch"] if importlib.util.find_spec("torch") else [])
+    impls.append("sgemm")
+    have_mpl = importlib.util.find_spec("matplotlib") is not None
     sections = dict(re.findall(r"^## (\w+)\n(.*?)(?=^## |\Z)", proc.stdout, re.S | re.M))
     assert set(sections) == {"mlp", "cnn", "dqn"}, proc.stdout
     for net, text in sections.items():
@@ -102,31 +136,47 @@ def test_bench_smoke_prints_tables_and_writes_json(tmp_path):
         assert data["net"] == net and data["model"] == MODELS[net]
         # torch takes part only where bench/torch_<kind>.py exists
         present = [i for i in impls if i not in data["skipped"]]
-        assert {"numpy", "fastnn"} <= set(present)
+        assert {"numpy", "fastnn", "sgemm"} <= set(present)
         assert not data["errors"]
-        tables = _tables(text)
-        header, rows = tables[0]["header"], tables[0]["rows"]
-        for impl in present:
-            assert f"{impl} ms" in header and f"{impl} GFLOP/s" in header, header
-        assert "numpy/fastnn" in header
+        assert data["roofline"] == "sgemm" and "% of roofline" in data["roofline_definition"]
+        tables = {t["header"][0] + ("/infer" if "roofline GFLOP/s" not in t["header"] and
+                                    t["header"][0] == "batch" else ""): t
+                  for t in _tables(text)}
         expected = {(b, t) for b in data["settings"]["batches"]
                     for t in data["settings"]["threads"]}
+        expected_inf = {(b, t) for b in data["settings"]["predict_batches"]
+                        for t in data["settings"]["threads"]}
         assert data["settings"]["batches"] == MODELS[net]["batches"]["smoke"]
-        assert {(int(r["batch"]), int(r["threads"])) for r in rows} == expected
-        for row in rows:
-            for impl in present:
-                median = re.match(r"([0-9.]+) \(([0-9.]+)\)", row[f"{impl} ms"])
-                assert median, row
-                assert float(median.group(1)) > 0
-                assert float(row[f"{impl} GFLOP/s"]) > 0
-            assert float(row["numpy/fastnn"]) > 0
+        assert data["settings"]["predict_batches"] == MODELS[net]["predict_batches"]["smoke"]
+        _check_table(tables["batch"], present, expected, gflops=True)
+        _check_table(tables["batch/infer"], present, expected_inf, gflops=False)
+        assert "Inference (" in text and "ms per call" in text
+        assert "% roofline = roofline ms / ms" in text
 
-        assert {(r["impl"], r["batch"], r["threads"]) for r in data["results"]} == {
-            (i, b, t) for i in present for (b, t) in expected}
-        assert all(r["median_ms"] > 0 and r["n_steps"] > 0 for r in data["results"])
-        for r in data["results"]:
-            assert r["useful_flops"] == train_step_flops(MODELS[net], r["batch"])
-            assert np.isfinite(r["loss_first"]) and np.isfinite(r["loss_last"])
+        for key, mode, cases, flops in (
+                ("results", "train", expected, train_step_flops),
+                ("inference_results", "predict", expected_inf, forward_flops)):
+            rows = data[key]
+            assert {(r["impl"], r["batch"], r["threads"]) for r in rows} == {
+                (i, b, t) for i in present for (b, t) in cases}
+            by = {(r["impl"], r["batch"], r["threads"]): r for r in rows}
+            for r in rows:
+                assert r["mode"] == mode and r["median_ms"] > 0 and r["n_steps"] > 0
+                assert r["useful_flops"] == flops(MODELS[net], r["batch"])
+                if r["impl"] == "sgemm":
+                    continue
+                roof = by[("sgemm", r["batch"], r["threads"])]
+                assert r["roofline_ms"] == roof["median_ms"]
+                assert r["pct_roofline"] == pytest.approx(
+                    100 * roof["median_ms"] / r["median_ms"])
+                assert len(r["pct_roofline_per_round"]) == 3
+                what = "loss" if mode == "train" else "output_sum"
+                assert np.isfinite(r[f"{what}_first"]) and np.isfinite(r[f"{what}_last"])
+            ratios = data["ratios" if mode == "train" else "inference_ratios"]
+            assert {(q["impl"], q["batch"], q["threads"]) for q in ratios} == {
+                (i, b, t) for i in present if i not in ("fastnn", "sgemm")
+                for (b, t) in cases}
+        assert data["inference_table_markdown"] and data["table_markdown"]
         assert data["machine"]["cpu_count"] >= 1 and "cpu_model" in data["machine"]
         assert data["machine"]["loadavg1_samples"]
         assert {(w["impl"], w["threads"]) for w in data["workers"]} == {
@@ -134,12 +184,30 @@ def test_bench_smoke_prints_tables_and_writes_json(tmp_path):
         assert all(w["threadpools"] for w in data["workers"])
         assert "load average" in text
 
+        # the chart beside the JSON, or one line saying it was skipped
+        png = tmp_path / f"{net}-smoke.png"
+        if have_mpl:
+            assert data["chart"] == str(png) and data["chart_skipped"] is None
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        else:
+            assert data["chart"] is None and "matplotlib" in data["chart_skipped"]
+            assert not png.exists()
+    n_skipped = proc.stderr.count("chart skipped")
+    assert n_skipped == (0 if have_mpl else 3), proc.stderr
+
+    for net, text in sections.items():
+        data = json.loads((tmp_path / f"{net}-smoke.json").read_text())
+        present = [i for i in impls if i not in data["skipped"]]
+        tables = _tables(text)
+        expected = {(b, t) for b in data["settings"]["batches"]
+                    for t in data["settings"]["threads"]}
         if net == "mlp":
-            assert len(tables) == 1 and not data["layer_profiles"]
+            assert len(tables) == 2 and not data["layer_profiles"]
             continue
-        # per-layer profiles of the conv nets: both implementations, every (batch, threads)
+        # per-layer profiles of the conv nets: every implementation that has one (torch: no),
+        # every (batch, threads)
         assert {(p["impl"], p["batch"], p["threads"]) for p in data["layer_profiles"]} == {
-            (i, b, t) for i in ("numpy", "fastnn") for (b, t) in expected}
+            (i, b, t) for i in ("numpy", "fastnn", "sgemm") for (b, t) in expected}
         n_layers = len(MODELS[net]["layers"])
         for p in data["layer_profiles"]:
             rows_p = p["rows"]
@@ -154,11 +222,61 @@ def test_bench_smoke_prints_tables_and_writes_json(tmp_path):
                 if p["impl"] == "fastnn" and f:
                     # our FLOP formulas agree with fastnn.profile's
                     assert r["fastnn_flops"] == pytest.approx(f + b, rel=1e-9)
+                if p["impl"] == "sgemm":  # GEMM time exactly where there are GEMMs
+                    assert (r["forward_ms"] > 0) == (f > 0)
             assert rows_p[-1]["flops"] == train_step_flops(MODELS[net], p["batch"])
-        layer_table = tables[1]
+        layer_table = tables[2]
         assert {"fastnn fwd ms", "fastnn bwd ms", "fastnn GFLOP/s", "numpy ms",
-                "numpy GFLOP/s"} <= set(layer_table["header"])
+                "numpy GFLOP/s", "roofline ms", "roofline GFLOP/s",
+                "fastnn % roofline"} <= set(layer_table["header"])
         assert len(layer_table["rows"]) == len(expected) * (n_layers + 3)
         for row in layer_table["rows"]:
             if row["layer"].startswith(("conv", "dense")):
                 assert float(row["fastnn GFLOP/s"]) > 0 and float(row["numpy GFLOP/s"]) > 0
+                assert float(row["roofline ms"]) > 0 and _pct(row["fastnn % roofline"]) >= 0
+            elif row["layer"] in ("maxpool 2x2", "flatten", "loss", "optimizer"):
+                assert row["roofline ms"] == ""
+
+
+def test_chart_skipped_without_matplotlib(monkeypatch, capsys, tmp_path):
+    """No matplotlib: one line says the chart was skipped, nothing is written, nothing fails."""
+    from bench import run
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    path = tmp_path / "mlp.png"
+    got, reason = run.save_chart({"results": []}, str(path))
+    assert got is None and "matplotlib" in reason
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("chart skipped: matplotlib")
+    assert not path.exists()
+
+
+def test_chart_failure_never_raises(capsys, tmp_path):
+    from bench import run
+
+    got, reason = run.save_chart({"results": []}, str(tmp_path / "x.png"))  # nothing to draw
+    assert got is None and reason
+    assert "chart skipped" in capsys.readouterr().err
+
+
+def test_chart_draws_a_payload(tmp_path):
+    pytest.importorskip("matplotlib")
+    from bench import chart
+
+    def row(mode, impl, batch, threads, ms, pct=None):
+        r = {"mode": mode, "impl": impl, "batch": batch, "threads": threads, "median_ms": ms,
+             "q1_ms": ms * 0.9, "q3_ms": ms * 1.1}
+        if pct is not None:
+            r["pct_roofline"] = pct
+        return r
+
+    payload = {"net": "mlp", "model": MODELS["mlp"], "profile": "smoke", "reference": "fastnn",
+               "roofline": "sgemm", "implementations": ["numpy", "fastnn", "sgemm"],
+               "machine": {"cpu_model": "test"}, "date": "today",
+               "results": [row("train", "numpy", 32, 1, 2.0), row("train", "fastnn", 32, 1, 1.0,
+                                                                   50.0),
+                           row("train", "sgemm", 32, 1, 0.5)],
+               "inference_results": [row("predict", "fastnn", 1, 1, 0.02)]}
+    path = tmp_path / "c.png"
+    assert chart.write_chart(payload, str(path)) == str(path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
