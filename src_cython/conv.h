@@ -174,16 +174,85 @@ FNN_CONV_DIRECT(double, f64, fnn_v4d, 4)
         }                                                                                         \
     }
 
+/* Test hook: 1 turns the three-tap dW pass off (tests compare both). */
+static int fnn_dw3_disabled = 0;
+
+/* dW rows of kernel row i for a block of 4 VL output channels when one kernel row holds exactly
+ * three taps (kw C == 3: a 3x3 kernel on one channel, the usual first layer on grey images). The
+ * three taps are summed in one pass over the positions, into 12 independent accumulators (the
+ * one-tap loop above chains 4 and streams dZ three times as often). Every tap's sum runs over the
+ * positions in the same order as in the one-tap loop, so the results are identical to it. */
+#define FNN_CONV_DIRECT_DW3(T, SUF, V, VL)                                                        \
+static inline __attribute__((always_inline)) void fnn_conv_dw3_##SUF(const T *restrict X, const T *restrict dZ,                  \
+                                      T *restrict dW, const fnn_conv_geom *g, ptrdiff_t g0,       \
+                                      ptrdiff_t rows, ptrdiff_t i, ptrdiff_t m0) {                \
+    const ptrdiff_t C = g->C, M = g->M;                                                           \
+    const ptrdiff_t j1 = 1 / C, j2 = 2 / C; /* kernel column of taps 1 and 2 (tap 0: column 0) */ \
+    V a00 = {0}, a01 = {0}, a02 = {0}, a03 = {0}, a10 = {0}, a11 = {0}, a12 = {0}, a13 = {0};     \
+    V a20 = {0}, a21 = {0}, a22 = {0}, a23 = {0};                                                 \
+    for (ptrdiff_t r = 0; r < rows; r++) {                                                        \
+        const ptrdiff_t n = (g0 + r) / g->Ho, oh = (g0 + r) - n * g->Ho;                          \
+        const ptrdiff_t ih = oh * g->sh - g->ph + i;                                              \
+        if (ih < 0 || ih >= g->H) continue;                                                       \
+        const T *xrow = X + ((n * g->H + ih) * g->W) * C;                                         \
+        const T *dz = dZ + (g0 + r) * g->Wo * M + m0;                                             \
+        for (ptrdiff_t ow = 0; ow < g->Wo; ow++, dz += M) {                                       \
+            const ptrdiff_t iw0 = ow * g->sw - g->pw;                                             \
+            const V d0 = *(const V *)dz, d1 = *(const V *)(dz + (VL));                            \
+            const V d2 = *(const V *)(dz + 2 * (VL)), d3 = *(const V *)(dz + 3 * (VL));           \
+            const T *x = xrow + iw0 * C;                                                          \
+            if (iw0 >= 0 && iw0 + j2 < g->W) {                                                    \
+                const T x0 = x[0], x1 = x[1], x2 = x[2];                                          \
+                a00 += x0 * d0; a01 += x0 * d1; a02 += x0 * d2; a03 += x0 * d3;                  \
+                a10 += x1 * d0; a11 += x1 * d1; a12 += x1 * d2; a13 += x1 * d3;                  \
+                a20 += x2 * d0; a21 += x2 * d1; a22 += x2 * d2; a23 += x2 * d3;                  \
+                continue;                                                                         \
+            }                                                                                     \
+            if (iw0 >= 0 && iw0 < g->W) {                                                         \
+                const T x0 = x[0];                                                                \
+                a00 += x0 * d0; a01 += x0 * d1; a02 += x0 * d2; a03 += x0 * d3;                  \
+            }                                                                                     \
+            if (iw0 + j1 >= 0 && iw0 + j1 < g->W) {                                               \
+                const T x1 = x[1];                                                                \
+                a10 += x1 * d0; a11 += x1 * d1; a12 += x1 * d2; a13 += x1 * d3;                  \
+            }                                                                                     \
+            if (iw0 + j2 >= 0 && iw0 + j2 < g->W) {                                               \
+                const T x2 = x[2];                                                                \
+                a20 += x2 * d0; a21 += x2 * d1; a22 += x2 * d2; a23 += x2 * d3;                  \
+            }                                                                                     \
+        }                                                                                         \
+    }                                                                                             \
+    T *w = dW + (i * 3) * M + m0;                                                                 \
+    *(V *)w += a00; *(V *)(w + (VL)) += a01; *(V *)(w + 2 * (VL)) += a02;                         \
+    *(V *)(w + 3 * (VL)) += a03;                                                                  \
+    w += M;                                                                                       \
+    *(V *)w += a10; *(V *)(w + (VL)) += a11; *(V *)(w + 2 * (VL)) += a12;                         \
+    *(V *)(w + 3 * (VL)) += a13;                                                                  \
+    w += M;                                                                                       \
+    *(V *)w += a20; *(V *)(w + (VL)) += a21; *(V *)(w + 2 * (VL)) += a22;                         \
+    *(V *)(w + 3 * (VL)) += a23;                                                                  \
+}
+FNN_CONV_DIRECT_DW3(float, f32, fnn_v8f, 8)
+FNN_CONV_DIRECT_DW3(double, f64, fnn_v4d, 4)
+
 #define FNN_CONV_DIRECT_DW(T, SUF, V, VL)                                                         \
 FNN_CLONES static void fnn_conv_direct_dw_##SUF(const T *restrict X, const T *restrict dZ,        \
                                                 T *restrict dW, const fnn_conv_geom *g,           \
                                                 ptrdiff_t g0, ptrdiff_t rows) {                   \
     const ptrdiff_t C = g->C, M = g->M;                                                           \
+    const int three = g->kw * C == 3 && !fnn_dw3_disabled;                                        \
     for (ptrdiff_t i = 0; i < g->kh; i++)                                                         \
         for (ptrdiff_t j = 0; j < g->kw; j++)                                                     \
             for (ptrdiff_t c = 0; c < C; c++) {                                                   \
                 T *w = dW + ((i * g->kw + j) * C + c) * M;                                        \
                 ptrdiff_t m0 = 0;                                                                 \
+                if (three) { /* the row's 3 taps in one pass, done at its first tap */            \
+                    if (j == 0 && c == 0)                                                         \
+                        for (; m0 + 4 * (VL) <= M; m0 += 4 * (VL))                                \
+                            fnn_conv_dw3_##SUF(X, dZ, dW, g, g0, rows, i, m0);                    \
+                    else                                                                          \
+                        m0 = M / (4 * (VL)) * (4 * (VL));                                         \
+                }                                                                                 \
                 for (; m0 + 4 * (VL) <= M; m0 += 4 * (VL)) {                                      \
                     V a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                                     \
                     FNN_POS_LOOP(T, a0 += xv * *(const V *)dz; a1 += xv * *(const V *)(dz + (VL));   \

@@ -464,3 +464,50 @@ def test_conv_pool_flatten_stack_gradient():
     dW0 = layers[0].grads["weight"].copy()
     assert rel_error(dX, numerical_grad(loss, X)) < 1e-6
     assert rel_error(dW0, numerical_grad(loss, layers[0].params["weight"])) < 1e-6
+
+
+# ---- the three-tap dW pass of the direct kernel (kw * C == 3, conv.h FNN_CONV_DIRECT_DW3) ------
+
+def dw_reference(X, G, kernel, stride, padding):
+    """dW[a, b, c, m] = sum over n, i, j of Xpad[n, i sh + a, j sw + b, c] G[n, i, j, m] (float64)."""
+    X = np.asarray(X, dtype=np.float64)
+    G = np.asarray(G, dtype=np.float64)
+    N, H, W, C = X.shape
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    Xpad = np.zeros((N, H + 2 * ph, W + 2 * pw, C))
+    Xpad[:, ph:ph + H, pw:pw + W, :] = X
+    Ho, Wo = G.shape[1], G.shape[2]
+    dW = np.zeros((kh, kw, C, G.shape[3]))
+    for a in range(kh):
+        for b in range(kw):
+            patch = Xpad[:, a:a + (Ho - 1) * sh + 1:sh, b:b + (Wo - 1) * sw + 1:sw, :]
+            dW[a, b] = np.einsum("nijc,nijm->cm", patch, G)
+    return dW
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", [
+    # H, W, Cin, Cout, kernel, stride, padding: kw * Cin == 3
+    (28, 28, 1, 32, (3, 3), (1, 1), (1, 1)),   # the small CNN's first layer
+    (9, 11, 1, 40, (3, 3), (2, 2), (1, 1)),    # 40 = one block of 32 + single vectors
+    (8, 7, 1, 36, (2, 3), (1, 2), (0, 2)),     # wide padding: taps out of range at both ends
+    (6, 5, 3, 33, (2, 1), (1, 1), (1, 0)),     # kw = 1, three channels; scalar remainder
+    (7, 7, 1, 16, (3, 3), (3, 3), (0, 0)),     # float64: one block of 16, float32: none
+], ids=["28x28", "stride2", "pad2", "kw1c3", "m16"])
+def test_direct_three_tap_weight_gradient_matches_reference(case, dtype):
+    H, W, cin, cout, k, s, p = case
+    _conv._force_path("direct")
+    try:
+        layer = make_conv(cin, cout, k, s, p, None, dtype, seed=5)
+        layer.need_input_grad = False
+        rng = np.random.default_rng(6)
+        X = rng.standard_normal((5, H, W, cin)).astype(dtype)
+        G = rng.standard_normal((5,) + layer.output_shape((H, W, cin))).astype(dtype)
+        layer.forward(X)
+        layer.backward(G)
+    finally:
+        _conv._force_path(None)
+    ref = dw_reference(X, G, k, s, p)
+    tol = 1e-12 if dtype == np.float64 else 2e-6
+    assert rel_error(layer.grads["weight"], ref) < tol
+    np.testing.assert_allclose(layer.grads["weight"], ref, rtol=tol * 50, atol=tol * 50)
