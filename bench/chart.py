@@ -79,6 +79,9 @@ def write_chart(payload, path):
     for ax, (rows, title) in zip(axes[0], panels):
         _panel(ax, rows, impls, payload["reference"], payload.get("roofline"), title)
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        # plain numbers on the minor ticks too, at 2 and 5 times a power of ten only
+        ax.yaxis.set_minor_formatter(FuncFormatter(
+            lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
     axes[0][0].set_ylabel("ms (median, bars: interquartile range; log scale)")
     machine = payload.get("machine", {})
     fig.suptitle(f"{payload['net']}: {payload['model']['description']}\n"

@@ -31,7 +31,7 @@ MLP = {
     "momentum": 0.9,
     "batches": {"default": [32, 64, 128, 256], "quick": [32, 64, 128, 256],
                 "smoke": [32, 128]},
-    "predict_batches": {"default": [1, 32], "quick": [1, 32], "smoke": [1, 8]},
+    "predict_batches": {"default": [1, 32], "quick": [1, 32], "smoke": [1, 32]},
     "description": "MLP 784-256-128-10 ReLU, softmax-CE, SGD momentum 0.9, float32",
 }
 

@@ -469,7 +469,10 @@ def add_roofline(results):
     threads), ``roofline_ms`` (the roofline's median), ``pct_roofline`` (100 * roofline median /
     its median) and ``pct_roofline_per_round`` (quartiles of the same over the paired blocks of
     each round). Returns ``results``."""
-    for by_impl in _by_case(results).values():
+    cases = {}
+    for r in results:  # train and inference rows may share a batch size: keep them apart
+        cases.setdefault((r.get("mode"), r["batch"], r["threads"]), {})[r["impl"]] = r
+    for by_impl in cases.values():
         roof = by_impl.get(ROOFLINE)
         if roof is None:
             continue
