@@ -1,5 +1,6 @@
 # Declarations of the C helpers in simd.h and fused-type (float/double) wrappers around them.
 from cython cimport floating
+from libc.stdint cimport int64_t
 
 cdef extern from "simd.h" nogil:
     const char *fnn_simd_path()
@@ -14,6 +15,7 @@ cdef extern from "simd.h" nogil:
     void fnn_col_sum_f64(const double *dZ, long rows, long cols, long ld, double *db, int accumulate)
     double fnn_softmax_ce_row_f32(const float *z, long K, long label, float *dz, float scale, float *prob)
     double fnn_softmax_ce_row_f64(const double *z, long K, long label, double *dz, double scale, double *prob)
+    void fnn_softmax_ce_rows_f32(const float *z, long rows, long K, const int64_t *labels, float *dz, float scale, double *row_loss)
 
 
 cdef inline void act_forward(floating *Z, Py_ssize_t n, int kind, floating alpha) noexcept nogil:

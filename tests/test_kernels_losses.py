@@ -22,7 +22,7 @@ PROB_ATOL = {np.float32: 1e-30, np.float64: 1e-300}
 BLOCK = 4096  # block length of the BCE / MSE partial sums (documented in softmax_ce.pyx)
 
 SOFTMAX_SHAPES = [(1, 1), (1, 10), (7, 3), (7, 13), (64, 10), (64, 33), (257, 1), (257, 10),
-                  (257, 784)]
+                  (257, 784), (1000, 3)]  # (1000, 3): several row blocks of the small-K path
 SOFTMAX_IDS = ["x".join(map(str, s)) for s in SOFTMAX_SHAPES]
 FLAT_LENGTHS = [1, 7, 64, 257, 4096, 4097, 3 * 4096 + 5, 40_000]
 
