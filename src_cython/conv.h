@@ -105,6 +105,9 @@ FNN_BIAS_ROWS(double, f64)
 typedef float fnn_v8f __attribute__((vector_size(32), aligned(4)));
 typedef double fnn_v4d __attribute__((vector_size(32), aligned(8)));
 
+/* Test hook: 1 turns the two-position pass of the direct forward off. */
+static int fnn_direct_pairs_disabled = 0;
+
 #define FNN_TAP_LOOP(T, BODY)                                                                        \
     for (ptrdiff_t i = 0; i < g->kh; i++) {                                                       \
         const ptrdiff_t ih = oh * g->sh - g->ph + i;                                              \
@@ -123,6 +126,7 @@ FNN_CLONES static void fnn_conv_direct_##SUF(const T *restrict X, const T *restr
                                              const fnn_conv_geom *g, ptrdiff_t g0,                \
                                              ptrdiff_t rows) {                                    \
     const ptrdiff_t C = g->C, M = g->M;                                                           \
+    const int pairs = M % (4 * (VL)) == 0 && !fnn_direct_pairs_disabled;                          \
     for (ptrdiff_t r = 0; r < rows; r++) {                                                        \
         const ptrdiff_t n = (g0 + r) / g->Ho, oh = (g0 + r) - n * g->Ho;                          \
         const T *img = X + n * g->H * g->W * C;                                                   \
@@ -131,6 +135,37 @@ FNN_CLONES static void fnn_conv_direct_##SUF(const T *restrict X, const T *restr
             const ptrdiff_t iw0 = ow * g->sw - g->pw;                                             \
             ptrdiff_t jlo, jhi, m0 = 0;                                                           \
             fnn_conv_cols(g, iw0, &jlo, &jhi);                                                    \
+            if (pairs && iw0 >= 0 && ow + 1 < g->Wo && iw0 + g->sw + g->kw <= g->W) {             \
+                /* two interior positions at once: each tap's weights are loaded once for     */  \
+                /* both, 8 independent accumulators (same sum order as one at a time)         */  \
+                const T *x0 = img + iw0 * C, *x1 = img + (iw0 + g->sw) * C;                       \
+                for (; m0 < M; m0 += 4 * (VL)) {                                                  \
+                    V a0 = *(const V *)(b + m0), a1 = *(const V *)(b + m0 + (VL));                \
+                    V a2 = *(const V *)(b + m0 + 2 * (VL)), a3 = *(const V *)(b + m0 + 3 * (VL)); \
+                    V c0 = a0, c1 = a1, c2 = a2, c3 = a3;                                         \
+                    for (ptrdiff_t i = 0; i < g->kh; i++) {                                       \
+                        const ptrdiff_t ih = oh * g->sh - g->ph + i;                              \
+                        if (ih < 0 || ih >= g->H) continue;                                       \
+                        const T *xa = x0 + ih * g->W * C, *xb = x1 + ih * g->W * C;               \
+                        const T *w = Wt + (i * g->kw * C) * M + m0;                               \
+                        for (ptrdiff_t t = 0; t < g->kw * C; t++, w += M) {                       \
+                            const V w0 = *(const V *)w, w1 = *(const V *)(w + (VL));              \
+                            const V w2 = *(const V *)(w + 2 * (VL));                              \
+                            const V w3 = *(const V *)(w + 3 * (VL));                              \
+                            const T xv = xa[t], yv = xb[t];                                       \
+                            a0 += xv * w0; a1 += xv * w1; a2 += xv * w2; a3 += xv * w3;           \
+                            c0 += yv * w0; c1 += yv * w1; c2 += yv * w2; c3 += yv * w3;           \
+                        }                                                                         \
+                    }                                                                             \
+                    *(V *)(out + m0) = a0; *(V *)(out + m0 + (VL)) = a1;                          \
+                    *(V *)(out + m0 + 2 * (VL)) = a2; *(V *)(out + m0 + 3 * (VL)) = a3;           \
+                    *(V *)(out + M + m0) = c0; *(V *)(out + M + m0 + (VL)) = c1;                  \
+                    *(V *)(out + M + m0 + 2 * (VL)) = c2; *(V *)(out + M + m0 + 3 * (VL)) = c3;   \
+                }                                                                                 \
+                ow++;                                                                             \
+                out += M;                                                                         \
+                continue;                                                                         \
+            }                                                                                     \
             for (; m0 + 4 * (VL) <= M; m0 += 4 * (VL)) {                                          \
                 V a0 = *(const V *)(b + m0), a1 = *(const V *)(b + m0 + (VL));                    \
                 V a2 = *(const V *)(b + m0 + 2 * (VL)), a3 = *(const V *)(b + m0 + 3 * (VL));     \

@@ -511,3 +511,26 @@ def test_direct_three_tap_weight_gradient_matches_reference(case, dtype):
     tol = 1e-12 if dtype == np.float64 else 2e-6
     assert rel_error(layer.grads["weight"], ref) < tol
     np.testing.assert_allclose(layer.grads["weight"], ref, rtol=tol * 50, atol=tol * 50)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", [
+    # N, H, W, Cin, Cout, kernel, stride, padding: Cout a multiple of 32 takes the direct
+    # forward's two-position pass for interior positions (conv.h FNN_CONV_DIRECT)
+    (3, 28, 28, 1, 32, (3, 3), (1, 1), (1, 1)),
+    (2, 13, 12, 2, 32, (3, 2), (2, 1), (1, 2)),
+    (2, 9, 10, 1, 64, (5, 5), (1, 2), (2, 2)),
+    (2, 7, 6, 3, 16, (2, 2), (1, 3), (0, 1)),   # float64: 16 = one block; float32: not paired
+], ids=["28x28", "strided", "5x5", "m16"])
+def test_direct_forward_two_position_pass_matches_definition(case, dtype):
+    N, H, W, cin, cout, k, s, p = case
+    _conv._force_path("direct")
+    try:
+        layer = make_conv(cin, cout, k, s, p, None, dtype, seed=8)
+        X = np.random.default_rng(9).standard_normal((N, H, W, cin)).astype(dtype)
+        got = layer.forward(X).copy()
+    finally:
+        _conv._force_path(None)
+    want = conv_reference(X, layer.params["weight"], layer.params["bias"], s, p)
+    tol = 1e-12 if dtype == np.float64 else 2e-6
+    assert rel_error(got, want) < tol
