@@ -361,6 +361,38 @@ FNN_CLONES static void fnn_maxpool_backward_##SUF(const T *dY, const int *argmax
 FNN_MAXPOOL_BACKWARD(float, f32)
 FNN_MAXPOOL_BACKWARD(double, f64)
 
+/* The same for windows that tile the image (stride == kernel size): every position of image n of
+ * dX is written exactly once (dY where it is its window's argmax, else 0; 0 outside every window),
+ * so dX needs no zeroing pass first. argmax must come from fnn_maxpool (each entry inside its own
+ * window), as the general version also requires for the same result. */
+#define FNN_MAXPOOL_BACKWARD_TILED(T, SUF)                                                        \
+FNN_CLONES static void fnn_maxpool_backward_tiled_##SUF(const T *dY, const int *argmax, T *dX,    \
+                                                        const fnn_conv_geom *g, ptrdiff_t n) {    \
+    const ptrdiff_t C = g->C, H = g->H, W = g->W, kh = g->kh, kw = g->kw;                         \
+    const ptrdiff_t P = g->Ho * g->Wo;                                                            \
+    T *img = dX + n * H * W * C;                                                                  \
+    const T *dimg = dY + n * P * C;                                                               \
+    const int *iimg = argmax + n * P * C;                                                         \
+    for (ptrdiff_t oh = 0; oh < g->Ho; oh++)                                                      \
+        for (ptrdiff_t i = 0; i < kh; i++) {                                                      \
+            const ptrdiff_t ih = oh * kh + i;                                                     \
+            T *row = img + ih * W * C;                                                            \
+            for (ptrdiff_t ow = 0; ow < g->Wo; ow++) {                                            \
+                const T *d = dimg + (oh * g->Wo + ow) * C;                                        \
+                const int *ix = iimg + (oh * g->Wo + ow) * C;                                     \
+                for (ptrdiff_t j = 0; j < kw; j++) {                                              \
+                    const int pos = (int)(ih * W + ow * kw + j);                                  \
+                    T *x = row + (ow * kw + j) * C;                                               \
+                    for (ptrdiff_t c = 0; c < C; c++) x[c] = ix[c] == pos ? d[c] : (T)0;          \
+                }                                                                                 \
+            }                                                                                     \
+            memset(row + g->Wo * kw * C, 0, (size_t)((W - g->Wo * kw) * C) * sizeof(T));         \
+        }                                                                                         \
+    memset(img + g->Ho * kh * W * C, 0, (size_t)((H - g->Ho * kh) * W * C) * sizeof(T));          \
+}
+FNN_MAXPOOL_BACKWARD_TILED(float, f32)
+FNN_MAXPOOL_BACKWARD_TILED(double, f64)
+
 /* Y = mean over each window (sum in window order, then times 1 / (kh kw)). */
 #define FNN_AVGPOOL(T, SUF)                                                                       \
 FNN_CLONES static void fnn_avgpool_##SUF(const T *X, T *Y, const fnn_conv_geom *g, ptrdiff_t g0,  \

@@ -60,6 +60,10 @@ cdef extern from "conv.h" nogil:
                              const Geom *g, Py_ssize_t g0, Py_ssize_t rows)
     void fnn_conv_direct_dw_f32(const float *X, const float *dZ, float *dW, const Geom *g,
                                 Py_ssize_t g0, Py_ssize_t rows)
+    void fnn_maxpool_backward_tiled_f32(const float *dY, const int *argmax, float *dX,
+                                        const Geom *g, Py_ssize_t n)
+    void fnn_maxpool_backward_tiled_f64(const double *dY, const int *argmax, double *dX,
+                                        const Geom *g, Py_ssize_t n)
     void fnn_conv_direct_dw_f64(const double *X, const double *dZ, double *dW, const Geom *g,
                                 Py_ssize_t g0, Py_ssize_t rows)
     void fnn_maxpool_f32(const float *X, float *Y, int *argmax, const Geom *g, Py_ssize_t g0,
@@ -480,11 +484,22 @@ def maxpool_forward(const floating[:, :, :, ::1] X not None, floating[:, :, :, :
                 fnn_maxpool_f64(Xp, Yp, ix, &g, r, 1)
 
 
+cdef bint _pool_tiled_disabled = False
+
+
+def _disable_tiled_pool_backward(bint disabled):
+    """Test hook: turn maxpool_backward's write-once path for tiling windows off (or on)."""
+    global _pool_tiled_disabled
+    _pool_tiled_disabled = disabled
+
+
 def maxpool_backward(const floating[:, :, :, ::1] dY not None, const int[:, :, :, ::1] argmax not None,
                      floating[:, :, :, ::1] dX not None, int kh, int kw, int sh, int sw,
                      int num_threads):
     """dX (N, H, W, C) <- 0, then dX[n, argmax[n, oh, ow, c], c] += dY[n, oh, ow, c] (per image,
-    in output order). ``argmax`` must come from :func:`maxpool_forward` with this geometry."""
+    in output order). ``argmax`` must come from :func:`maxpool_forward` with this geometry.
+    Windows that tile the input (stride == kernel size) write each position of dX once instead
+    (same result; no zeroing pass)."""
     cdef Geom g
     _check_threads(num_threads)
     _pool_geometry(&g, dX.shape[0], dX.shape[1], dX.shape[2], dX.shape[3], kh, kw, sh, sw)
@@ -507,14 +522,21 @@ def maxpool_backward(const floating[:, :, :, ::1] dY not None, const int[:, :, :
         raise ValueError(f"argmax holds position {ix[bad]} outside [0, {hw}) (it must come from "
                          f"maxpool_forward with this geometry)")
     cdef floating *dXp = &dX[0, 0, 0, 0]
+    cdef bint tiled = sh == kh and sw == kw and not _pool_tiled_disabled
     with nogil:
         for n in prange(g.N, num_threads=num_threads, schedule='static',
                         use_threads_if=g.N * img >= PAR_MIN_POOL):
-            memset(dXp + n * img, 0, img * sizeof(floating))
-            if floating is float:
-                fnn_maxpool_backward_f32(dYp, ix, dXp, &g, n)
+            if tiled:  # every position written once: no zeroing pass
+                if floating is float:
+                    fnn_maxpool_backward_tiled_f32(dYp, ix, dXp, &g, n)
+                else:
+                    fnn_maxpool_backward_tiled_f64(dYp, ix, dXp, &g, n)
             else:
-                fnn_maxpool_backward_f64(dYp, ix, dXp, &g, n)
+                memset(dXp + n * img, 0, img * sizeof(floating))
+                if floating is float:
+                    fnn_maxpool_backward_f32(dYp, ix, dXp, &g, n)
+                else:
+                    fnn_maxpool_backward_f64(dYp, ix, dXp, &g, n)
 
 
 def avgpool_forward(const floating[:, :, :, ::1] X not None, floating[:, :, :, ::1] Y not None,
@@ -550,6 +572,7 @@ def avgpool_backward(const floating[:, :, :, ::1] dY not None, floating[:, :, :,
         return
     cdef const floating *dYp = &dY[0, 0, 0, 0]
     cdef floating *dXp = &dX[0, 0, 0, 0]
+    cdef bint tiled = sh == kh and sw == kw and not _pool_tiled_disabled
     with nogil:
         for n in prange(g.N, num_threads=num_threads, schedule='static',
                         use_threads_if=g.N * g.Ho * g.Wo * g.C * g.kh * g.kw >= PAR_MIN_POOL):

@@ -196,3 +196,27 @@ def test_get_config_round_trip(cls):
     clone = cls(**layer.get_config())
     assert clone.kernel_size == (3, 2) and clone.stride == (1, 2)
     assert clone.get_config() == layer.get_config()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,k", [((3, 28, 28, 32), 2), ((2, 9, 11, 5), 2), ((2, 10, 7, 3), 3),
+                                     ((1, 5, 5, 1), (2, 3))])
+def test_maxpool_backward_tiled_path_equals_scatter(shape, k, dtype):
+    """Tiling windows (stride == kernel) take a write-once path; it must give exactly the general
+    zero-then-scatter result, including the rows and columns no window covers."""
+    from fastnn import _conv
+
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal(shape).astype(dtype)
+    X[0, 0, 0, 0] = X[0, 0, 1, 0]  # a tie: the first position wins in both
+    layer = MaxPool2D(k).build(dtype)
+    Y = layer.forward(X)
+    G = rng.standard_normal(Y.shape).astype(dtype)
+    fast = layer.backward(G).copy()
+    _conv._disable_tiled_pool_backward(True)
+    try:
+        slow = layer.backward(G).copy()
+    finally:
+        _conv._disable_tiled_pool_backward(False)
+    assert np.array_equal(fast, slow)
+    assert np.count_nonzero(fast) == np.count_nonzero(G)
