@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .numpy_cnn import make_data
+from .torch_mlp import eager_predict
 
 
 def _module(cfg):
@@ -65,16 +66,9 @@ def build(spec, batch, seed=0):
 
 
 def build_predict(spec, batch, seed=0):
-    """Return a zero-argument callable doing one eager inference call,
-    ``with torch.inference_mode(): model(X)``, on a fixed random batch (model in eval mode)."""
+    """Return :func:`bench.torch_mlp.eager_predict` of the model on a fixed random batch."""
     model, X, _ = _model_and_data(spec, batch, seed)
-    model.eval()
-
-    def predict():
-        with torch.inference_mode():
-            return model(X)
-
-    return predict
+    return eager_predict(model, X)
 
 
 def configure_threads(n):

@@ -46,10 +46,9 @@ def build(spec, batch, seed=0):
     return step
 
 
-def build_predict(spec, batch, seed=0):
-    """Return a zero-argument callable doing one eager inference call,
-    ``with torch.inference_mode(): model(X)``, on a fixed random batch (model in eval mode)."""
-    model, X, _ = _model_and_data(spec, batch, seed)
+def eager_predict(model, X):
+    """A zero-argument callable doing one eager inference call,
+    ``with torch.inference_mode(): model(X)`` (the model put in eval mode)."""
     model.eval()
 
     def predict():
@@ -57,6 +56,12 @@ def build_predict(spec, batch, seed=0):
             return model(X)
 
     return predict
+
+
+def build_predict(spec, batch, seed=0):
+    """Return :func:`eager_predict` of the model on a fixed random batch."""
+    model, X, _ = _model_and_data(spec, batch, seed)
+    return eager_predict(model, X)
 
 
 def configure_threads(n):

@@ -212,24 +212,16 @@ def build_mlp(dtype="float32", seed=0):
 
 
 def build_cnn(dtype="float32", seed=0):
-    """``fastnn.models.small_cnn`` if it exists; a CLIError otherwise."""
-    try:
-        from .models import small_cnn
-    except ImportError as exc:
-        raise CLIError(f"--model cnn is not available in this fastnn build "
-                       f"(fastnn.models.small_cnn cannot be imported: {exc}); use --model mlp"
-                       ) from None
+    """``fastnn.models.small_cnn``."""
+    from .models import small_cnn
+
     return small_cnn(dtype=dtype, seed=seed)
 
 
 def build_dqn(dtype="float32", seed=0):
-    """``fastnn.models.dqn`` with :data:`DQN_ACTIONS` actions; a CLIError if it is missing."""
-    try:
-        from .models import dqn
-    except ImportError as exc:
-        raise CLIError(f"--model dqn is not available in this fastnn build "
-                       f"(fastnn.models.dqn cannot be imported: {exc}); use --model mlp"
-                       ) from None
+    """``fastnn.models.dqn`` with :data:`DQN_ACTIONS` actions."""
+    from .models import dqn
+
     return dqn(DQN_ACTIONS, dtype=dtype, seed=seed)
 
 

@@ -235,13 +235,6 @@ def test_evaluate_not_a_model(tmp_path, capsys):
     assert "could not load a fastnn model" in err
 
 
-def test_cnn_unavailable_message(capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "fastnn.models", None)  # import fails
-    rc, out, err = run(["train", "--model", "cnn", "--epochs", "1"], capsys)
-    assert rc == 1
-    assert "--model cnn is not available" in err and "--model mlp" in err
-
-
 def test_bench_info(capsys):
     rc, out, err = run(["bench-info"], capsys)
     assert rc == 0, err
