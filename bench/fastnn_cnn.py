@@ -14,6 +14,7 @@ import fastnn.models
 from fastnn import SGD, MeanSquaredError, SoftmaxCrossEntropy, Sequential
 from fastnn.layers import Conv2D, Dense, Flatten, MaxPool2D
 
+from .fastnn_mlp import configure_threads, extra_info, versions  # noqa: F401 (worker API)
 from .models import layer_name
 from .numpy_cnn import make_data
 
@@ -108,19 +109,3 @@ def build_predict(spec, batch, seed=0):
     X, _ = make_data(spec, batch, seed, dtype)
     model = make_model(spec, seed=seed)
     return lambda: model.predict(X)
-
-
-def configure_threads(n):
-    fastnn.set_num_threads(n)
-
-
-def versions():
-    return {"fastnn": fastnn.__version__, "numpy": np.__version__}
-
-
-def extra_info():
-    from fastnn._config import config
-
-    info = config()
-    info.pop("threadpools", None)  # reported by the worker for every implementation
-    return {"fastnn_config": info}

@@ -32,6 +32,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .models import layer_name, layer_shapes
+from .numpy_mlp import configure_threads, versions  # noqa: F401 (worker API)
 
 
 class Conv2D:
@@ -406,12 +407,8 @@ def build(spec, batch, seed=0):
     return step
 
 
-def configure_threads(n):
-    """NumPy's BLAS threads are set through OPENBLAS_NUM_THREADS before import; nothing to do."""
 
 
-def versions():
-    return {"numpy": np.__version__}
 
 
 def build_predict(spec, batch, seed=0):

@@ -15,6 +15,7 @@ from torch import nn
 
 from .numpy_cnn import make_data
 from .torch_mlp import eager_predict
+from .torch_mlp import configure_threads, extra_info, versions  # noqa: F401 (worker API)
 
 
 def _module(cfg):
@@ -69,19 +70,3 @@ def build_predict(spec, batch, seed=0):
     """Return :func:`bench.torch_mlp.eager_predict` of the model on a fixed random batch."""
     model, X, _ = _model_and_data(spec, batch, seed)
     return eager_predict(model, X)
-
-
-def configure_threads(n):
-    torch.set_num_threads(n)
-    try:
-        torch.set_num_interop_threads(1)
-    except RuntimeError:  # already set (only allowed before any parallel work)
-        pass
-
-
-def versions():
-    return {"torch": torch.__version__, "numpy": np.__version__}
-
-
-def extra_info():
-    return {"torch_parallel_info": torch.__config__.parallel_info()}

@@ -68,10 +68,8 @@ class Activation(Layer):
         ValueError
             If ``grad_output`` does not have the shape of the last output.
         """
-        if self._A is None:
-            raise RuntimeError("Activation.backward called before forward")
         A = self._A
-        dA = self._check_grad(grad_output, A.shape)
+        dA = self._check_grad(grad_output, None if A is None else A.shape)
         dX = self._buffer("dX", A.shape)
         if self._kind < 0:
             np.multiply(dA, A, out=dX)

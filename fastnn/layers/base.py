@@ -95,6 +95,11 @@ class Layer:
         return X
 
     def _check_grad(self, grad_output, expected_shape, name="grad_output"):
+        """Layer-level check of a backward input against ``expected_shape``, the shape of the
+        last forward's output (``None``: no forward yet, RuntimeError); converted and made
+        C-contiguous and writable like ``_check_input``."""
+        if expected_shape is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
         if not isinstance(grad_output, np.ndarray) or grad_output.dtype != self.dtype \
                 or not grad_output.flags.c_contiguous:
             grad_output = V.as_float_array(grad_output, name, self.dtype, check_finite=False,

@@ -245,10 +245,8 @@ class Conv2D(Layer):
         ValueError
             If ``grad_output`` does not have the shape of the last output.
         """
-        if self._A is None:
-            raise RuntimeError("Conv2D.backward called before forward")
         X, A = self._X, self._A
-        dA = self._check_grad(grad_output, A.shape)
+        dA = self._check_grad(grad_output, None if A is None else A.shape)
         W2, _, dW2, db = self._checked_params()
         nt = get_num_threads()
         if X.shape[0] == 0:  # an empty batch contributes nothing

@@ -133,10 +133,8 @@ class Dense(Layer):
         ValueError
             If ``grad_output`` does not have the shape of the last output.
         """
-        if self._A is None:
-            raise RuntimeError("Dense.backward called before forward")
         X, A = self._X, self._A
-        dA = self._check_grad(grad_output, A.shape)
+        dA = self._check_grad(grad_output, None if A is None else A.shape)
         N = X.shape[0]
         kind = self._kind
         if kind < 0:  # softmax Jacobian-vector product: dZ = A * (dA - sum(dA * A))

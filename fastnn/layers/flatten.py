@@ -51,10 +51,8 @@ class Flatten(Layer):
         ValueError
             If ``grad_output`` does not have the shape of the last output.
         """
-        if self._in_shape is None:
-            raise RuntimeError("Flatten.backward called before forward")
         shape = self._in_shape
-        dY = self._check_grad(grad_output, (shape[0], prod(shape[1:])))
+        dY = self._check_grad(grad_output, None if shape is None else (shape[0], prod(shape[1:])))
         if not self.need_input_grad:
             return None
         return dY.reshape(shape)

@@ -34,8 +34,6 @@ class _Pool2D(Layer):
         return {"kernel_size": list(self.kernel_size), "stride": list(self.stride)}
 
     def _prepare_backward(self, grad_output):
-        if self._out_shape is None:
-            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
         dY = self._check_grad(grad_output, self._out_shape)
         if not self.need_input_grad:
             return dY, None
