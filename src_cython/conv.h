@@ -105,9 +105,6 @@ FNN_BIAS_ROWS(double, f64)
 typedef float fnn_v8f __attribute__((vector_size(32), aligned(4)));
 typedef double fnn_v4d __attribute__((vector_size(32), aligned(8)));
 
-/* Test hook: 1 turns the two-position pass of the direct forward off. */
-static int fnn_direct_pairs_disabled = 0;
-
 #define FNN_TAP_LOOP(T, BODY)                                                                        \
     for (ptrdiff_t i = 0; i < g->kh; i++) {                                                       \
         const ptrdiff_t ih = oh * g->sh - g->ph + i;                                              \
@@ -126,7 +123,7 @@ FNN_CLONES static void fnn_conv_direct_##SUF(const T *restrict X, const T *restr
                                              const fnn_conv_geom *g, ptrdiff_t g0,                \
                                              ptrdiff_t rows) {                                    \
     const ptrdiff_t C = g->C, M = g->M;                                                           \
-    const int pairs = M % (4 * (VL)) == 0 && !fnn_direct_pairs_disabled;                          \
+    const int pairs = M % (4 * (VL)) == 0;                          \
     for (ptrdiff_t r = 0; r < rows; r++) {                                                        \
         const ptrdiff_t n = (g0 + r) / g->Ho, oh = (g0 + r) - n * g->Ho;                          \
         const T *img = X + n * g->H * g->W * C;                                                   \
@@ -209,9 +206,6 @@ FNN_CONV_DIRECT(double, f64, fnn_v4d, 4)
         }                                                                                         \
     }
 
-/* Test hook: 1 turns the three-tap dW pass off (tests compare both). */
-static int fnn_dw3_disabled = 0;
-
 /* dW rows of kernel row i for a block of 4 VL output channels when one kernel row holds exactly
  * three taps (kw C == 3: a 3x3 kernel on one channel, the usual first layer on grey images). The
  * three taps are summed in one pass over the positions, into 12 independent accumulators (the
@@ -275,7 +269,7 @@ FNN_CLONES static void fnn_conv_direct_dw_##SUF(const T *restrict X, const T *re
                                                 T *restrict dW, const fnn_conv_geom *g,           \
                                                 ptrdiff_t g0, ptrdiff_t rows) {                   \
     const ptrdiff_t C = g->C, M = g->M;                                                           \
-    const int three = g->kw * C == 3 && !fnn_dw3_disabled;                                        \
+    const int three = g->kw * C == 3;                                        \
     for (ptrdiff_t i = 0; i < g->kh; i++)                                                         \
         for (ptrdiff_t j = 0; j < g->kw; j++)                                                     \
             for (ptrdiff_t c = 0; c < C; c++) {                                                   \

@@ -222,26 +222,27 @@ FNN_CLONES static double fnn_softmax_ce_row_f64(const double *z, long K, long la
 FNN_CLONES static void fnn_softmax_ce_rows_f32(const float *z, long rows, long K,
                                                const int64_t *labels, float *dz, float scale,
                                                double *row_loss) {
-    for (long r = 0; r < rows; r++) {
+    for (long r = 0; r < rows; r++) { /* row max, kept in row_loss until the last pass */
         const float *zr = z + r * K;
         float *dr = dz + r * K;
         float m = zr[0];
         for (long k = 1; k < K; k++) m = zr[k] > m ? zr[k] : m;
         for (long k = 0; k < K; k++) dr[k] = zr[k] - m;
+        row_loss[r] = (double)m;
     }
     const long n = rows * K;
     for (long i = 0; i < n; i++) dz[i] = fnn_expf(dz[i]);
     for (long r = 0; r < rows; r++) {
         const float *zr = z + r * K;
         float *dr = dz + r * K;
-        float s = 0.0f, m = zr[0];
-        for (long k = 1; k < K; k++) m = zr[k] > m ? zr[k] : m;
+        float s = 0.0f;
+        const double m = row_loss[r];
         for (long k = 0; k < K; k++) s += dr[k];
         const float c = scale * (1.0f / s);
         for (long k = 0; k < K; k++) dr[k] *= c;
         const long label = (long)labels[r];
         dr[label] -= scale;
-        row_loss[r] = log((double)s) + (double)m - (double)zr[label];
+        row_loss[r] = log((double)s) + m - (double)zr[label];
     }
 }
 
