@@ -412,7 +412,6 @@ if __name__ == "__main__":  # setuptools' build backend runs this file as __main
             extensions,
             compiler_directives=directives,
             include_path=["src_cython"],
-            compile_time_env={"FASTNN_OPENMP": not NO_OPENMP},
         ),
         cmdclass={"build_ext": BuildExt},
     )

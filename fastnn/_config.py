@@ -11,19 +11,12 @@ import os
 import sys
 import warnings
 
-from . import _activations, _dense, _optim, _softmax_ce, _threads
+from . import _conv, _dense, _threads
 
-_KERNEL_MODULES = [_threads, _activations, _dense, _softmax_ce, _optim]
+#: the kernel modules that call BLAS; each keeps its own copy of the hook (src_cython/fnn_omp.h)
+_BLAS_MODULES = (_dense, _conv)
 _num_threads = None  # None: follow omp_get_max_threads() (OMP_NUM_THREADS, threadpoolctl)
 _blas_control = "none"
-
-
-def _register_kernel_module(module):
-    """Install the BLAS hook in a kernel module loaded later (e.g. the convolution kernels)."""
-    if module not in _KERNEL_MODULES:
-        _KERNEL_MODULES.append(module)
-    if _blas_hook_addr:
-        module.install_blas_hook(_blas_hook_addr)
 
 
 def _find_scipy_openblas_hook():
@@ -56,7 +49,7 @@ def _find_scipy_openblas_hook():
 
 _blas_hook_addr, _blas_path = _find_scipy_openblas_hook()
 if _blas_hook_addr:
-    for _m in _KERNEL_MODULES:
+    for _m in _BLAS_MODULES:
         _m.install_blas_hook(_blas_hook_addr)
     _blas_control = "openblas_set_num_threads_local (per fastnn thread)"
 else:  # pragma: no cover - depends on the BLAS scipy was built with

@@ -1,7 +1,10 @@
-"""Activation functions: names, kernel codes, and their plain definitions.
+"""Activation functions: the one table of names, kernel codes and properties.
 
-``g`` is applied by the fused kernels (``src_cython/simd.h``); the derivative is written in terms
-of the output ``A = g(Z)``, so layers keep only A for the backward pass:
+The kernel codes are the C enum ``fnn_activation`` of ``src_cython/simd.h``, exposed by the
+compiled module as the IntEnum ``fastnn._activations.fnn_activation``; this module reads them from
+there (``FNN_RELU`` -> ``"relu"``), so a code is written once. ``g`` is applied by the fused
+kernels; the derivative is written in terms of the output ``A = g(Z)``, so layers keep only A for
+the backward pass:
 
 ============  =====================  ===========================
 name          g(z)                   g'(z) from a = g(z)
@@ -11,15 +14,60 @@ relu          max(z, 0)              1 if a > 0 else 0
 leaky_relu    z if z > 0 else a z    1 if a > 0 else alpha
 sigmoid       1 / (1 + exp(-z))      a (1 - a)
 tanh          tanh(z)                1 - a^2
-softmax       exp(z) / sum exp(z)    (row Jacobian; fused with cross-entropy in the loss)
+softmax       exp(z) / sum exp(z)    the row Jacobian-vector product, :func:`softmax_backward`
 ============  =====================  ===========================
+
+Adding an activation whose derivative comes from its output: one enum entry and one case in each
+of the two loops of ``simd.h``, one row of :data:`PROPERTIES` here (if it is not the default), and
+its line in the table above.
 """
-KINDS = {None: 0, "identity": 0, "linear": 0, "relu": 1, "leaky_relu": 2, "sigmoid": 3, "tanh": 4}
-NAMES = ("identity", "relu", "leaky_relu", "sigmoid", "tanh", "softmax")
-RELU_FAMILY = ("relu", "leaky_relu")
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from . import _activations
 
 
-def resolve(name, alpha=0.01):
+class ActivationInfo(NamedTuple):
+    """What the layers need to know of an activation.
+
+    Attributes
+    ----------
+    code : int
+        The kernel code (``fnn_activation``); -1 for softmax, which is not elementwise.
+    default_init : str
+        The weight initialiser a layer uses with this activation (``fastnn.init``).
+    has_alpha : bool
+        Whether the ``alpha`` argument (negative slope) applies.
+    """
+
+    code: int
+    default_init: str = "glorot_uniform"
+    has_alpha: bool = False
+
+
+#: properties that differ from ActivationInfo's defaults (He et al. 2015 init for the ReLU family)
+PROPERTIES = {
+    "relu": {"default_init": "he_normal"},
+    "leaky_relu": {"default_init": "he_normal", "has_alpha": True},
+}
+
+#: name -> ActivationInfo, built from the kernels' enum, plus softmax (a row operation)
+ACTIVATIONS: dict[str, ActivationInfo] = {
+    member.name[len("FNN_"):].lower(): ActivationInfo(
+        int(member), **PROPERTIES.get(member.name[len("FNN_"):].lower(), {}))
+    for member in _activations.fnn_activation
+}
+ACTIVATIONS["softmax"] = ActivationInfo(-1)
+#: names that mean identity
+IDENTITY_ALIASES = (None, "linear")
+NAMES = tuple(ACTIVATIONS)
+IDENTITY = ACTIVATIONS["identity"].code
+
+
+def resolve(name: str | None, alpha: float = 0.01) -> tuple[str, int, float]:
     """Map an activation name to ``(canonical_name, kernel_code, alpha)``.
 
     Parameters
@@ -27,20 +75,53 @@ def resolve(name, alpha=0.01):
     name : {"identity", "linear", "relu", "leaky_relu", "sigmoid", "tanh", "softmax", None}
         ``None`` and ``"linear"`` mean identity. ``"softmax"`` has code -1 (handled by the layer).
     alpha : float
-        Negative slope of leaky ReLU, ``> 0``.
+        Negative slope of leaky ReLU, ``> 0`` (ignored by the other activations).
 
     Raises
     ------
     ValueError
         For an unknown name or ``alpha <= 0`` with leaky_relu.
     """
-    if name == "softmax":
-        return "softmax", -1, 0.0
-    if name not in KINDS:
+    if name in IDENTITY_ALIASES:
+        name = "identity"
+    info = ACTIVATIONS.get(name) if isinstance(name, str) else None
+    if info is None:
         raise ValueError(f"activation must be one of {NAMES} or None, got {name!r}")
-    canonical = "identity" if KINDS[name] == 0 else name
-    if canonical == "leaky_relu":
+    if info.has_alpha:
         from ._validation import check_float
 
         alpha = check_float(alpha, "alpha", minimum=0.0, min_inclusive=False)
-    return canonical, KINDS[name], float(alpha)
+    return name, info.code, float(alpha)
+
+
+def default_init(name: str) -> str:
+    """The default weight initialiser for a canonical activation name."""
+    return ACTIVATIONS[name].default_init
+
+
+def softmax_backward(A: np.ndarray, dA: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """The softmax row Jacobian-vector product ``out = A * (dA - sum(dA * A, axis=1))``.
+
+    Parameters
+    ----------
+    A : ndarray, shape ``(N, K)``
+        The softmax output (rows sum to 1), float32 or float64.
+    dA : ndarray, shape ``(N, K)``
+        Gradient with respect to ``A``, same dtype.
+    out : ndarray, shape ``(N, K)``
+        Receives the gradient with respect to the logits; must alias neither ``A`` nor ``dA``.
+
+    Returns
+    -------
+    ndarray
+        ``out``.
+
+    References
+    ----------
+    Bishop, "Pattern Recognition and Machine Learning", 2006, eq. 4.106 (the softmax Jacobian).
+    """
+    np.multiply(dA, A, out=out)
+    s = out.sum(axis=1, keepdims=True)
+    np.subtract(dA, s, out=out)
+    np.multiply(out, A, out=out)
+    return out

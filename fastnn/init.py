@@ -72,11 +72,6 @@ def get(name):
     return INITIALIZERS[name]
 
 
-def default_for(activation):
-    """He normal for the ReLU family, Glorot uniform otherwise (as Keras/PyTorch practice)."""
-    return "he_normal" if activation in ("relu", "leaky_relu") else "glorot_uniform"
-
-
 def initialize(name, shape, fan_in, fan_out, rng, dtype, what="weight"):
     """Create an array with the named initialiser; warns for an all-zero weight."""
     fn = get(name)

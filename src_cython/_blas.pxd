@@ -29,15 +29,3 @@ cdef inline void gemm_rm(bint trans_a, bint trans_b, int M, int N, int K,
     else:
         dgemm(&tb, &ta, &N, &M, &K, &alpha, <double *>B, &ldb, <double *>A, &lda, &beta, C, &ldc)
 
-
-cdef inline Py_ssize_t chunk_rows(Py_ssize_t n) noexcept nogil:
-    """Rows per work chunk, a function of the problem size only (never of the thread count), so
-    that results are bit-identical for any number of threads: about 4 chunks, multiples of 8,
-    between 8 and 256 rows."""
-    cdef Py_ssize_t c = (n + 3) // 4
-    c = ((c + 7) // 8) * 8
-    if c < 8:
-        c = 8
-    if c > 256:
-        c = 256
-    return c

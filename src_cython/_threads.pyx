@@ -1,5 +1,5 @@
-"""OpenMP thread count, the BLAS single-thread hook and build facts (kernels only, no API)."""
-from _blas cimport fnn_omp_enabled, fnn_omp_max_threads, fnn_omp_version, fnn_install_blas_hook
+"""OpenMP thread count and build facts (kernels only, no API)."""
+from _blas cimport fnn_omp_enabled, fnn_omp_max_threads, fnn_omp_version
 
 from _simd cimport fnn_simd_path
 
@@ -22,8 +22,3 @@ def omp_max_threads():
 def simd_path():
     """The instruction-set clone the C helpers dispatch to on this CPU."""
     return fnn_simd_path().decode()
-
-
-def install_blas_hook(size_t addr):
-    """Install ``openblas_set_num_threads_local`` (a C function address) for this module."""
-    fnn_install_blas_hook(addr)

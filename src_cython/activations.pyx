@@ -1,8 +1,17 @@
 """Elementwise activations, forward and backward (kernels only; inputs validated by fastnn)."""
 from cython cimport floating
 from cython.parallel cimport prange
-from _blas cimport fnn_install_blas_hook
 from _simd cimport act_forward, act_backward, fnn_expf
+
+# The activation codes are the C enum of simd.h; ``cpdef`` exposes it to Python as the IntEnum
+# ``fastnn._activations.fnn_activation`` (names and values come from the C header at build time).
+cdef extern from "simd.h":
+    cpdef enum fnn_activation:
+        FNN_IDENTITY
+        FNN_RELU
+        FNN_LEAKY_RELU
+        FNN_SIGMOID
+        FNN_TANH
 
 # Elementwise work below this many elements runs on one thread (no fork/join).
 cdef Py_ssize_t PAR_MIN = 1 << 15
@@ -10,7 +19,7 @@ cdef Py_ssize_t BLOCK = 1 << 14
 
 
 def forward_inplace(floating[::1] Z not None, int kind, double alpha, int num_threads):
-    """Z <- g(Z) for a flat C-contiguous array; kind: 0 identity, 1 relu, 2 leaky, 3 sigmoid, 4 tanh."""
+    """Z <- g(Z) for a flat C-contiguous array; kind: a code of ``fnn_activation``."""
     cdef Py_ssize_t n = Z.shape[0], nb = (n + BLOCK - 1) // BLOCK, b, start, stop
     if num_threads < 1:
         raise ValueError(f"num_threads must be >= 1, got {num_threads}")
@@ -46,5 +55,3 @@ def fast_expf(const float[::1] x not None, float[::1] out not None):
             out[i] = fnn_expf(x[i])
 
 
-def install_blas_hook(size_t addr):
-    fnn_install_blas_hook(addr)

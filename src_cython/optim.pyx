@@ -9,7 +9,6 @@ Elementwise, so results do not depend on the number of threads.
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport sqrt
-from _blas cimport fnn_install_blas_hook
 
 cdef extern from "optim.h" nogil:
     void fnn_sgd_f32(float *p, const float *grad, float *v, long n, float lr, float mu,
@@ -79,7 +78,3 @@ def adam_update(floating[::1] param not None, const floating[::1] grad not None,
             else:
                 fnn_adam_f64(&param[start], &grad[start], &m[start], &v[start], size, lr_t,
                              b1, b2, e, wd, inv_sqrt_bc2)
-
-
-def install_blas_hook(size_t addr):
-    fnn_install_blas_hook(addr)

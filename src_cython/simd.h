@@ -6,7 +6,7 @@
  *
  * float32 uses a vectorisable polynomial exp (Cephes expf coefficients, |rel err| < 2e-7 on
  * [-87, 88]); float64 uses libm's exp/tanh so that float64 gradient checks stay exact.
- * Activation codes: 0 identity, 1 relu, 2 leaky_relu, 3 sigmoid, 4 tanh.
+ * Activation codes: enum fnn_activation below.
  */
 #ifndef FNN_SIMD_H
 #define FNN_SIMD_H
@@ -20,11 +20,17 @@
 #define FNN_CLONES
 #endif
 
-#define FNN_IDENTITY 0
-#define FNN_RELU 1
-#define FNN_LEAKY_RELU 2
-#define FNN_SIGMOID 3
-#define FNN_TANH 4
+/* The activation codes: the one definition. Cython declares this enum (cpdef) in
+ * activations.pyx, which exposes it to Python as fastnn._activations.fnn_activation; the
+ * Python table in fastnn/activations.py is built from that. A new activation whose derivative
+ * comes from its output is one entry here plus one case in each of the two loops below. */
+enum fnn_activation {
+    FNN_IDENTITY = 0,
+    FNN_RELU = 1,
+    FNN_LEAKY_RELU = 2,
+    FNN_SIGMOID = 3,
+    FNN_TANH = 4
+};
 
 /* ---- fast float exp ------------------------------------------------------------------------ */
 /* exp(x) = 2^n exp(r), n = round(x / ln2), r = x - n ln2 in [-ln2/2, ln2/2] (ln2 split in two for
@@ -77,46 +83,31 @@ static inline double fnn_sigmoid(double x) {
     return e / (1.0 + e);
 }
 
-/* ---- activations, in place: A = g(Z) -------------------------------------------------------- */
-FNN_CLONES static void fnn_act_forward_f32(float *Z, long n, int kind, float alpha) {
-    long i;
-    switch (kind) {
-    case FNN_RELU: /* NaN passes through, as in NumPy and PyTorch */
-        for (i = 0; i < n; i++) { float z = Z[i]; Z[i] = z < 0.0f ? 0.0f : z; }
-        break;
-    case FNN_LEAKY_RELU:
-        for (i = 0; i < n; i++) { float z = Z[i]; Z[i] = z < 0.0f ? alpha * z : z; }
-        break;
-    case FNN_SIGMOID:
-        for (i = 0; i < n; i++) Z[i] = fnn_sigmoidf(Z[i]);
-        break;
-    case FNN_TANH:
-        for (i = 0; i < n; i++) Z[i] = fnn_tanhf(Z[i]);
-        break;
-    default:
-        break;
-    }
+/* ---- activations, in place: A = g(Z) --------------------------------------------------------
+ * One body for both precisions; SIGMOID and TANH name the scalar functions of each (float32: the
+ * polynomial exp above, float64: libm). NaN passes through relu, as in NumPy and PyTorch. */
+#define FNN_ACT_FORWARD(T, SUF, SIGMOID, TANH)                                                    \
+FNN_CLONES static void fnn_act_forward_##SUF(T *Z, long n, int kind, T alpha) {                  \
+    long i;                                                                                       \
+    switch (kind) {                                                                               \
+    case FNN_RELU:                                                                                \
+        for (i = 0; i < n; i++) { T z = Z[i]; Z[i] = z < (T)0 ? (T)0 : z; }                       \
+        break;                                                                                    \
+    case FNN_LEAKY_RELU:                                                                          \
+        for (i = 0; i < n; i++) { T z = Z[i]; Z[i] = z < (T)0 ? alpha * z : z; }                  \
+        break;                                                                                    \
+    case FNN_SIGMOID:                                                                             \
+        for (i = 0; i < n; i++) Z[i] = SIGMOID(Z[i]);                                             \
+        break;                                                                                    \
+    case FNN_TANH:                                                                                \
+        for (i = 0; i < n; i++) Z[i] = TANH(Z[i]);                                                \
+        break;                                                                                    \
+    default:                                                                                      \
+        break;                                                                                    \
+    }                                                                                             \
 }
-
-FNN_CLONES static void fnn_act_forward_f64(double *Z, long n, int kind, double alpha) {
-    long i;
-    switch (kind) {
-    case FNN_RELU:
-        for (i = 0; i < n; i++) { double z = Z[i]; Z[i] = z < 0.0 ? 0.0 : z; }
-        break;
-    case FNN_LEAKY_RELU:
-        for (i = 0; i < n; i++) { double z = Z[i]; Z[i] = z < 0.0 ? alpha * z : z; }
-        break;
-    case FNN_SIGMOID:
-        for (i = 0; i < n; i++) Z[i] = fnn_sigmoid(Z[i]);
-        break;
-    case FNN_TANH:
-        for (i = 0; i < n; i++) Z[i] = tanh(Z[i]);
-        break;
-    default:
-        break;
-    }
-}
+FNN_ACT_FORWARD(float, f32, fnn_sigmoidf, fnn_tanhf)
+FNN_ACT_FORWARD(double, f64, fnn_sigmoid, tanh)
 
 /* ---- activation derivatives from the OUTPUT A: dZ = dA * g'(Z) ------------------------------
  * relu/leaky (alpha > 0): g'(Z) = A > 0 ? 1 : alpha;  sigmoid: A (1 - A);  tanh: 1 - A^2.
@@ -169,49 +160,32 @@ FNN_COL_SUM(double, f64)
 
 /* ---- softmax + cross-entropy, one row ----------------------------------------------------------
  * loss = logsumexp(z) - z[label]; dz = scale * (softmax(z) - onehot(label)) (dz may be NULL).
- * Stable: exp(z - max z). Returns the loss in double. */
-FNN_CLONES static double fnn_softmax_ce_row_f32(const float *z, long K, long label, float *dz,
-                                                float scale, float *prob) {
-    float m = z[0];
-#pragma omp simd reduction(max:m)
-    for (long k = 0; k < K; k++) m = z[k] > m ? z[k] : m;
-    float s = 0.0f;
-    float *e = dz ? dz : prob;
-#pragma omp simd reduction(+:s)
-    for (long k = 0; k < K; k++) { float v = fnn_expf(z[k] - m); e[k] = v; s += v; }
-    float inv = 1.0f / s;
-    if (prob) {
-        for (long k = 0; k < K; k++) prob[k] = e[k] * inv;
-    }
-    if (dz) {
-        float c = scale * inv;
-        for (long k = 0; k < K; k++) dz[k] *= c;
-        if (label >= 0) dz[label] -= scale;
-    }
-    if (label < 0) return 0.0;
-    return log((double)s) + (double)m - (double)z[label];
+ * Stable: exp(z - max z). Returns the loss in double. EXP is the precision's exp; SUM_PRAGMA lets
+ * the float32 sum be vectorised (float64 sums in index order). */
+#define FNN_SOFTMAX_CE_ROW(T, SUF, EXP, SUM_PRAGMA)                                               \
+FNN_CLONES static double fnn_softmax_ce_row_##SUF(const T *z, long K, long label, T *dz, T scale, \
+                                                  T *prob) {                                      \
+    T m = z[0];                                                                                   \
+    _Pragma("omp simd reduction(max:m)")                                                          \
+    for (long k = 0; k < K; k++) m = z[k] > m ? z[k] : m;                                         \
+    T s = 0;                                                                                      \
+    T *e = dz ? dz : prob;                                                                        \
+    SUM_PRAGMA                                                                                    \
+    for (long k = 0; k < K; k++) { T v = EXP(z[k] - m); e[k] = v; s += v; }                       \
+    T inv = (T)1 / s;                                                                             \
+    if (prob) {                                                                                   \
+        for (long k = 0; k < K; k++) prob[k] = e[k] * inv;                                        \
+    }                                                                                             \
+    if (dz) {                                                                                     \
+        T c = scale * inv;                                                                        \
+        for (long k = 0; k < K; k++) dz[k] *= c;                                                  \
+        if (label >= 0) dz[label] -= scale;                                                       \
+    }                                                                                             \
+    if (label < 0) return 0.0;                                                                    \
+    return log((double)s) + (double)m - (double)z[label];                                         \
 }
-
-FNN_CLONES static double fnn_softmax_ce_row_f64(const double *z, long K, long label, double *dz,
-                                                double scale, double *prob) {
-    double m = z[0];
-#pragma omp simd reduction(max:m)
-    for (long k = 0; k < K; k++) m = z[k] > m ? z[k] : m;
-    double s = 0.0;
-    double *e = dz ? dz : prob;
-    for (long k = 0; k < K; k++) { double v = exp(z[k] - m); e[k] = v; s += v; }
-    double inv = 1.0 / s;
-    if (prob) {
-        for (long k = 0; k < K; k++) prob[k] = e[k] * inv;
-    }
-    if (dz) {
-        double c = scale * inv;
-        for (long k = 0; k < K; k++) dz[k] *= c;
-        if (label >= 0) dz[label] -= scale;
-    }
-    if (label < 0) return 0.0;
-    return log(s) + m - z[label];
-}
+FNN_SOFTMAX_CE_ROW(float, f32, fnn_expf, _Pragma("omp simd reduction(+:s)"))
+FNN_SOFTMAX_CE_ROW(double, f64, exp, )
 
 /* ---- softmax + cross-entropy, a block of rows (float32) ----------------------------------------
  * The formulas of fnn_softmax_ce_row_f32 for each row (labels in [0, K), dz required), but the

@@ -1,4 +1,4 @@
-"""Fused loss kernels (fastnn._softmax_ce) against plain NumPy written here, in float64.
+"""Fused loss kernels (fastnn._losses) against plain NumPy written here, in float64.
 
 softmax_cross_entropy: row_loss[n] = logsumexp(z[n]) - z[n, y[n]],
                        dlogits = scale * (softmax(z) - onehot(y)), returns scale * sum(row_loss)
@@ -12,14 +12,14 @@ measured. Tolerances scale with the magnitude of the terms (float64 1e-12, float
 import numpy as np
 import pytest
 
-from fastnn import _softmax_ce
+from fastnn import _losses
 
 DTYPES = [np.float32, np.float64]
 DT_IDS = ["f32", "f64"]
 RTOL = {np.float32: 1e-5, np.float64: 1e-12}
 # probabilities below the smallest normal float32 are flushed to 0 by the float32 exp
 PROB_ATOL = {np.float32: 1e-30, np.float64: 1e-300}
-BLOCK = 4096  # block length of the BCE / MSE partial sums (documented in softmax_ce.pyx)
+BLOCK = 4096  # block length of the BCE / MSE partial sums (documented in losses.pyx)
 
 SOFTMAX_SHAPES = [(1, 1), (1, 10), (7, 3), (7, 13), (64, 10), (64, 33), (257, 1), (257, 10),
                   (257, 784), (1000, 3)]  # (1000, 3): several row blocks of the small-K path
@@ -68,7 +68,7 @@ def run_softmax_ce(z, y, scale, nt):
     N = z.shape[0]
     d = np.full_like(z, np.nan)
     row_loss = np.full(N, np.nan)
-    total = _softmax_ce.softmax_cross_entropy(z, y, d, row_loss, scale, nt)
+    total = _losses.softmax_cross_entropy(z, y, d, row_loss, scale, nt)
     return total, d, row_loss
 
 
@@ -151,7 +151,7 @@ def test_softmax_matches_numpy(dtype, shape, nt):
     z = (10 * rng.standard_normal((N, K))).astype(dtype)
     z[0, 0] = 1e4  # one extreme row
     prob = np.full_like(z, np.nan)
-    _softmax_ce.softmax(z, prob, nt)
+    _losses.softmax(z, prob, nt)
     _, p, _ = softmax_ce_ref(z, np.zeros(N, dtype=np.int64))
     assert prob.dtype == dtype
     assert_within(prob, p, RTOL[dtype] * p + PROB_ATOL[dtype], "prob")
@@ -163,7 +163,7 @@ def run_bce(z, y, scale, nt):
     L = z.shape[0]
     d = np.full_like(z, np.nan)
     block_loss = np.full((L + BLOCK - 1) // BLOCK, np.nan)
-    total = _softmax_ce.sigmoid_binary_cross_entropy(z, y, d, block_loss, scale, nt)
+    total = _losses.sigmoid_binary_cross_entropy(z, y, d, block_loss, scale, nt)
     return total, d, block_loss
 
 
@@ -212,7 +212,7 @@ def run_mse(p, t, scale, nt):
     L = p.shape[0]
     d = np.full_like(p, np.nan)
     block_loss = np.full((L + BLOCK - 1) // BLOCK, np.nan)
-    total = _softmax_ce.mean_squared_error(p, t, d, block_loss, scale, nt)
+    total = _losses.mean_squared_error(p, t, d, block_loss, scale, nt)
     return total, d, block_loss
 
 
@@ -260,7 +260,7 @@ def test_softmax_ce_bit_identical_across_threads(dtype, shape):
     probs = []
     for nt in (1, 2, 3):
         prob = np.empty_like(z)
-        _softmax_ce.softmax(z, prob, nt)
+        _losses.softmax(z, prob, nt)
         probs.append(prob)
     assert np.array_equal(probs[0], probs[1]) and np.array_equal(probs[0], probs[2])
 

@@ -33,7 +33,7 @@ def load(folder, name):
     return module
 
 folders = sys.argv[2:4]
-mods = [{n: load(f, n) for n in ("_activations", "_softmax_ce", "_threads")} for f in folders]
+mods = [{n: load(f, n) for n in ("_activations", "_losses", "_threads")} for f in folders]
 rng = np.random.default_rng(0)
 
 def act(kind, dtype, n=1_000_000):
@@ -63,7 +63,7 @@ def sce(N, K, dtype):
     labels = rng.integers(0, K, N).astype(np.int64)
     dlogits = np.empty_like(logits)
     row_loss = np.empty(N)
-    return lambda m: (lambda: m["_softmax_ce"].softmax_cross_entropy(
+    return lambda m: (lambda: m["_losses"].softmax_cross_entropy(
         logits, labels, dlogits, row_loss, 1.0 / N, 1))
 
 cases = {

@@ -1,59 +1,16 @@
 """2-D convolution, channels-last, on the im2col + GEMM kernels of ``src_cython/conv.pyx``."""
-import numpy as np
+from __future__ import annotations
 
-from .. import _config, _conv
+from typing import Any
+
+from .. import _conv
 from .. import _validation as V
-from .. import activations as act
-from .. import init as initializers
 from .._config import get_num_threads
-from .base import Layer
-
-_config._register_kernel_module(_conv)
-
-
-def _pair(value, name, minimum):
-    """An int or a pair of ints, each ``>= minimum``, as a tuple ``(h, w)``.
-
-    Raises
-    ------
-    TypeError
-        If a value is not an int (bool is refused).
-    ValueError
-        If a value is below ``minimum`` or a sequence does not have two entries.
-    """
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise ValueError(f"{name} must be an int or a pair (h, w), got {value!r}")
-        return (V.check_int(value[0], f"{name}[0]", minimum=minimum),
-                V.check_int(value[1], f"{name}[1]", minimum=minimum))
-    v = V.check_int(value, name, minimum=minimum)
-    return (v, v)
+from ._geometry import check_image_shape, conv_out, pair
+from .base import ParamLayer
 
 
-def _conv_out(size, kernel, stride, pad):
-    """``(size + 2 pad - kernel) // stride + 1``, or 0 when the kernel does not fit."""
-    if size + 2 * pad < kernel:
-        return 0
-    return (size + 2 * pad - kernel) // stride + 1
-
-
-def _check_image_shape(layer, input_shape, channels):
-    """Per-sample input shape ``(H, W, C)`` with ``C == channels``; returns it as ints."""
-    shape = tuple(input_shape)
-    if len(shape) != 3:
-        raise ValueError(f"{layer} expects input of shape (N, H, W, C) (channels-last), got (N, "
-                         f"{', '.join(map(str, shape))})")
-    H, W, C = (int(s) for s in shape)
-    if H < 1 or W < 1 or C < 1:
-        raise ValueError(f"{layer} expects a non-empty image, got input of shape (N, {H}, {W}, "
-                         f"{C})")
-    if channels is not None and C != channels:
-        raise ValueError(f"{layer} expects {channels} input channels (last axis, channels-last), "
-                         f"got input of shape (N, {H}, {W}, {C})")
-    return H, W, C
-
-
-class Conv2D(Layer):
+class Conv2D(ParamLayer):
     """2-D convolution (cross-correlation, as in all frameworks), channels-last:
     ``Y[n, i, j] = g(sum_{a, b, c} Xpad[n, i sh + a, j sw + b, c] weight[a, b, c] + bias)``.
 
@@ -115,95 +72,51 @@ class Conv2D(Layer):
     Processing", 2006 (im2col + GEMM); He et al., ICCV 2015 (default init for ReLU).
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                 activation=None, weight_init=None, bias_init="zeros", alpha=0.01):
-        super().__init__()
+    allow_softmax = False
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
+                 stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
+                 activation: str | None = None, weight_init: Any = None,
+                 bias_init: Any = "zeros", alpha: float = 0.01) -> None:
         self.in_channels = V.check_int(in_channels, "in_channels", minimum=1)
         self.out_channels = V.check_int(out_channels, "out_channels", minimum=1)
-        self.kernel_size = _pair(kernel_size, "kernel_size", 1)
-        self.stride = _pair(stride, "stride", 1)
-        self.padding = _pair(padding, "padding", 0)
-        self.activation, self._kind, self.alpha = act.resolve(activation, alpha)
-        if self._kind < 0:
-            raise ValueError("Conv2D does not take activation='softmax'; flatten and use a Dense "
-                             "layer (or the loss) for it")
-        self.weight_init = weight_init if weight_init is not None else initializers.default_for(
-            self.activation)
-        self.bias_init = bias_init
-        initializers.get(self.weight_init)
-        initializers.get(self.bias_init)
-        self._X = None
-        self._A = None
+        self.kernel_size = pair(kernel_size, "kernel_size", 1)
+        self.stride = pair(stride, "stride", 1)
+        self.padding = pair(padding, "padding", 0)
+        super().__init__(activation, weight_init, bias_init, alpha)
 
-    def build(self, dtype=np.float32, rng=None):
-        super().build(dtype, rng)
-        rng = rng if rng is not None else np.random.default_rng()
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
         kh, kw = self.kernel_size
-        shape = (kh, kw, self.in_channels, self.out_channels)
-        fan_in = kh * kw * self.in_channels
-        fan_out = kh * kw * self.out_channels
-        self.params = {
-            "weight": initializers.initialize(self.weight_init, shape, fan_in, fan_out, rng,
-                                              self.dtype),
-            "bias": initializers.initialize(self.bias_init, (self.out_channels,), fan_in, fan_out,
-                                            rng, self.dtype, what="bias"),
-        }
-        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
-        return self
+        return {"weight": (kh, kw, self.in_channels, self.out_channels),
+                "bias": (self.out_channels,)}
 
-    @property
-    def weight(self):
-        return self.params["weight"]
+    def fans(self) -> tuple[int, int]:
+        kh, kw = self.kernel_size
+        return kh * kw * self.in_channels, kh * kw * self.out_channels
 
-    @property
-    def bias(self):
-        return self.params["bias"]
+    def _size_config(self) -> dict[str, Any]:
+        return {"in_channels": self.in_channels, "out_channels": self.out_channels,
+                "kernel_size": list(self.kernel_size), "stride": list(self.stride),
+                "padding": list(self.padding)}
 
     def output_shape(self, input_shape):
-        H, W, _ = _check_image_shape(self._name(), input_shape, self.in_channels)
+        H, W, _ = check_image_shape(self._name(), input_shape, self.in_channels)
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         if H + 2 * ph < kh or W + 2 * pw < kw:
             raise ValueError(f"{self._name()}: kernel ({kh}, {kw}) is larger than the padded input "
                              f"({H + 2 * ph}, {W + 2 * pw}) (input {H}x{W}, padding ({ph}, {pw}))")
-        return (_conv_out(H, kh, sh, ph), _conv_out(W, kw, sw, pw), self.out_channels)
-
-    def get_config(self):
-        cfg = {"in_channels": self.in_channels, "out_channels": self.out_channels,
-               "kernel_size": list(self.kernel_size), "stride": list(self.stride),
-               "padding": list(self.padding),
-               "activation": None if self.activation == "identity" else self.activation,
-               "weight_init": self.weight_init if isinstance(self.weight_init, str) else None,
-               "bias_init": self.bias_init if isinstance(self.bias_init, str) else "zeros"}
-        if self.activation == "leaky_relu":
-            cfg["alpha"] = self.alpha
-        return cfg
+        return (conv_out(H, kh, sh, ph), conv_out(W, kw, sw, pw), self.out_channels)
 
     def _name(self):
         return (f"Conv2D({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding})")
 
-    def _checked_params(self):
-        """weight as its (K, out_channels) matrix view, bias, and the matching grad views; the
-        arrays reach nogil code, so their shape, dtype and contiguity are checked here."""
-        kh, kw = self.kernel_size
-        K = kh * kw * self.in_channels
-        out = []
-        for store, key, shape in ((self.params, "weight", (kh, kw, self.in_channels,
-                                                          self.out_channels)),
-                                  (self.params, "bias", (self.out_channels,)),
-                                  (self.grads, "weight", (kh, kw, self.in_channels,
-                                                         self.out_channels)),
-                                  (self.grads, "bias", (self.out_channels,))):
-            a = store.get(key)
-            if not isinstance(a, np.ndarray) or a.shape != shape:
-                raise ValueError(f"{self._name()}: {key} must have shape {shape}, got "
-                                 f"{getattr(a, 'shape', type(a).__name__)}")
-            if a.dtype != self.dtype or not a.flags.c_contiguous or not a.flags.writeable:
-                a = np.ascontiguousarray(a, dtype=self.dtype).copy()
-                store[key] = a
-            out.append(a)
-        W, b, dW, db = out
-        return W.reshape(K, self.out_channels), b, dW.reshape(K, self.out_channels), db
+    def _matrices(self):
+        """weight and its gradient as ``(kernel_h kernel_w in_channels, out_channels)`` matrix
+        views (the parameters are C-contiguous arrays of the layer's dtype, see ParamDict)."""
+        K = self.fans()[0]
+        return (self.params["weight"].reshape(K, self.out_channels),
+                self.grads["weight"].reshape(K, self.out_channels))
 
     def _workspace(self, X, nt):
         N, H, W, C = X.shape
@@ -222,7 +135,8 @@ class Conv2D(Layer):
         X = self._check_input(X)
         N = X.shape[0]
         Ho, Wo, M = self.output_shape(X.shape[1:])
-        W2, b, _, _ = self._checked_params()
+        W2, _ = self._matrices()
+        b = self.params["bias"]
         nt = get_num_threads()
         A = self._buffer("A", (N, Ho, Wo, M))
         if N == 0:  # an empty batch: empty output, no kernel call
@@ -245,18 +159,16 @@ class Conv2D(Layer):
         ValueError
             If ``grad_output`` does not have the shape of the last output.
         """
-        X, A = self._X, self._A
-        dA = self._check_grad(grad_output, None if A is None else A.shape)
-        W2, _, dW2, db = self._checked_params()
+        X, A, dA, dZ, dX, _ = self._begin_backward(grad_output)
+        W2, dW2 = self._matrices()
+        db = self.grads["bias"]
         nt = get_num_threads()
         if X.shape[0] == 0:  # an empty batch contributes nothing
             dW2[...] = 0
             db[...] = 0
-            return self._buffer("dX", X.shape) if self.need_input_grad else None
+            return dX
         col, nchunks = self._workspace(X, nt)
         K, M = W2.shape
-        dZ = dA if self._kind == 0 else self._buffer("dZ", A.shape)
-        dX = self._buffer("dX", X.shape) if self.need_input_grad else None
         pdW = self._buffer("pdW", (nchunks, K, M))
         pdb = self._buffer("pdb", (nchunks, M))
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding

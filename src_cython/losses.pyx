@@ -8,7 +8,6 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport exp, log1p, fabs
 from libc.stdint cimport int64_t
-from _blas cimport fnn_install_blas_hook
 from _simd cimport softmax_ce_row, fnn_softmax_ce_rows_f32
 
 cdef Py_ssize_t PAR_MIN = 1 << 14
@@ -126,6 +125,3 @@ def mean_squared_error(const floating[::1] pred not None, const floating[::1] ta
             total += block_loss[b]
     return total * scale
 
-
-def install_blas_hook(size_t addr):
-    fnn_install_blas_hook(addr)
