@@ -4,6 +4,10 @@ slot. An optimizer then updates the whole model with one kernel call (one parall
 Each array becomes a C-contiguous view of a slice of the buffer; slices start on 64-byte
 boundaries, and the padding between them stays 0 (the updates map 0 to 0).
 """
+from __future__ import annotations
+
+from typing import Any
+
 import numpy as np
 
 ALIGN_BYTES = 64
@@ -41,15 +45,74 @@ def pack(arrays, dtype):
     return flat, views
 
 
+class ParamDict(dict):
+    """The parameters (gradients, optimizer slots) of one layer: a dict whose arrays change in place
+    only.
+
+    Assigning ``layer.params[name] = value`` copies ``value`` into the existing array (converted
+    to the layer's dtype, any memory order), so the arrays stay views of the model's flat buffer
+    and stay C-contiguous for the kernels. New names cannot be added and names
+    cannot be removed.
+
+    Raises
+    ------
+    KeyError
+        Assigning a name the layer does not have.
+    ValueError
+        Assigning an array of another shape.
+    TypeError
+        Assigning something that is not numeric, or removing an entry.
+    """
+
+    def __init__(self, owner: str, arrays: dict[str, np.ndarray] | None = None) -> None:
+        super().__init__(arrays or {})
+        self._owner = owner
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        if name not in self:
+            raise KeyError(f"{self._owner} has no parameter {name!r} (it has {sorted(self)})")
+        target = dict.__getitem__(self, name)
+        try:
+            value = np.asarray(value)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{self._owner}.{name} must be a numeric array, got "
+                            f"{type(value).__name__} ({exc})") from None
+        if value.shape != target.shape:
+            raise ValueError(f"{self._owner}.{name} must have shape {target.shape}, got "
+                             f"{value.shape}")
+        if value.dtype.kind not in "biuf":
+            raise TypeError(f"{self._owner}.{name} must be a real numeric array, got dtype "
+                            f"{value.dtype}")
+        np.copyto(target, value, casting="unsafe" if value.dtype.kind in "biu" else "same_kind")
+
+    def _rebind(self, name: str, array: np.ndarray) -> None:
+        """Point ``name`` at another array of the same values (the flat buffer's view)."""
+        dict.__setitem__(self, name, array)
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError(f"the parameters of {self._owner} can be changed in place only")
+
+    __delitem__ = pop = popitem = clear = setdefault = _refuse  # type: ignore[assignment]
+
+    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        for name, value in dict(*args, **kwargs).items():
+            self[name] = value
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (self._owner, dict(self)))
+
+
 class ParamGroup:
     """The parameters of ``layers`` in one flat buffer and their gradients in another.
 
     Building it rebinds every ``layer.params[name]`` and ``layer.grads[name]`` to a view of the
-    buffers (values kept). :meth:`matches` tells whether that still holds (a user may have
-    replaced an array), in which case a new group must be built.
+    buffers (values kept). The views stay the layers' arrays for good: a layer's ``params`` is a
+    :class:`~fastnn.layers.base.ParamDict`, which changes values in place only.
+    ``Sequential`` builds its group when it is constructed and owns it.
 
     Attributes
     ----------
+    layers : tuple of Layer
     params, grads : 1-D ndarray
         The flat buffers, of the parameters' dtype.
     entries : list of (layer, name, param view, grad view)
@@ -59,62 +122,40 @@ class ParamGroup:
     ------
     TypeError
         If the parameters do not share one dtype.
-    ValueError
-        If a gradient does not have its parameter's shape.
     """
 
     def __init__(self, layers):
         self.layers = tuple(layers)
+        self.owner = None  # a weakref to the model that owns the group, set by the model
         names = [(layer, name) for layer in self.layers for name in layer.params]
         params = [layer.params[name] for layer, name in names]
         dtypes = {np.dtype(p.dtype) for p in params}
         if len(dtypes) > 1:
             raise TypeError(f"the parameters must share one dtype, got {sorted(map(str, dtypes))}")
         dtype = dtypes.pop() if dtypes else np.dtype(np.float32)
-        grads = []
-        for layer, name in names:
-            g = layer.grads.get(name)
-            if g is None:
-                g = np.zeros_like(layer.params[name])
-            if np.shape(g) != layer.params[name].shape:
-                raise ValueError(f"{type(layer).__name__}: grad {name!r} has shape "
-                                 f"{np.shape(g)}, its parameter {layer.params[name].shape}")
-            grads.append(g)
         self.params, pviews = pack(params, dtype)
-        self.grads, gviews = pack(grads, dtype)
-        self._owners = (self.params.base, self.grads.base)  # the memory every view is of
+        self.grads, gviews = pack([layer.grads[name] for layer, name in names], dtype)
         self.entries = []
         for (layer, name), pv, gv in zip(names, pviews, gviews):
-            layer.params[name] = pv
-            layer.grads[name] = gv
+            layer.params._rebind(name, pv)
+            layer.grads._rebind(name, gv)
             self.entries.append((layer, name, pv, gv))
         for layer in self.layers:
             layer._param_group = self
 
-    def matches(self, layers):
-        """Whether ``layers`` are this group's layers and their arrays are still its views."""
-        if len(layers) != len(self.layers):
-            return False
-        count = 0
-        for a, b in zip(layers, self.layers):
-            if a is not b:
-                return False
-            count += len(a.params)
-        if count != len(self.entries):
-            return False
-        powner, gowner = self._owners
-        for layer, name, pv, gv in self.entries:
-            # identity, and views of our buffers (a deep copy keeps identities, not memory)
-            if (layer.params.get(name) is not pv or layer.grads.get(name) is not gv
-                    or pv.base is not powner or gv.base is not gowner):
-                return False
-        return True
+    def keys(self):
+        """``"<layer index>.<name>"`` for each entry (the names used in files and optimizer
+        state)."""
+        index = {id(layer): i for i, layer in enumerate(self.layers)}
+        return [f"{index[id(layer)]}.{name}" for layer, name, _, _ in self.entries]
 
 
 def param_group(layers):
-    """The :class:`ParamGroup` of ``layers``: the existing one if it still matches, else a new
-    one (which copies the current values into new flat buffers)."""
-    group = getattr(layers[0], "_param_group", None) if len(layers) else None
-    if group is not None and group.matches(layers):
+    """The :class:`ParamGroup` of exactly ``layers`` (in this order): the one they already
+    belong to, or a new one (which copies the current values into new flat buffers)."""
+    layers = tuple(layers)
+    group = getattr(layers[0], "_param_group", None) if layers else None
+    if group is not None and len(group.layers) == len(layers) \
+            and all(a is b for a, b in zip(group.layers, layers)):
         return group
     return ParamGroup(layers)

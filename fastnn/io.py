@@ -2,8 +2,12 @@
 
 Layout: one array per parameter, named ``"<layer index>.<name>"`` (optimizer state under
 ``"opt/<key>/<slot>"``), and ``"__header__"``: a JSON document (a 0-d unicode array) with the
-format name and version, the fastnn version, the model dtype, every layer's class and config, the
-loss, the optimizer's config, and, for every array, its shape, dtype and SHA-256. ``load`` opens
+format name and version, the fastnn version, the model class, dtype and input shape, every
+layer's class and config, the loss's and the optimizer's class and config, and, for every array,
+its shape, dtype and SHA-256. Classes are looked up by name in the registries
+(``fastnn._registry.MODELS``, ``fastnn.layers.LAYERS``, ``fastnn.losses.LOSSES``,
+``fastnn.optimizers.OPTIMIZERS``), so a user's own subclass loads once its module is imported;
+this module never imports the model module. ``load`` opens
 the file with ``allow_pickle=False``, checks each array against the header before using it and
 refuses arrays the header does not list. Saving writes a temporary file in the same folder and
 renames it, so a crash while saving never destroys the previous file.
@@ -16,8 +20,14 @@ import zipfile
 
 import numpy as np
 
+from ._registry import MODELS
+from .layers.base import LAYERS
+from .losses import LOSSES
+from .optimizers import OPTIMIZERS
+
 FORMAT = "fastnn-model"
-FORMAT_VERSION = 1
+#: 2: the loss is saved as ``{"class", "config"}`` and the model class is named (1: loss name)
+FORMAT_VERSION = 2
 HEADER = "__header__"
 
 
@@ -42,21 +52,24 @@ def save_model(model, path, include_optimizer=True):
     opt = None
     if model.optimizer is not None:
         # without its state, a restored optimizer starts afresh (step 0, zero moments)
-        opt = {"class": type(model.optimizer).__name__, "config": model.optimizer.get_config(),
+        opt = {"class": OPTIMIZERS.name_of(type(model.optimizer)),
+               "config": model.optimizer.get_config(),
                "iterations": model.optimizer.iterations if include_optimizer else 0}
         if include_optimizer:
             for key, slots in model.optimizer.state.items():
                 for slot, arr in slots.items():
                     arrays[f"opt/{key}/{slot}"] = arr
+    config = model.get_config()
     header = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "fastnn_version": __version__,
-        "dtype": str(model.dtype),
-        "input_shape": list(model.input_shape) if model.input_shape is not None else None,
-        "layers": [{"class": type(layer).__name__, "config": layer.get_config()}
-                   for layer in model.layers],
-        "loss": type(model.loss).__name__ if model.loss is not None else None,
+        "model": MODELS.name_of(type(model)),
+        "dtype": config["dtype"],
+        "input_shape": config["input_shape"],
+        "layers": config["layers"],
+        "loss": ({"class": LOSSES.name_of(type(model.loss)), "config": model.loss.get_config()}
+                 if model.loss is not None else None),
         "optimizer": opt,
-        "seed": model.seed if isinstance(model.seed, int) else None,
+        "seed": config["seed"],
         "epochs_completed": int(getattr(model, "epochs_completed", 0)),
         "arrays": {k: {"shape": list(a.shape), "dtype": str(a.dtype), "sha256": _digest(a)}
                    for k, a in arrays.items()},
@@ -158,27 +171,26 @@ def load(path):
         _fail(path, f"malformed header field ({type(exc).__name__}: {exc})")
 
 
-def _build_from_header(path, header, arrays):
-    from .layers import LAYERS
-    from .losses import get as get_loss
-    from .model import Sequential
-    from .optimizers import OPTIMIZERS
+def _from_registry(registry, entry, what):
+    """An instance from a ``{"class": name, "config": {...}}`` entry (or, in version-1 files, a
+    bare class name or alias)."""
+    if isinstance(entry, str):
+        entry = {"class": entry, "config": {}}
+    if not isinstance(entry, dict):
+        raise ValueError(f"{what} must be a {{class, config}} entry, got {entry!r}")
+    cls = registry.get_class(entry.get("class"))
+    config = entry.get("config") or {}
+    if not isinstance(config, dict):
+        raise ValueError(f"{what} config must be a mapping, got {config!r}")
+    try:
+        return cls(**config)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} config is invalid ({exc})") from None
 
-    layers = []
-    for i, entry in enumerate(header.get("layers") or []):
-        cls = LAYERS.get(entry.get("class")) if isinstance(entry, dict) else None
-        if cls is None:
-            _fail(path, f"layer {i} has unknown class {entry!r}")
-        try:
-            layers.append(cls(**entry.get("config", {})))
-        except (TypeError, ValueError) as exc:
-            _fail(path, f"layer {i} config is invalid ({exc})")
-    if not layers:
-        _fail(path, "no layers")
-    if not isinstance(header.get("dtype", "float32"), str):
-        _fail(path, f"dtype must be a string, got {header.get('dtype')!r}")
-    model = Sequential(layers, dtype=header.get("dtype", "float32"),
-                       input_shape=header.get("input_shape"))
+
+def _build_from_header(path, header, arrays):
+    model_cls = MODELS.get_class(header.get("model", "Sequential"))
+    model = model_cls.from_config(header)
     for i, layer in enumerate(model.layers):
         for name, p in layer.params.items():
             key = f"{i}.{name}"
@@ -186,20 +198,13 @@ def _build_from_header(path, header, arrays):
                 _fail(path, f"array {key!r} is missing")
             if arrays[key].shape != p.shape or arrays[key].dtype != p.dtype:
                 _fail(path, f"array {key!r} does not fit layer {i}")
-            np.copyto(p, arrays[key])
+            layer.params[name] = arrays[key]
     if header.get("loss"):
-        model.loss = get_loss({"SoftmaxCrossEntropy": "softmax_cross_entropy",
-                               "BinaryCrossEntropy": "binary_cross_entropy",
-                               "MeanSquaredError": "mse"}.get(header["loss"], header["loss"]))
+        model.loss = _from_registry(LOSSES, header["loss"], "loss")
     model.epochs_completed = int(header.get("epochs_completed", 0) or 0)
-    if isinstance(header.get("seed"), int):
-        model.seed = header["seed"]
     opt = header.get("optimizer")
     if opt:
-        cls = OPTIMIZERS.get(str(opt.get("class", "")).lower())
-        if cls is None:
-            _fail(path, f"unknown optimizer {opt.get('class')!r}")
-        model.optimizer = cls(**opt.get("config", {}))
+        model.optimizer = _from_registry(OPTIMIZERS, opt, "optimizer")
         model.optimizer.iterations = int(opt.get("iterations", 0))
         for key, a in arrays.items():
             if key.startswith("opt/"):

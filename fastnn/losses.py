@@ -1,22 +1,44 @@
-"""Losses on the fused kernels of ``src_cython/softmax_ce.pyx``.
+"""Losses on the fused kernels of ``src_cython/losses.pyx``.
 
 Each loss is called as ``loss.forward(output, target) -> float`` (the mean over the batch) and
 then ``loss.backward() -> grad`` (d mean-loss / d output, same shape as ``output``). The model's
 last layer should output raw scores (logits) for the two cross-entropies: the softmax/sigmoid is
 fused into the loss, which is both faster and numerically stable.
 """
+from __future__ import annotations
+
+from typing import Any
+
 import numpy as np
 
-from . import _softmax_ce
+from . import _losses
 from . import _validation as V
 from ._config import get_num_threads
+from ._registry import Registry, auto_register
+
+#: name -> loss class: class names and each class's ``aliases``; every Loss subclass registers
+#: itself when it is defined (so a user's own loss saves and loads with the model)
+LOSSES = Registry("loss")
 
 
 class Loss:
-    """Base class of losses. Subclasses define ``forward`` and the metrics they support."""
+    """Base class of losses. Subclasses define ``prepare_target``, ``forward`` (which sets
+    ``self._grad``), and optionally ``metric``/``score``, ``aliases`` and ``get_config`` (their
+    constructor arguments, if any: ``fastnn.load`` calls ``cls(**get_config())``).
+
+    A subclass registers itself in :data:`LOSSES` under its class name and its ``aliases`` when
+    it is defined; a model compiled with it saves, and loads again once the module defining it
+    has been imported.
+    """
 
     #: name of the metric reported by ``fit``/``evaluate`` besides the loss (or None)
-    metric = None
+    metric: str | None = None
+    #: other names ``compile(loss=...)`` accepts for this class
+    aliases: tuple[str, ...] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        auto_register(LOSSES, cls, cls.__dict__.get("aliases", ()))
 
     def __init__(self):
         self._grad = None
@@ -81,7 +103,8 @@ class Loss:
         """The metric for already-prepared targets (e.g. accuracy), or None."""
         return None
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
+        """JSON-serialisable constructor arguments (saved with the model); ``{}`` by default."""
         return {}
 
 
@@ -109,6 +132,7 @@ class SoftmaxCrossEntropy(Loss):
     """
 
     metric = "accuracy"
+    aliases = ("softmax_cross_entropy", "categorical_crossentropy", "cross_entropy")
 
     def prepare_target(self, target, output_shape):
         return V.check_labels(target, "y", output_shape[0], output_shape[1])
@@ -119,7 +143,7 @@ class SoftmaxCrossEntropy(Loss):
         N = z.shape[0]
         grad = self._buffer("grad", z.shape, z.dtype)
         rows = self._buffer("rows", (N,), np.float64)
-        loss = _softmax_ce.softmax_cross_entropy(z, y, grad, rows, 1.0 / N, get_num_threads())
+        loss = _losses.softmax_cross_entropy(z, y, grad, rows, 1.0 / N, get_num_threads())
         self._grad = grad
         return loss
 
@@ -130,7 +154,7 @@ class SoftmaxCrossEntropy(Loss):
     def probabilities(output):
         """Row softmax of logits ``(N, K)``."""
         prob = np.empty_like(output)
-        _softmax_ce.softmax(np.ascontiguousarray(output), prob, get_num_threads())
+        _losses.softmax(np.ascontiguousarray(output), prob, get_num_threads())
         return prob
 
 
@@ -152,6 +176,7 @@ class BinaryCrossEntropy(Loss):
     """
 
     metric = "accuracy"
+    aliases = ("binary_cross_entropy", "binary_crossentropy")
 
     def prepare_target(self, target, output_shape):
         N, K = output_shape
@@ -173,7 +198,7 @@ class BinaryCrossEntropy(Loss):
         L = z.size
         grad = self._buffer("grad", z.shape, z.dtype)
         blocks = self._buffer("blocks", ((L + 4095) // 4096,), np.float64)
-        loss = _softmax_ce.sigmoid_binary_cross_entropy(z.reshape(-1), t.reshape(-1),
+        loss = _losses.sigmoid_binary_cross_entropy(z.reshape(-1), t.reshape(-1),
                                                         grad.reshape(-1), blocks, 1.0 / L,
                                                         get_num_threads())
         self._grad = grad
@@ -209,6 +234,8 @@ class MeanSquaredError(Loss):
         Wrong target shape, NaN or inf.
     """
 
+    aliases = ("mse", "mean_squared_error")
+
     def prepare_target(self, target, output_shape):
         N, K = output_shape
         t = V.as_float_array(target, "y", np.float64, ndim=(1, 2))
@@ -226,22 +253,14 @@ class MeanSquaredError(Loss):
         L = z.size
         grad = self._buffer("grad", z.shape, z.dtype)
         blocks = self._buffer("blocks", ((L + 4095) // 4096,), np.float64)
-        loss = _softmax_ce.mean_squared_error(z.reshape(-1), t.reshape(-1), grad.reshape(-1),
+        loss = _losses.mean_squared_error(z.reshape(-1), t.reshape(-1), grad.reshape(-1),
                                               blocks, 1.0 / L, get_num_threads())
         self._grad = grad
         return loss
 
 
-LOSSES = {
-    "softmax_cross_entropy": SoftmaxCrossEntropy, "categorical_crossentropy": SoftmaxCrossEntropy,
-    "cross_entropy": SoftmaxCrossEntropy, "binary_cross_entropy": BinaryCrossEntropy,
-    "binary_crossentropy": BinaryCrossEntropy, "mse": MeanSquaredError,
-    "mean_squared_error": MeanSquaredError,
-}
-
-
-def get(loss):
-    """A Loss instance from an instance, a class or a name (see ``LOSSES``).
+def get(loss: Any) -> Loss:
+    """A Loss instance from an instance, a class or a registered name (see ``LOSSES``).
 
     Raises
     ------

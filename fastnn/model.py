@@ -3,15 +3,18 @@ import signal
 import threading
 import time
 import warnings
+import weakref
 
 import numpy as np
 
 from . import _flat
 from . import _validation as V
+from . import io as io_mod
 from . import losses as losses_mod
 from . import optimizers as optimizers_mod
+from ._registry import MODELS
 from .callbacks import Callback, History
-from .layers.base import Layer
+from .layers.base import LAYERS, Layer
 
 
 class _SigintFlag:
@@ -61,7 +64,15 @@ class Sequential:
     TypeError
         If ``layers`` holds something that is not a Layer, or a bad dtype.
     ValueError
-        If consecutive layers' shapes do not fit.
+        If consecutive layers' shapes do not fit, or a layer already belongs to another model
+        (a layer object holds one model's weights; build a new layer or ``copy.deepcopy`` it).
+
+    Notes
+    -----
+    The model owns its parameters from construction: all of them live in one flat buffer and
+    their gradients in another (``fastnn._flat``), and each ``layer.params[name]`` is a view of
+    it that changes in place only, so the optimizer updates the whole model with one kernel
+    call.
 
     Examples
     --------
@@ -77,6 +88,15 @@ class Sequential:
         for i, layer in enumerate(layers):
             if not isinstance(layer, Layer):
                 raise TypeError(f"layers[{i}] must be a fastnn Layer, got {type(layer).__name__}")
+        for i, layer in enumerate(layers):
+            group = getattr(layer, "_param_group", None)
+            owner = group.owner() if group is not None and group.owner is not None else None
+            if owner is not None:
+                raise ValueError(f"layers[{i}] ({type(layer).__name__}) already belongs to "
+                                 f"another model; a layer holds one model's weights (create a "
+                                 f"new layer, or copy.deepcopy the layer)")
+            if any(layer is other for other in layers[:i]):
+                raise ValueError(f"layers[{i}] ({type(layer).__name__}) appears twice in layers")
         self.layers = layers
         self.dtype = V.check_dtype(dtype)
         self.seed = seed
@@ -84,9 +104,7 @@ class Sequential:
         for i, layer in enumerate(layers):
             layer.build(self.dtype, rng)
             layer.need_input_grad = i > 0
-        # all parameters in one flat buffer, gradients in another: the optimizer updates the
-        # whole model in one kernel call (fastnn._flat); layer.params[...] are views of it
-        _flat.param_group(self.layers)
+        self._own_parameters()
         if input_shape is None and hasattr(layers[0], "in_features"):
             input_shape = (layers[0].in_features,)
         self.input_shape = tuple(input_shape) if input_shape is not None else None
@@ -98,7 +116,61 @@ class Sequential:
         self.epochs_completed = 0
         self.history = None
 
+    def _own_parameters(self):
+        """Pack every parameter into the model's flat buffers (values kept)."""
+        self._params = _flat.ParamGroup(self.layers)
+        self._params.owner = weakref.ref(self)
+
+    def __getstate__(self):  # the flat buffers are rebuilt from the copied values
+        state = self.__dict__.copy()
+        state.pop("_params", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._own_parameters()
+
     # -- shapes and configuration -------------------------------------------------------------
+    def get_config(self):
+        """The model's structure as JSON-serialisable data: ``{"layers": [{"class", "config"}],
+        "dtype", "input_shape", "seed"}`` (no weights; see :meth:`from_config`)."""
+        return {"layers": [{"class": LAYERS.name_of(type(layer)), "config": layer.get_config()}
+                           for layer in self.layers],
+                "dtype": str(self.dtype),
+                "input_shape": list(self.input_shape) if self.input_shape is not None else None,
+                "seed": self.seed if isinstance(self.seed, int) else None}
+
+    @classmethod
+    def from_config(cls, config):
+        """A new model (fresh weights) from :meth:`get_config`'s data; layer classes are looked up
+        in ``fastnn.layers.LAYERS``.
+
+        Raises
+        ------
+        ValueError
+            An unknown layer class, an invalid layer config, or no layers.
+        TypeError, KeyError
+            A malformed config.
+        """
+        layers = []
+        for i, entry in enumerate(config.get("layers") or []):
+            if not isinstance(entry, dict):
+                raise ValueError(f"layer {i} is not a {{class, config}} entry: {entry!r}")
+            layer_cls = LAYERS.get_class(entry.get("class"))
+            try:
+                layers.append(layer_cls(**(entry.get("config") or {})))
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"layer {i} config is invalid ({exc})") from None
+        if not layers:
+            raise ValueError("no layers")
+        dtype = config.get("dtype", "float32")
+        if not isinstance(dtype, str):
+            raise ValueError(f"dtype must be a string, got {dtype!r}")
+        model = cls(layers, dtype=dtype, input_shape=config.get("input_shape"))
+        if isinstance(config.get("seed"), int):
+            model.seed = config["seed"]
+        return model
+
     def output_shape(self, input_shape):
         """Per-sample output shape for a per-sample input shape.
 
@@ -490,9 +562,10 @@ class Sequential:
     # -- files --------------------------------------------------------------------------------
     def save(self, path, include_optimizer=True):
         """Save to ``path`` (.npz + JSON header, loads without pickle); see :func:`fastnn.load`."""
-        from .io import save_model
-
-        save_model(self, path, include_optimizer=include_optimizer)
+        io_mod.save_model(self, path, include_optimizer=include_optimizer)
 
     def __repr__(self):
         return "Sequential([" + ", ".join(repr(layer) for layer in self.layers) + "])"
+
+
+MODELS.register(Sequential)

@@ -10,94 +10,106 @@ optimizer slot (velocity, Adam's moments) in a third of the same layout (``fastn
 step is one kernel call over the whole model. State is still reachable per parameter, as views
 keyed ``"<layer index>.<name>"`` in ``optimizer.state``.
 """
+from __future__ import annotations
+
+from typing import Any
+
 import numpy as np
 
 from . import _flat
 from . import _optim
 from . import _validation as V
 from ._config import get_num_threads
+from ._registry import Registry, auto_register
+
+
+#: name -> optimizer class (case-insensitive); every Optimizer subclass registers itself
+OPTIMIZERS = Registry("optimizer", case_sensitive=False)
 
 
 class Optimizer:
     """Base class. ``step(layers)`` updates every layer's ``params`` from its ``grads``.
 
+    A subclass defines ``slots`` (names of its per-parameter state arrays), ``_update`` (one
+    fused kernel call over the flat buffers) and ``get_config`` (its constructor arguments); it
+    registers itself in :data:`OPTIMIZERS` under its class name when it is defined, so
+    ``compile(optimizer="name")`` and ``fastnn.load`` find it.
+
     Attributes
     ----------
     state : dict of str -> dict of str -> ndarray
         Per parameter ``"<layer index>.<name>"``, the slot arrays (views of the flat slot
-        buffers). Assigning a new array is allowed (e.g. when loading): the next step copies it
-        into the flat buffer.
+        buffers). Before the first step, arrays may be placed here (e.g. when loading); they are
+        copied into the flat buffers then. After it, assigning ``state[key][slot] = array``
+        copies into the existing slot.
     iterations : int
         Steps taken.
     """
 
     #: names of the per-parameter state arrays
-    slots = ()
+    slots: tuple[str, ...] = ()
 
-    def __init__(self, learning_rate):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        auto_register(OPTIMIZERS, cls)
+
+    def __init__(self, learning_rate: float) -> None:
         self.learning_rate = V.check_float(learning_rate, "learning_rate", minimum=0.0,
                                            min_inclusive=False)
-        self.state = {}
+        self.state: dict[str, dict[str, np.ndarray]] = {}
         self.iterations = 0
-        self._group = None
-        self._slot_views = None  # (slot buffers, list of (key, {slot: view}))
+        self._group: _flat.ParamGroup | None = None
+        self._slot_buffers: dict[str, np.ndarray] = {}
 
-    def step(self, layers):
-        """One update of every parameter of ``layers`` from its gradient (one kernel call)."""
-        group = self._group
-        if group is None or not group.matches(layers):
-            group = self._group = _flat.param_group(layers)
-            self._slot_views = None
-        slots = self._slot_buffers(group)
+    def step(self, layers) -> None:
+        """One update of every parameter of ``layers`` from its gradient (one kernel call).
+
+        ``layers`` is normally ``model.layers``, whose flat buffers the model built; other layers
+        are packed into a flat group of their own at their first step.
+        """
+        group = _flat.param_group(layers)
+        if group is not self._group:
+            self._bind(group)
         self.iterations += 1
         if group.params.size:
-            self._update(group.params, group.grads, slots, get_num_threads())
+            self._update(group.params, group.grads, self._slot_buffers, get_num_threads())
 
-    def _slot_buffers(self, group):
-        """The flat slot buffers of ``group``'s layout, rebuilt (keeping the values of
-        ``self.state``) when a state array is not one of their views."""
+    def _bind(self, group: _flat.ParamGroup) -> None:
+        """Create the flat slot buffers in ``group``'s layout, keeping the values already in
+        ``self.state`` (same key and shape), and make ``state`` hold their views."""
         names = self.active_slots()
-        cached = self._slot_views
-        if cached is not None and cached[0].keys() == set(names):
-            ok = True
-            for key, views in cached[1]:
-                st = self.state.get(key)
-                if st is None or any(st.get(s) is not views[s] for s in names):
-                    ok = False
-                    break
-            if ok:
-                return cached[0]
-        index = {id(layer): i for i, layer in enumerate(group.layers)}
-        keyed = [f"{index[id(layer)]}.{name}" for layer, name, _, _ in group.entries]
+        keys = group.keys()
         shapes = [pv.shape for _, _, pv, _ in group.entries]
-        buffers, views_by_slot = {}, {}
-        for s in names:  # same layout as group.params
-            buffers[s], views_by_slot[s] = _flat.empty_like_layout(shapes, group.params.dtype)
-            for key, view in zip(keyed, views_by_slot[s]):
+        buffers, views = {}, {}
+        for s in names:
+            buffers[s], views[s] = _flat.empty_like_layout(shapes, group.params.dtype)
+            for key, view in zip(keys, views[s]):
                 old = self.state.get(key, {}).get(s)
                 if old is not None and np.shape(old) == view.shape:
                     np.copyto(view, old, casting="same_kind")
-        per_key = []
-        for k, key in enumerate(keyed):
-            views = {s: views_by_slot[s][k] for s in names}
-            self.state.setdefault(key, {}).update(views)
-            per_key.append((key, views))
-        self._slot_views = (buffers, per_key)
-        return buffers
+        self.state = {key: _flat.ParamDict(f"{type(self).__name__}.state[{key!r}]",
+                                           {s: views[s][k] for s in names})
+                      for k, key in enumerate(keys)}
+        self._slot_buffers = buffers
+        self._group = group
 
-    def active_slots(self):
+    def active_slots(self) -> tuple[str, ...]:
         """The slot names this optimizer's settings use."""
         return self.slots
 
     def _update(self, params, grads, slots, num_threads):
         raise NotImplementedError
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
+        """JSON-serialisable constructor arguments (saved with the model)."""
         raise NotImplementedError
 
     def __getstate__(self):  # flat buffers are rebuilt after unpickling / deep copies
         state = self.__dict__.copy()
-        state["_group"] = state["_slot_views"] = None
+        state["_group"] = None
+        state["_slot_buffers"] = {}
+        state["state"] = {k: {s: np.array(a) for s, a in v.items()}
+                          for k, v in self.state.items()}
         return state
 
 
@@ -198,11 +210,9 @@ class Adam(Optimizer):
                 "eps": self.eps, "weight_decay": self.weight_decay}
 
 
-OPTIMIZERS = {"sgd": SGD, "adam": Adam}
-
-
-def get(optimizer):
-    """An Optimizer from an instance or a name (``"sgd"``, ``"adam"``, with default settings).
+def get(optimizer: Any) -> Optimizer:
+    """An Optimizer from an instance or a registered name (``"sgd"``, ``"adam"``, any case,
+    with default settings).
 
     Raises
     ------
@@ -211,7 +221,7 @@ def get(optimizer):
     """
     if isinstance(optimizer, Optimizer):
         return optimizer
-    if isinstance(optimizer, str) and optimizer.lower() in OPTIMIZERS:
-        return OPTIMIZERS[optimizer.lower()]()
+    if isinstance(optimizer, str) and optimizer in OPTIMIZERS:
+        return OPTIMIZERS[optimizer]()
     raise ValueError(f"unknown optimizer {optimizer!r}; use an Optimizer or one of "
                      f"{sorted(OPTIMIZERS)}")

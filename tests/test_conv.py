@@ -362,9 +362,10 @@ def test_backward_errors():
 
 def test_bad_parameter_arrays_are_refused_not_crashing():
     layer = make_conv(2, 3, 3)
-    layer.params["weight"] = np.zeros((3, 3, 2, 4))
-    with pytest.raises(ValueError, match="weight"):
-        layer.forward(np.zeros((1, 5, 5, 2)))
+    with pytest.raises(ValueError, match=r"Conv2D.weight must have shape \(3, 3, 2, 3\)"):
+        layer.params["weight"] = np.zeros((3, 3, 2, 4))
+    Y = layer.forward(np.zeros((1, 5, 5, 2)))  # the layer still works
+    assert Y.shape == (1, 3, 3, 3)
     layer = make_conv(2, 3, 3)
     layer.params["weight"] = np.asfortranarray(layer.params["weight"])
     Y = layer.forward(np.ones((1, 5, 5, 2)))  # copied to C order, still correct

@@ -31,7 +31,7 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, event, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from fastnn import _activations, _conv, _dense, _optim, _softmax_ce  # noqa: E402
+from fastnn import _activations, _conv, _dense, _optim, _losses  # noqa: E402
 from fastnn.layers import AvgPool2D, Conv2D, Dense, MaxPool2D  # noqa: E402
 
 CLEAN = (ValueError, TypeError, BufferError, OverflowError)
@@ -606,7 +606,7 @@ def test_softmax_cross_entropy(data):
         close(after[2], after[4] * (P - onehot), d, "dlogits")
         np.testing.assert_allclose(result, rows.sum() * after[4], rtol=1e-5)
 
-    check_call(_softmax_ce.softmax_cross_entropy, args, guards, broken, reference)
+    check_call(_losses.softmax_cross_entropy, args, guards, broken, reference)
 
 
 @FUZZ
@@ -626,7 +626,7 @@ def test_softmax(data):
         if N:
             close(after[1], softmax_ref(before[0]), dtype_of(before[0], after[1]), "prob")
 
-    check_call(_softmax_ce.softmax, args, guards, broken, reference)
+    check_call(_losses.softmax, args, guards, broken, reference)
 
 
 BLOCK = 4096
@@ -663,7 +663,7 @@ def test_sigmoid_binary_cross_entropy(data):
         np.testing.assert_allclose(result, loss.sum() * after[4], rtol=1e-6, atol=1e-9)
         close(after[2], after[4] * (1 / (1 + np.exp(-z)) - y), d, "dlogits")
 
-    check_call(_softmax_ce.sigmoid_binary_cross_entropy, args, guards, broken, reference)
+    check_call(_losses.sigmoid_binary_cross_entropy, args, guards, broken, reference)
 
 
 @FUZZ
@@ -684,7 +684,7 @@ def test_mean_squared_error(data):
         np.testing.assert_allclose(result, ((p - t) ** 2).sum() * after[4], rtol=1e-9, atol=1e-9)
         close(after[2], 2 * after[4] * (p - t), d, "dpred")
 
-    check_call(_softmax_ce.mean_squared_error, args, guards, broken, reference)
+    check_call(_losses.mean_squared_error, args, guards, broken, reference)
 
 
 # ---- optimizers -------------------------------------------------------------------------------
@@ -1241,8 +1241,8 @@ def test_layer_forward_backward(data):
 @FUZZ
 @given(st.data())
 def test_layer_with_replaced_parameters(data):
-    """A user may replace ``layer.params[...]``: wrong shape, dtype or layout is refused or used
-    correctly, never misread."""
+    """A user may assign ``layer.params[...]``: a wrong shape is refused with a ValueError naming
+    the parameter; another dtype or layout is copied into the layer's array, never misread."""
     rng = rng_from(data)
     dt = np.dtype(data.draw(st.sampled_from(FLOATS)))
     kind = data.draw(st.sampled_from(["dense", "conv"]))
@@ -1268,7 +1268,12 @@ def test_layer_with_replaced_parameters(data):
         new = rand_values(rng, tuple(s), dt)
     else:
         new = good.tolist()
-    getattr(layer, which)[key] = new
+    if how == "shape":  # refused at the assignment, naming the parameter
+        with pytest.raises(ValueError, match=f"{type(layer).__name__}.{key} must have shape"):
+            getattr(layer, which)[key] = new
+        return
+    getattr(layer, which)[key] = new  # anything else is copied into the layer's own array
+    assert getattr(layer, which)[key] is good
     X = rand_values(rng, (3,) + per_sample, dt)
     try:
         A = layer.forward(X).copy()

@@ -143,7 +143,7 @@ def test_binary_model_round_trip(tmp_path):
 def test_file_is_plain_npz_with_json_header_and_checksums(tmp_path):
     m, path = trained(tmp_path)
     header, arrays = read_npz(path)  # readable with allow_pickle=False
-    assert header["format"] == "fastnn-model" and header["format_version"] == 1
+    assert header["format"] == "fastnn-model" and header["format_version"] == 2
     assert set(header["arrays"]) == set(arrays)
     for key, spec in header["arrays"].items():
         assert spec["shape"] == list(arrays[key].shape)
@@ -277,7 +277,7 @@ def test_unknown_layer_class_or_bad_config_raises(tmp_path):
     header, arrays = read_npz(path)
     header["layers"][1]["class"] = "Dropout"
     write_npz(tmp_path / "bad.npz", header, arrays)
-    with pytest.raises(ValueError, match="unknown class"):
+    with pytest.raises(ValueError, match="unknown layer .Dropout."):
         fastnn.load(tmp_path / "bad.npz")
     header, arrays = read_npz(path)
     header["layers"][0]["config"]["activation"] = "swish"
@@ -374,3 +374,72 @@ def test_interrupted_save_keeps_the_old_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert path.read_bytes() == old_bytes
     assert sorted(os.listdir(tmp_path)) == ["model.npz"]
+
+
+# -- registries: a user's own classes round-trip; version-1 files still load ---------------------
+class ScaledMSE(fastnn.losses.Loss):
+    """A user's loss with a constructor argument: ``scale * mean((output - target)^2)``."""
+
+    def __init__(self, scale=1.0):
+        super().__init__()
+        self.scale = float(scale)
+
+    def get_config(self):
+        return {"scale": self.scale}
+
+    def prepare_target(self, target, output_shape):
+        return np.asarray(target, dtype=np.float64).reshape(output_shape)
+
+    def forward(self, output, target, prepared=False):
+        z = self.check_output(output)
+        t = target if prepared else self.prepare_target(target, z.shape)
+        d = z - t
+        self._grad = (2.0 * self.scale / d.size * d).astype(z.dtype)
+        return float(self.scale * np.mean(d.astype(np.float64) ** 2))
+
+
+def test_user_loss_subclass_saves_and_loads_with_its_config(tmp_path):
+    assert fastnn.losses.LOSSES["ScaledMSE"] is ScaledMSE  # registered by subclassing
+    rng = np.random.default_rng(3)
+    X, Y = rng.standard_normal((32, 5)), rng.standard_normal((32, 2))
+    m = Sequential([Dense(5, 8, activation="tanh"), Dense(8, 2)], seed=1)
+    m.compile(SGD(0.05), ScaledMSE(scale=2.5))
+    m.fit(X, Y, epochs=2, batch_size=8, verbose=0)
+    m.save(tmp_path / "user.npz")
+    header, _ = read_npz(tmp_path / "user.npz")
+    assert header["loss"] == {"class": "ScaledMSE", "config": {"scale": 2.5}}
+    back = fastnn.load(tmp_path / "user.npz")
+    assert type(back.loss) is ScaledMSE and back.loss.scale == 2.5
+    assert back.evaluate(X, Y)["loss"] == m.evaluate(X, Y)["loss"]
+
+
+def test_unregistered_loss_is_refused_with_its_name(tmp_path):
+    _, path = trained(tmp_path)
+    header, arrays = read_npz(path)
+    header["loss"] = {"class": "NotImportedLoss", "config": {}}
+    write_npz(tmp_path / "bad.npz", header, arrays)
+    with pytest.raises(ValueError, match="unknown loss 'NotImportedLoss'"):
+        fastnn.load(tmp_path / "bad.npz")
+
+
+def test_format_version_1_file_with_loss_name_loads(tmp_path):
+    m, path = trained(tmp_path)
+    header, arrays = read_npz(path)
+    header["format_version"] = 1
+    header["loss"] = "SoftmaxCrossEntropy"  # version 1 saved the class name only
+    del header["model"]
+    write_npz(tmp_path / "v1.npz", header, arrays)
+    back = fastnn.load(tmp_path / "v1.npz")
+    assert isinstance(back.loss, SoftmaxCrossEntropy)
+    X, y = data()
+    np.testing.assert_array_equal(back.predict(X), m.predict(X))
+
+
+def test_io_does_not_import_the_model_module():
+    import ast
+
+    tree = ast.parse(pathlib.Path(fio.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert "model" not in imported and ".model" not in imported
+    assert all("model" != (node.module or "") for node in ast.walk(tree)
+               if isinstance(node, ast.ImportFrom))

@@ -515,3 +515,64 @@ def test_softmax_regression_separable_blobs():
     m2 = Sequential([Dense(5, 4)], seed=0).compile(Adam(0.05), SoftmaxCrossEntropy())
     m2.fit(X, np.eye(4)[y], epochs=20, batch_size=32, verbose=0)
     assert same_weights(m, flat_weights(m2))
+
+
+# -- the model owns its parameters (one flat buffer; arrays change in place only) ----------------
+def test_parameters_are_views_of_the_models_flat_buffer_and_change_in_place():
+    m = Sequential([Dense(4, 3, activation="relu"), Dense(3, 2)], seed=0)
+    flat = m._params.params
+    for layer in m.layers:
+        for p in layer.params.values():
+            assert np.shares_memory(p, flat)
+    w = m.layers[0].params["weight"]
+    new = np.asfortranarray(np.arange(12, dtype=np.float64).reshape(4, 3))
+    m.layers[0].params["weight"] = new  # float64, Fortran order: copied into the view
+    assert m.layers[0].params["weight"] is w and w.dtype == np.float32 and w.flags.c_contiguous
+    np.testing.assert_array_equal(w, new.astype(np.float32))
+    m.set_weights(m.get_weights())
+    assert m.layers[0].params["weight"] is w
+
+
+@pytest.mark.parametrize("bad, err, match", [
+    (np.zeros((3, 4)), ValueError, r"Dense.weight must have shape \(4, 3\), got \(3, 4\)"),
+    (np.array([["a"] * 3] * 4), TypeError, "real numeric"),
+])
+def test_assigning_a_bad_parameter_array_names_the_parameter(bad, err, match):
+    m = Sequential([Dense(4, 3)], seed=0)
+    with pytest.raises(err, match=match):
+        m.layers[0].params["weight"] = bad
+    with pytest.raises(KeyError, match="no parameter 'kernel'"):
+        m.layers[0].params["kernel"] = np.zeros((4, 3))
+    with pytest.raises(TypeError, match="in place only"):
+        del m.layers[0].params["weight"]
+
+
+def test_a_layer_cannot_belong_to_two_models():
+    shared = Dense(4, 3)
+    first = Sequential([shared], seed=0)
+    before = first.get_weights()
+    with pytest.raises(ValueError, match="already belongs to another model"):
+        Sequential([shared, Dense(3, 2)], seed=1)
+    np.testing.assert_array_equal(first.get_weights()[0]["weight"], before[0]["weight"])
+    with pytest.raises(ValueError, match="appears twice"):
+        Sequential([Dense(3, 3), *([Dense(3, 3)] * 2)])
+
+
+def test_deep_copy_owns_new_buffers_and_trains_independently():
+    import copy
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((16, 4)), rng.integers(0, 2, 16)
+    m = Sequential([Dense(4, 5, activation="tanh"), Dense(5, 2)], seed=0)
+    m.compile(Adam(1e-2), SoftmaxCrossEntropy())
+    m.train_on_batch(X, y)
+    c = copy.deepcopy(m)
+    assert not np.shares_memory(c._params.params, m._params.params)
+    for layer in c.layers:
+        for p in layer.params.values():
+            assert np.shares_memory(p, c._params.params)
+    c.train_on_batch(X, y)
+    m.train_on_batch(X, y)
+    for a, b in zip(c.get_weights(), m.get_weights()):
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k])  # same state, same step

@@ -1,15 +1,11 @@
-"""fastnn layers. ``LAYERS`` maps class names to classes (used by ``fastnn.load``)."""
+"""fastnn layers. ``LAYERS`` maps class names to classes (every Layer subclass registers itself
+there when it is defined; ``fastnn.load`` rebuilds layers through it)."""
 from .activation import Activation
-from .base import Layer
+from .base import LAYERS, Layer, ParamDict, ParamLayer
+from .conv import Conv2D
 from .dense import Dense
+from .flatten import Flatten
+from .pooling import AvgPool2D, MaxPool2D
 
-LAYERS = {"Dense": Dense, "Activation": Activation}
-
-from .conv import Conv2D  # noqa: E402
-from .flatten import Flatten  # noqa: E402
-from .pooling import AvgPool2D, MaxPool2D  # noqa: E402
-
-LAYERS.update({"Conv2D": Conv2D, "MaxPool2D": MaxPool2D, "AvgPool2D": AvgPool2D,
-               "Flatten": Flatten})
-
-__all__ = ["Layer", "Dense", "Activation"] + [k for k in LAYERS if k not in ("Dense", "Activation")]
+__all__ = ["LAYERS", "Layer", "ParamLayer", "ParamDict", "Dense", "Activation", "Conv2D",
+           "MaxPool2D", "AvgPool2D", "Flatten"]

@@ -1,7 +1,7 @@
 """Activation as a layer of its own (elementwise kernels of ``src_cython/activations.pyx``)."""
 import numpy as np
 
-from .. import _activations, _softmax_ce
+from .. import _activations, _losses
 from .. import activations as act
 from .._config import get_num_threads
 from .base import Layer
@@ -34,7 +34,7 @@ class Activation(Layer):
 
     def get_config(self):
         cfg = {"name": self.activation}
-        if self.activation == "leaky_relu":
+        if act.ACTIVATIONS[self.activation].has_alpha:
             cfg["alpha"] = self.alpha
         return cfg
 
@@ -50,7 +50,7 @@ class Activation(Layer):
         A = self._buffer("A", X.shape)
         nt = get_num_threads()
         if self._kind < 0:
-            _softmax_ce.softmax(X, A, nt)
+            _losses.softmax(X, A, nt)
         else:
             np.copyto(A, X)
             _activations.forward_inplace(A.reshape(-1), self._kind, self.alpha, nt)
@@ -72,10 +72,7 @@ class Activation(Layer):
         dA = self._check_grad(grad_output, None if A is None else A.shape)
         dX = self._buffer("dX", A.shape)
         if self._kind < 0:
-            np.multiply(dA, A, out=dX)
-            s = dX.sum(axis=1, keepdims=True)
-            np.subtract(dA, s, out=dX)
-            np.multiply(dX, A, out=dX)
+            act.softmax_backward(A, dA, dX)
         else:
             _activations.backward(A.reshape(-1), dA.reshape(-1), dX.reshape(-1), self._kind,
                                   self.alpha, get_num_threads())

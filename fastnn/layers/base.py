@@ -1,7 +1,19 @@
-"""The Layer interface every fastnn layer follows."""
+"""The Layer interface every fastnn layer follows, the base of the layers with parameters, and the
+layer registry (``LAYERS``) that ``fastnn.load`` rebuilds layers through."""
+from __future__ import annotations
+
+from typing import Any
+
 import numpy as np
 
 from .. import _validation as V
+from .. import activations as act
+from .. import init as initializers
+from .._flat import ParamDict
+from .._registry import Registry, auto_register
+
+#: class name -> layer class; every Layer subclass registers itself when it is defined
+LAYERS = Registry("layer")
 
 
 class Layer:
@@ -26,11 +38,32 @@ class Layer:
     #: whether backward must compute the gradient with respect to the input
     need_input_grad = True
 
-    def __init__(self):
-        self.params = {}
-        self.grads = {}
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        auto_register(LAYERS, cls)
+
+    def __init__(self) -> None:
+        self._params = ParamDict(type(self).__name__)
+        self._grads = ParamDict(type(self).__name__)
         self.dtype = None
         self.built = False
+
+    @property
+    def params(self) -> ParamDict:
+        """Trainable arrays by name; assigning to an entry copies into it (:class:`ParamDict`)."""
+        return self._params
+
+    @property
+    def grads(self) -> ParamDict:
+        """Gradients of the last ``backward``, same names and shapes as ``params``."""
+        return self._grads
+
+    def _set_params(self, params: dict[str, np.ndarray]) -> None:
+        """Install freshly created parameters (in ``build``) and zeroed gradients of their shape."""
+        name = type(self).__name__
+        self._params = ParamDict(name, {k: np.ascontiguousarray(v, dtype=self.dtype)
+                                        for k, v in params.items()})
+        self._grads = ParamDict(name, {k: np.zeros_like(v) for k, v in self._params.items()})
 
     # -- construction -------------------------------------------------------------------------
     def build(self, dtype=np.float32, rng=None):
@@ -111,7 +144,7 @@ class Layer:
             grad_output = grad_output.copy()
         return grad_output
 
-    def __getstate__(self):  # the flat parameter group (fastnn._flat) is rebuilt when needed
+    def __getstate__(self):  # the flat parameter group (fastnn._flat) is rebuilt by its owner
         state = self.__dict__.copy()
         state.pop("_param_group", None)
         return state
@@ -119,3 +152,120 @@ class Layer:
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
+
+
+class ParamLayer(Layer):
+    """Base of the layers with a ``weight``, a ``bias`` and a fused activation (Dense, Conv2D).
+
+    It resolves the activation and the initialisers, creates the parameters in :meth:`build`
+    from :meth:`param_shapes` and :meth:`fans`, writes :meth:`get_config`, and does the common
+    start of ``backward`` (:meth:`_begin_backward`). A subclass gives its own size arguments
+    (:meth:`_size_config`), the shapes, and the forward/backward kernel calls.
+
+    Parameters
+    ----------
+    activation : str or None
+        A name of :mod:`fastnn.activations` (``None``: identity).
+    weight_init : str or callable, optional
+        Default from the activation (He normal for the ReLU family, Glorot uniform otherwise).
+    bias_init : str or callable
+    alpha : float
+        Negative slope of leaky ReLU.
+
+    Raises
+    ------
+    ValueError
+        Unknown activation or initialiser name; softmax where the layer does not allow it.
+    """
+
+    _abstract = True
+    #: whether ``activation="softmax"`` (a row operation over a 2-D output) is allowed
+    allow_softmax = True
+
+    def __init__(self, activation: str | None = None, weight_init: Any = None,
+                 bias_init: Any = "zeros", alpha: float = 0.01) -> None:
+        super().__init__()
+        self.activation, self._kind, self.alpha = act.resolve(activation, alpha)
+        if self._kind < 0 and not self.allow_softmax:
+            raise ValueError(f"{type(self).__name__} does not take activation='softmax'; flatten "
+                             f"and use a Dense layer (or the loss) for it")
+        self.weight_init = (weight_init if weight_init is not None
+                            else act.default_init(self.activation))
+        self.bias_init = bias_init
+        initializers.get(self.weight_init)
+        initializers.get(self.bias_init)
+        self._X: np.ndarray | None = None
+        self._A: np.ndarray | None = None
+
+    # -- what a subclass defines --------------------------------------------------------------
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """``{"weight": shape, "bias": shape}``."""
+        raise NotImplementedError
+
+    def fans(self) -> tuple[int, int]:
+        """``(fan_in, fan_out)`` for the initialisers."""
+        raise NotImplementedError
+
+    def _size_config(self) -> dict[str, Any]:
+        """The constructor's size arguments (the first entries of ``get_config``)."""
+        raise NotImplementedError
+
+    # -- shared -------------------------------------------------------------------------------
+    def build(self, dtype=np.float32, rng=None):
+        """Create ``weight`` and ``bias`` in ``dtype`` from ``rng`` (a ``numpy.random.Generator``;
+        a fresh unseeded one if None) with the layer's initialisers."""
+        super().build(dtype, rng)
+        rng = rng if rng is not None else np.random.default_rng()
+        shapes = self.param_shapes()
+        fan_in, fan_out = self.fans()
+        self._set_params({
+            "weight": initializers.initialize(self.weight_init, shapes["weight"], fan_in, fan_out,
+                                              rng, self.dtype),
+            "bias": initializers.initialize(self.bias_init, shapes["bias"], fan_in, fan_out, rng,
+                                            self.dtype, what="bias"),
+        })
+        return self
+
+    @property
+    def weight(self) -> np.ndarray:
+        """The weight array (shape as the subclass documents), the layer's dtype."""
+        return self.params["weight"]
+
+    @property
+    def bias(self) -> np.ndarray:
+        """The bias, one entry per output feature or channel, the layer's dtype."""
+        return self.params["bias"]
+
+    def get_config(self) -> dict[str, Any]:
+        cfg = self._size_config()
+        cfg.update({
+            "activation": None if self.activation == "identity" else self.activation,
+            "weight_init": self.weight_init if isinstance(self.weight_init, str) else None,
+            "bias_init": self.bias_init if isinstance(self.bias_init, str) else "zeros"})
+        if act.ACTIVATIONS[self.activation].has_alpha:
+            cfg["alpha"] = self.alpha
+        return cfg
+
+    def _begin_backward(self, grad_output):
+        """The common start of ``backward``: check that forward ran and ``grad_output`` fits, then
+        the buffers. Returns ``(X, A, dA, dZ, dX, kind)``: the last input and output, the gradient
+        with respect to the output (for softmax already the gradient with respect to the logits,
+        with ``kind`` identity), the ``dZ`` buffer (``dA`` itself for the identity), and the
+        ``dX`` buffer (``None`` when ``need_input_grad`` is False).
+
+        Raises
+        ------
+        RuntimeError
+            If called before ``forward``.
+        ValueError
+            If ``grad_output`` does not have the shape of the last output.
+        """
+        X, A = self._X, self._A
+        dA = self._check_grad(grad_output, None if A is None else A.shape)
+        kind = self._kind
+        if kind < 0:
+            dA = act.softmax_backward(A, dA, self._buffer("dZ", A.shape))
+            kind = act.IDENTITY
+        dZ = dA if kind == act.IDENTITY else self._buffer("dZ", A.shape)
+        dX = self._buffer("dX", X.shape) if self.need_input_grad else None
+        return X, A, dA, dZ, dX, kind

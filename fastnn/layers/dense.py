@@ -1,15 +1,18 @@
 """Dense (fully connected) layer on the fused Cython kernels of ``src_cython/dense.pyx``."""
+from __future__ import annotations
+
+from typing import Any
+
 import numpy as np
 
-from .. import _dense, _softmax_ce
+from .. import _dense, _losses
 from .. import _validation as V
 from .. import activations as act
-from .. import init as initializers
 from .._config import get_num_threads
-from .base import Layer
+from .base import ParamLayer
 
 
-class Dense(Layer):
+class Dense(ParamLayer):
     """Fully connected layer: ``Y = g(X @ weight + bias)``.
 
     Parameters
@@ -52,43 +55,20 @@ class Dense(Layer):
     AISTATS 2010 (otherwise).
     """
 
-    def __init__(self, in_features, out_features, activation=None, weight_init=None,
-                 bias_init="zeros", alpha=0.01):
-        super().__init__()
+    def __init__(self, in_features: int, out_features: int, activation: str | None = None,
+                 weight_init: Any = None, bias_init: Any = "zeros", alpha: float = 0.01) -> None:
         self.in_features = V.check_int(in_features, "in_features", minimum=1)
         self.out_features = V.check_int(out_features, "out_features", minimum=1)
-        self.activation, self._kind, self.alpha = act.resolve(activation, alpha)
-        self.weight_init = weight_init if weight_init is not None else initializers.default_for(
-            self.activation)
-        self.bias_init = bias_init
-        initializers.get(self.weight_init)
-        initializers.get(self.bias_init)
-        self._X = None
-        self._A = None
+        super().__init__(activation, weight_init, bias_init, alpha)
 
-    def build(self, dtype=np.float32, rng=None):
-        super().build(dtype, rng)
-        rng = rng if rng is not None else np.random.default_rng()
-        shape = (self.in_features, self.out_features)
-        self.params = {
-            "weight": initializers.initialize(self.weight_init, shape, self.in_features,
-                                              self.out_features, rng, self.dtype),
-            "bias": initializers.initialize(self.bias_init, (self.out_features,),
-                                            self.in_features, self.out_features, rng, self.dtype,
-                                            what="bias"),
-        }
-        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
-        return self
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"weight": (self.in_features, self.out_features), "bias": (self.out_features,)}
 
-    @property
-    def weight(self):
-        """``(in_features, out_features)`` array, the layer's dtype."""
-        return self.params["weight"]
+    def fans(self) -> tuple[int, int]:
+        return self.in_features, self.out_features
 
-    @property
-    def bias(self):
-        """``(out_features,)`` array, the layer's dtype."""
-        return self.params["bias"]
+    def _size_config(self) -> dict[str, Any]:
+        return {"in_features": self.in_features, "out_features": self.out_features}
 
     def output_shape(self, input_shape):
         if tuple(input_shape) != (self.in_features,):
@@ -96,15 +76,6 @@ class Dense(Layer):
                              f"shape (N, {self.in_features}), got (N, "
                              f"{', '.join(map(str, input_shape))})")
         return (self.out_features,)
-
-    def get_config(self):
-        cfg = {"in_features": self.in_features, "out_features": self.out_features,
-               "activation": None if self.activation == "identity" else self.activation,
-               "weight_init": self.weight_init if isinstance(self.weight_init, str) else None,
-               "bias_init": self.bias_init if isinstance(self.bias_init, str) else "zeros"}
-        if self.activation == "leaky_relu":
-            cfg["alpha"] = self.alpha
-        return cfg
 
     def forward(self, X, training=True):
         """Compute ``g(X @ weight + bias)``; see the class docstring for shapes."""
@@ -117,8 +88,8 @@ class Dense(Layer):
             _dense.forward(X, W, b, A, self._kind, self.alpha, nt)
         else:  # softmax: logits, then a row softmax
             Z = self._buffer("Z", (N, self.out_features))
-            _dense.forward(X, W, b, Z, 0, 0.0, nt)
-            _softmax_ce.softmax(Z, A, nt)
+            _dense.forward(X, W, b, Z, act.IDENTITY, 0.0, nt)
+            _losses.softmax(Z, A, nt)
         self._X, self._A = X, A
         return A
 
@@ -133,19 +104,7 @@ class Dense(Layer):
         ValueError
             If ``grad_output`` does not have the shape of the last output.
         """
-        X, A = self._X, self._A
-        dA = self._check_grad(grad_output, None if A is None else A.shape)
-        N = X.shape[0]
-        kind = self._kind
-        if kind < 0:  # softmax Jacobian-vector product: dZ = A * (dA - sum(dA * A))
-            dZ = self._buffer("dZ", A.shape)
-            np.multiply(dA, A, out=dZ)
-            s = dZ.sum(axis=1, keepdims=True)
-            np.subtract(dA, s, out=dZ)
-            np.multiply(dZ, A, out=dZ)
-            dA, kind = dZ, 0
-        dZ = dA if kind == 0 else self._buffer("dZ", A.shape)
-        dX = self._buffer("dX", (N, self.in_features)) if self.need_input_grad else None
+        X, A, dA, dZ, dX, kind = self._begin_backward(grad_output)
         _dense.backward(X, self.params["weight"], A, dA, dZ, self.grads["weight"],
                         self.grads["bias"], dX, kind, self.alpha, get_num_threads())
         return dX

@@ -4,7 +4,7 @@ import numpy as np
 from .. import _conv
 from .._config import get_num_threads
 from .base import Layer
-from .conv import _check_image_shape, _conv_out, _pair
+from ._geometry import check_image_shape, conv_out, pair
 
 
 class _Pool2D(Layer):
@@ -12,8 +12,8 @@ class _Pool2D(Layer):
 
     def __init__(self, kernel_size, stride=None):
         super().__init__()
-        self.kernel_size = _pair(kernel_size, "kernel_size", 1)
-        self.stride = self.kernel_size if stride is None else _pair(stride, "stride", 1)
+        self.kernel_size = pair(kernel_size, "kernel_size", 1)
+        self.stride = self.kernel_size if stride is None else pair(stride, "stride", 1)
         self._in_shape = None
         self._out_shape = None
 
@@ -21,14 +21,14 @@ class _Pool2D(Layer):
         return f"{type(self).__name__}(kernel_size={self.kernel_size}, stride={self.stride})"
 
     def output_shape(self, input_shape):
-        H, W, C = _check_image_shape(self._name(), input_shape, None)
+        H, W, C = check_image_shape(self._name(), input_shape, None)
         (kh, kw), (sh, sw) = self.kernel_size, self.stride
         if H < kh or W < kw:
             raise ValueError(f"{self._name()}: window ({kh}, {kw}) is larger than the input "
                              f"({H}, {W})")
         if H * W >= 2 ** 31 - 1:
             raise ValueError(f"{self._name()}: input of {H}x{W} positions is too large")
-        return (_conv_out(H, kh, sh, 0), _conv_out(W, kw, sw, 0), C)
+        return (conv_out(H, kh, sh, 0), conv_out(W, kw, sw, 0), C)
 
     def get_config(self):
         return {"kernel_size": list(self.kernel_size), "stride": list(self.stride)}
