@@ -6,27 +6,34 @@ Quick start::
     model = Sequential([Dense(784, 256, activation="relu"), Dense(256, 10)], seed=0)
     model.compile(optimizer=Adam(1e-3), loss=SoftmaxCrossEntropy())
     model.fit(X, y, epochs=5, batch_size=64)
+
+Every layer, loss and optimizer class is exported here from its registry
+(``fastnn.layers.LAYERS``, ``fastnn.losses.LOSSES``, ``fastnn.optimizers.OPTIMIZERS``), so a new one
+is defined in its own module only; schedules are in ``fastnn.schedules``.
 """
 __version__ = "0.1.0"
 
 from ._config import get_num_threads, set_num_threads, show_config  # noqa: E402
-from . import datasets  # noqa: E402,F401
-from .callbacks import Callback, EarlyStopping, History, ModelCheckpoint, TerminateOnNaN  # noqa: E402
+from . import datasets, schedules  # noqa: E402
+from .callbacks import (Callback, EarlyStopping, History, LearningRateScheduler,  # noqa: E402
+                        ModelCheckpoint, TerminateOnNaN)
 from .gradcheck import gradient_check  # noqa: E402
 from .io import load  # noqa: E402
-from .layers import LAYERS, Activation, Dense, Layer  # noqa: E402
-from .losses import BinaryCrossEntropy, MeanSquaredError, SoftmaxCrossEntropy  # noqa: E402
+from .layers import LAYERS, Layer  # noqa: E402
+from .losses import LOSSES, Loss  # noqa: E402
 from .model import Sequential  # noqa: E402
-from .optimizers import SGD, Adam  # noqa: E402
+from .optimizers import OPTIMIZERS, Optimizer  # noqa: E402
 from .profiler import format_profile, profile  # noqa: E402
 
-globals().update({k: v for k, v in LAYERS.items()})
+_REGISTERED = {cls.__name__: cls for registry in (LAYERS, LOSSES, OPTIMIZERS)
+               for cls in registry.values() if cls.__module__.startswith("fastnn.")}
+globals().update(_REGISTERED)
 one_hot = datasets.one_hot
 minibatches = datasets.minibatches
 
 __all__ = [
-    "Sequential", "Layer", "Dense", "Activation", "SoftmaxCrossEntropy", "BinaryCrossEntropy",
-    "MeanSquaredError", "SGD", "Adam", "Callback", "History", "EarlyStopping", "ModelCheckpoint", "TerminateOnNaN",
-    "gradient_check", "load", "one_hot", "minibatches", "datasets", "set_num_threads",
-    "get_num_threads", "show_config", "profile", "format_profile",
-] + [k for k in LAYERS if k not in ("Dense", "Activation")]
+    "Sequential", "Layer", "Loss", "Optimizer", "Callback", "History", "EarlyStopping",
+    "ModelCheckpoint", "TerminateOnNaN", "LearningRateScheduler", "gradient_check", "load",
+    "one_hot", "minibatches", "datasets", "schedules", "set_num_threads", "get_num_threads",
+    "show_config", "profile", "format_profile",
+] + sorted(_REGISTERED)

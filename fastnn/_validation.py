@@ -156,8 +156,3 @@ def check_labels(y, name, n_samples, num_classes):
         if lo < 0 or hi >= num_classes:
             raise ValueError(f"{name} must be in [0, {num_classes}), got values in [{lo}, {hi}]")
     return a
-
-
-def check_same_length(n_x, y, name="y"):
-    if len(y) != n_x:
-        raise ValueError(f"{name} has {len(y)} samples but X has {n_x}")

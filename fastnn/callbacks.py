@@ -1,4 +1,5 @@
-"""Training callbacks (Keras conventions): History, EarlyStopping, TerminateOnNaN."""
+"""Training callbacks (Keras conventions): History, EarlyStopping, TerminateOnNaN,
+ModelCheckpoint, LearningRateScheduler."""
 import numpy as np
 
 
@@ -130,3 +131,28 @@ class ModelCheckpoint(Callback):
             self.best = value
         self.model.epochs_completed = epoch + 1
         self.model.save(str(self.path).format(epoch=epoch + 1))
+
+
+class LearningRateScheduler(Callback):
+    """Set the optimizer's learning rate from a schedule at the end of each epoch, for the next
+    one: after epoch ``e`` (0-based) it is ``schedule(e + 1)``; epoch 0 uses the optimizer's own
+    rate (Keras' ``LearningRateScheduler``, which sets it at each epoch's start).
+
+    Parameters
+    ----------
+    schedule : callable
+        ``schedule(epoch) -> float``, e.g. :class:`fastnn.schedules.CosineDecay`.
+
+    Raises
+    ------
+    TypeError
+        If ``schedule`` is not callable.
+    """
+
+    def __init__(self, schedule):
+        if not callable(schedule):
+            raise TypeError(f"schedule must be callable, got {type(schedule).__name__}")
+        self.schedule = schedule
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.optimizer.learning_rate = float(self.schedule(epoch + 1))

@@ -116,7 +116,7 @@ def build_parser(prog=None):
                        help="passes over the training set (default: %(default)s)")
     train.add_argument("--batch-size", type=_positive_int, default=64, metavar="N",
                        help="samples per optimisation step (default: %(default)s)")
-    train.add_argument("--optimizer", choices=("sgd", "adam"), default="adam",
+    train.add_argument("--optimizer", choices=_optimizer_names(), default="adam",
                        help="default: %(default)s")
     train.add_argument("--learning-rate", type=_positive_float, default=None, metavar="LR",
                        help="default: 1e-3 for adam, 0.05 for sgd (momentum 0.9)")
@@ -167,7 +167,7 @@ def build_parser(prog=None):
     prof.add_argument("--dtype", choices=("float32", "float64"), default=None,
                       help="dtype of the built model (default: float32; a --model-file keeps "
                            "its own)")
-    prof.add_argument("--optimizer", choices=("sgd", "adam"), default="adam",
+    prof.add_argument("--optimizer", choices=_optimizer_names(), default="adam",
                       help="default: %(default)s")
     prof.add_argument("--learning-rate", type=_positive_float, default=None, metavar="LR",
                       help="default: 1e-3 for adam, 0.05 for sgd (momentum 0.9); 1e-4 for dqn")
@@ -201,37 +201,13 @@ def _load_data(flatten, dtype, data_dir):
         raise CLIError(str(exc)) from None
 
 
-def build_mlp(dtype="float32", seed=0):
-    """The command line's MLP: Dense 784-256 ReLU, 256-128 ReLU, 128-10 (logits)."""
-    from .layers import Dense
-    from .model import Sequential
-
-    a, b, c, d = MLP_SIZES
-    return Sequential([Dense(a, b, activation="relu"), Dense(b, c, activation="relu"),
-                       Dense(c, d)], dtype=dtype, seed=seed)
-
-
-def build_cnn(dtype="float32", seed=0):
-    """``fastnn.models.small_cnn``."""
-    from .models import small_cnn
-
-    return small_cnn(dtype=dtype, seed=seed)
-
-
-def build_dqn(dtype="float32", seed=0):
-    """``fastnn.models.dqn`` with :data:`DQN_ACTIONS` actions."""
-    from .models import dqn
-
-    return dqn(DQN_ACTIONS, dtype=dtype, seed=seed)
-
-
 def build_model(name, dtype="float32", seed=0):
     """The network ``--model name`` of ``train`` and ``profile`` builds.
 
     Parameters
     ----------
     name : {"mlp", "cnn", "dqn"}
-        :func:`build_mlp`, :func:`build_cnn` or :func:`build_dqn`.
+        ``fastnn.models.mlp`` (784-256-128-10), ``small_cnn`` or ``dqn`` (:data:`DQN_ACTIONS`).
     dtype : {"float32", "float64"}, default="float32"
     seed : int, default=0
         Seed of the initial weights.
@@ -249,89 +225,45 @@ def build_model(name, dtype="float32", seed=0):
     ValueError
         If ``name`` is unknown.
     """
-    builders = {"mlp": build_mlp, "cnn": build_cnn, "dqn": build_dqn}
+    from . import models
+
+    builders = {"mlp": lambda **kw: models.mlp(MLP_SIZES, **kw), "cnn": models.small_cnn,
+                "dqn": lambda **kw: models.dqn(DQN_ACTIONS, **kw)}
     if name not in builders:
         raise ValueError(f"unknown model {name!r}; expected one of {sorted(builders)}")
     return builders[name](dtype=dtype, seed=seed)
 
 
 def random_batch(model, batch_size, seed=0):
-    """A random batch that fits ``model``: inputs and targets for its loss.
+    """:func:`fastnn.datasets.random_batch`, its ValueError as a :class:`CLIError`."""
+    from .datasets import random_batch as make
 
-    Parameters
-    ----------
-    model : Sequential
-        Compiled, with ``input_shape`` set and a 2-D output ``(N, K)``.
-    batch_size : int
-    seed : int, default=0
-        Seed of ``numpy.random.default_rng``.
-
-    Returns
-    -------
-    X : ndarray, shape ``(batch_size, *model.input_shape)``, the model's dtype
-        Uniform in ``[0, 1)``.
-    y : ndarray
-        Softmax cross-entropy: int64 labels ``(batch_size,)`` in ``[0, K)``; binary
-        cross-entropy: ``(batch_size, K)`` uniform in ``[0, 1)``; other losses (mean squared
-        error): ``(batch_size, K)`` standard normal, the model's dtype.
-
-    Raises
-    ------
-    CLIError
-        If the model has no input shape or its output is not ``(N, K)``.
-    """
-    from .losses import BinaryCrossEntropy, SoftmaxCrossEntropy
-
-    if model.input_shape is None:
-        raise CLIError("the model has no input shape (its first layer is not Dense and it was "
-                       "saved without input_shape), so no batch can be made for it")
     try:
-        out_shape = tuple(model.output_shape(model.input_shape))
-    except (ValueError, TypeError) as exc:
-        raise CLIError(f"the model's layers do not fit its input shape "
-                       f"{tuple(model.input_shape)}: {exc}") from None
-    if len(out_shape) != 1:
-        raise CLIError(f"the model's output has shape {out_shape} per sample; the losses need "
-                       f"one vector (K,) per sample")
-    k = out_shape[0]
-    dtype = np.dtype(model.dtype)
-    rng = np.random.default_rng(seed)
-    X = rng.random((batch_size,) + tuple(model.input_shape)).astype(dtype)
-    if isinstance(model.loss, SoftmaxCrossEntropy):
-        y = rng.integers(0, k, size=batch_size, dtype=np.int64)
-    elif isinstance(model.loss, BinaryCrossEntropy):
-        y = rng.random((batch_size, k)).astype(dtype)
-    else:
-        y = rng.standard_normal((batch_size, k)).astype(dtype)
-    return X, y
+        return make(model, batch_size, seed)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
 
 
-def cosine_lr(lr0, epoch, epochs, final_fraction=FINAL_LR_FRACTION):
-    """Learning rate of (0-based) ``epoch`` of ``epochs``: ``lr0`` at epoch 0, falling along a
-    half cosine towards ``final_fraction * lr0`` (reached just after the last epoch)."""
-    t = epoch / epochs
-    return lr0 * (final_fraction + (1.0 - final_fraction) * 0.5 * (1.0 + np.cos(np.pi * t)))
+def _optimizer_names():
+    from .optimizers import OPTIMIZERS
 
-
-def _cosine_callback(lr0, epochs):
-    from .callbacks import Callback
-
-    class CosineDecay(Callback):
-        """Sets the optimizer's learning rate for the next epoch (epoch 0 uses ``lr0``)."""
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.model.optimizer.learning_rate = cosine_lr(lr0, epoch + 1, epochs)
-
-    return CosineDecay()
+    return sorted({cls.__name__.lower() for cls in OPTIMIZERS.values()})
 
 
 def _make_optimizer(name, learning_rate):
-    from .optimizers import SGD, Adam
+    """The optimizer ``--optimizer name`` selects (from the registry) and its learning rate:
+    ``learning_rate``, else :data:`DEFAULT_LEARNING_RATES` or the class's own default."""
+    import inspect
 
-    lr = DEFAULT_LEARNING_RATES[name] if learning_rate is None else learning_rate
-    if name == "sgd":
-        return SGD(learning_rate=lr, momentum=SGD_MOMENTUM), lr
-    return Adam(learning_rate=lr), lr
+    from .optimizers import OPTIMIZERS
+
+    cls = OPTIMIZERS.get_class(name)
+    lr = learning_rate
+    if lr is None:
+        lr = DEFAULT_LEARNING_RATES.get(
+            name, inspect.signature(cls).parameters["learning_rate"].default)
+    extra = {"momentum": SGD_MOMENTUM} if name == "sgd" else {}
+    return cls(learning_rate=lr, **extra), lr
 
 
 def _load_model(path):
@@ -399,7 +331,13 @@ def cmd_train(args, out=None):
         print(f"data: {X.shape[0]} training samples; val_* = Fashion-MNIST test set "
               f"({Xt.shape[0]} samples)", file=out, flush=True)
 
-    callbacks = [_cosine_callback(lr, args.epochs)] if args.lr_schedule == "cosine" else []
+    callbacks = []
+    if args.lr_schedule == "cosine":
+        from .callbacks import LearningRateScheduler
+        from .schedules import CosineDecay
+
+        callbacks.append(LearningRateScheduler(CosineDecay(lr, args.epochs,
+                                                           alpha=FINAL_LR_FRACTION)))
     t0 = time.perf_counter()
     history = model.fit(X, y, epochs=args.epochs, batch_size=args.batch_size,
                         validation_data=(Xt, yt), shuffle=True, seed=args.seed,

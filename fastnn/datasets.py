@@ -327,3 +327,57 @@ def minibatches(n_samples, batch_size, shuffle=True, seed=None):
 def _batches(order, batch_size):
     for start in range(0, order.shape[0], batch_size):
         yield order[start:start + batch_size]
+
+
+def random_batch(model, batch_size, seed=0):
+    """A random batch that fits a compiled ``model``: inputs and targets for its loss (for
+    profiling and smoke tests; no dataset needed).
+
+    Parameters
+    ----------
+    model : Sequential
+        Compiled, with ``input_shape`` set and a 2-D output ``(N, K)``.
+    batch_size : int
+        ``>= 1``.
+    seed : int, default=0
+        Seed of ``numpy.random.default_rng``.
+
+    Returns
+    -------
+    X : ndarray, shape ``(batch_size, *model.input_shape)``, the model's dtype
+        Uniform in ``[0, 1)``.
+    y : ndarray
+        Softmax cross-entropy: int64 labels ``(batch_size,)`` in ``[0, K)``; binary
+        cross-entropy: ``(batch_size, K)`` uniform in ``[0, 1)``; other losses (mean squared
+        error): ``(batch_size, K)`` standard normal, the model's dtype.
+
+    Raises
+    ------
+    ValueError
+        If the model has no input shape or its output is not ``(N, K)``.
+    """
+    from .losses import BinaryCrossEntropy, SoftmaxCrossEntropy
+
+    batch_size = V.check_int(batch_size, "batch_size", minimum=1)
+    if model.input_shape is None:
+        raise ValueError("the model has no input shape (its first layer is not Dense and it was "
+                         "saved without input_shape), so no batch can be made for it")
+    try:
+        out_shape = tuple(model.output_shape(model.input_shape))
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"the model's layers do not fit its input shape "
+                         f"{tuple(model.input_shape)}: {exc}") from None
+    if len(out_shape) != 1:
+        raise ValueError(f"the model's output has shape {out_shape} per sample; the losses need "
+                         f"one vector (K,) per sample")
+    k = out_shape[0]
+    dtype = np.dtype(model.dtype)
+    rng = np.random.default_rng(seed)
+    X = rng.random((batch_size,) + tuple(model.input_shape)).astype(dtype)
+    if isinstance(model.loss, SoftmaxCrossEntropy):
+        y = rng.integers(0, k, size=batch_size, dtype=np.int64)
+    elif isinstance(model.loss, BinaryCrossEntropy):
+        y = rng.random((batch_size, k)).astype(dtype)
+    else:
+        y = rng.standard_normal((batch_size, k)).astype(dtype)
+    return X, y

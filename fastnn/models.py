@@ -1,14 +1,52 @@
-"""Ready-made convolutional networks: a small Fashion-MNIST CNN and the DQN of Mnih et al. 2015.
+"""Ready-made networks: the Fashion-MNIST MLP, a small Fashion-MNIST CNN and the DQN of Mnih et
+al. 2015.
 
-Both are channels-last ``Sequential`` models built from :class:`~fastnn.layers.Conv2D`,
-:class:`~fastnn.layers.MaxPool2D`, :class:`~fastnn.layers.Flatten` and
-:class:`~fastnn.layers.Dense`.
+The convolutional ones are channels-last ``Sequential`` models built from
+:class:`~fastnn.layers.Conv2D`, :class:`~fastnn.layers.MaxPool2D`, :class:`~fastnn.layers.Flatten`
+and :class:`~fastnn.layers.Dense`.
 """
 from . import _validation as V
 from .layers import Conv2D, Dense, Flatten, MaxPool2D
 from .losses import MeanSquaredError
 from .model import Sequential
 from .optimizers import Adam
+
+
+def mlp(sizes=(784, 256, 128, 10), activation="relu", dtype="float32", seed=None):
+    """A multilayer perceptron: ``Dense(sizes[i], sizes[i+1])`` with ``activation`` after every
+    layer but the last (logits out). The default is the command line's Fashion-MNIST MLP
+    784-256-128-10 with ReLU (235,146 parameters).
+
+    Parameters
+    ----------
+    sizes : sequence of int, default=(784, 256, 128, 10)
+        Input size, hidden sizes, output size; at least two entries, each ``>= 1``.
+    activation : str, default="relu"
+    dtype : {"float32", "float64"}, default="float32"
+    seed : int or None, default=None
+        Seed of the initial weights.
+
+    Returns
+    -------
+    Sequential
+        Not compiled.
+
+    Shape
+    -----
+    - Input: ``(N, sizes[0])``; Output: ``(N, sizes[-1])`` logits.
+
+    Raises
+    ------
+    ValueError
+        Fewer than two sizes, or a bad size or activation.
+    """
+    sizes = [V.check_int(s, f"sizes[{i}]", minimum=1) for i, s in enumerate(sizes)]
+    if len(sizes) < 2:
+        raise ValueError(f"sizes needs an input and an output size, got {sizes}")
+    last = len(sizes) - 2
+    layers = [Dense(a, b, activation=None if i == last else activation)
+              for i, (a, b) in enumerate(zip(sizes, sizes[1:]))]
+    return Sequential(layers, dtype=dtype, seed=seed)
 
 
 def small_cnn(dtype="float32", seed=None):

@@ -252,26 +252,33 @@ def test_default_learning_rates():
     assert lr == 0.2 and opt.learning_rate == 0.2
 
 
-def test_cosine_lr_schedule():
-    assert cli.cosine_lr(1e-3, 0, 10) == pytest.approx(1e-3)
-    assert cli.cosine_lr(1e-3, 5, 10) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))
-    assert cli.cosine_lr(1e-3, 10, 10) == pytest.approx(1e-4)
-    lrs = [cli.cosine_lr(0.05, e, 10) for e in range(11)]
+def test_cosine_schedule_is_keras_cosine_decay_per_epoch():
+    sched = fastnn.schedules.CosineDecay(1e-3, 10, alpha=cli.FINAL_LR_FRACTION)
+    assert sched(0) == pytest.approx(1e-3)
+    assert sched(5) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))
+    assert sched(10) == pytest.approx(1e-4)
+    assert sched(12) == pytest.approx(1e-4)  # stays at the floor after decay_steps
+    lrs = [sched(e) for e in range(11)]
     assert all(a > b for a, b in zip(lrs, lrs[1:]))
+    assert fastnn.schedules.SCHEDULES["CosineDecay"] is fastnn.schedules.CosineDecay
+    assert fastnn.schedules.Constant(0.3)(7) == 0.3
 
 
-def test_cosine_callback_sets_optimizer_lr():
-    model = cli.build_mlp("float32", seed=0)
+def test_learning_rate_scheduler_sets_optimizer_lr_for_the_next_epoch():
+    model = cli.build_model("mlp", "float32", seed=0)
     opt, lr = cli._make_optimizer("adam", None)
     model.compile(optimizer=opt, loss=fastnn.SoftmaxCrossEntropy())
-    cb = cli._cosine_callback(lr, 4)
+    sched = fastnn.schedules.CosineDecay(lr, 4, alpha=0.1)
+    cb = fastnn.callbacks.LearningRateScheduler(sched)
     cb.model = model
     seen = []
     for epoch in range(4):
         seen.append(model.optimizer.learning_rate)
         cb.on_epoch_end(epoch, {})
-    assert seen == pytest.approx([cli.cosine_lr(lr, e, 4) for e in range(4)])
+    assert seen == pytest.approx([sched(e) for e in range(4)])
     assert seen[0] == lr
+    with pytest.raises(TypeError, match="callable"):
+        fastnn.callbacks.LearningRateScheduler(0.1)
 
 
 @have_data
@@ -299,7 +306,7 @@ def test_train_cnn_when_available(tmp_path, capsys):
 
 
 def test_build_mlp_architecture():
-    model = cli.build_mlp("float32", seed=0)
+    model = cli.build_model("mlp", "float32", seed=0)
     dense = [layer for layer in model.layers if isinstance(layer, fastnn.Dense)]
     assert [(d.in_features, d.out_features) for d in dense] == [(784, 256), (256, 128),
                                                                (128, 10)]
@@ -398,7 +405,7 @@ def test_profile_model_file(tmp_path, capsys):
 
 def test_profile_model_file_from_train_save_format(tmp_path, capsys):
     """The MLP as ``train --save`` writes it (float64, softmax CE): profiled in its dtype."""
-    model = cli.build_mlp("float64", seed=0)
+    model = cli.build_model("mlp", "float64", seed=0)
     model.compile(fastnn.Adam(1e-3), fastnn.SoftmaxCrossEntropy())
     path = tmp_path / "mlp64.npz"
     model.save(path)
