@@ -60,6 +60,23 @@ def _check_kind(a, name):
     raise TypeError(f"{name} must be a numeric array (float or int), got dtype {a.dtype}")
 
 
+def _ragged_detail(X, depth=0):
+    """Where nested sequences first differ in length, e.g. "rows of lengths [2, 4]"."""
+    try:
+        items = list(X)
+        lengths = sorted({len(x) for x in items})
+    except TypeError:
+        return "it mixes sequences and numbers"
+    if len(lengths) > 1:
+        what = "rows" if depth == 0 else f"entries at depth {depth + 1}"
+        return f"{what} of lengths {lengths}"
+    for x in items:
+        detail = _ragged_detail(x, depth + 1)
+        if detail:
+            return detail
+    return ""
+
+
 def as_float_array(X, name, dtype, ndim=None, trailing_shape=None, allow_empty=False,
                    check_finite=True):
     """Convert X to a C-contiguous array of ``dtype`` after checking it.
@@ -94,8 +111,12 @@ def as_float_array(X, name, dtype, ndim=None, trailing_shape=None, allow_empty=F
     else:
         try:
             a = np.asarray(X)
-        except Exception as exc:  # ragged lists etc.
-            raise TypeError(f"{name} could not be converted to an array: {exc}") from exc
+        except ValueError:  # nested sequences of different lengths
+            raise ValueError(f"{name} is ragged: {_ragged_detail(X)}; every sample must have the "
+                             f"same shape") from None
+        except Exception as exc:
+            raise TypeError(f"{name} could not be converted to an array "
+                            f"({type(exc).__name__}: {exc})") from None
     _check_kind(a, name)
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)

@@ -4,9 +4,21 @@ import numpy as np
 
 
 class Callback:
-    """Base class: hooks called by ``Sequential.fit``. ``self.model`` is set by fit."""
+    """Base class: hooks called by ``Sequential.fit``. ``self.model`` is set by fit, and
+    ``self.params`` (as Keras' ``Callback.params``): ``{"epochs", "batch_size", "verbose",
+    "metrics"}``, ``metrics`` being the keys every epoch's logs will hold."""
 
     model = None
+    params: dict = {}
+
+    def _check_monitor(self, monitor):
+        """ValueError before training if fit will never log ``monitor``."""
+        metrics = self.params.get("metrics")
+        if metrics is not None and monitor not in metrics:
+            hint = (" (val_ metrics need validation_data in fit)"
+                    if monitor.startswith("val_") else "")
+            raise ValueError(f"{type(self).__name__} monitors {monitor!r}, which fit will not "
+                             f"log: the epoch logs hold {list(metrics)}{hint}")
 
     def on_train_begin(self, logs=None):
         pass
@@ -59,6 +71,7 @@ class EarlyStopping(Callback):
         self.mode_max = "acc" in monitor
 
     def on_train_begin(self, logs=None):
+        self._check_monitor(self.monitor)
         self.best = -np.inf if self.mode_max else np.inf
         self.wait = 0
         self.best_weights = None
@@ -117,6 +130,10 @@ class ModelCheckpoint(Callback):
         self.save_best_only = bool(save_best_only)
         self.mode_max = "acc" in monitor
         self.best = None
+
+    def on_train_begin(self, logs=None):
+        if self.save_best_only:
+            self._check_monitor(self.monitor)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}

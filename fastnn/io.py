@@ -9,14 +9,16 @@ its shape, dtype and SHA-256. Classes are looked up by name in the registries
 ``fastnn.optimizers.OPTIMIZERS``), so a user's own subclass loads once its module is imported;
 this module never imports the model module. ``load`` opens
 the file with ``allow_pickle=False``, checks each array against the header before using it and
-refuses arrays the header does not list. Saving writes a temporary file in the same folder and
-renames it, so a crash while saving never destroys the previous file.
+refuses arrays the header does not list. Saving writes a temporary file in the same folder
+(``.<name>.fastnn-tmp``, one per target, reused by the next save) and renames it, so a crash while
+saving never destroys the previous file.
 """
 import hashlib
+import io
 import json
 import os
-import tempfile
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -75,28 +77,129 @@ def save_model(model, path, include_optimizer=True):
                    for k, a in arrays.items()},
     }
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".fastnn-", suffix=".tmp", dir=folder)
+    tmp = _temporary_name(path)
     try:
-        with os.fdopen(fd, "wb") as f:
+        # one temporary name per target: a save killed half-way leaves at most this file, and
+        # the next save to the same path truncates and reuses it
+        with open(tmp, "wb") as f:
             np.savez(f, **{HEADER: np.array(json.dumps(header))}, **arrays)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        _discard(tmp)
+        raise type(exc)(exc.errno, f"cannot save the model to {path!r}: "
+                                   f"{exc.strerror or exc}") from None
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        _discard(tmp)
         raise
+
+
+def _temporary_name(path):
+    """``<folder>/.<name>.fastnn-tmp``: where ``save_model`` writes before renaming to ``path``."""
+    folder, name = os.path.split(os.path.abspath(path))
+    return os.path.join(folder, f".{name}.fastnn-tmp")
+
+
+def _discard(tmp):
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass
 
 
 def _fail(path, why):
     raise ValueError(f"{path}: not a valid fastnn model file: {why}")
 
 
+#: the JSON header member may not inflate beyond this
+HEADER_MAX_BYTES = 1 << 20
+#: longest .npy header accepted (numpy writes 128 bytes; numpy's own limit is 10,000)
+NPY_HEADER_MAX_BYTES = 10_000
+#: deflate cannot expand data more than ~1032 times; a member declaring more is forged
+MAX_DEFLATE_RATIO = 1100
+
+
+def _check_member(path, info, limit):
+    """Refuse a zip member before decompressing it: unknown compression, a declared size above
+    ``limit``, or a declared size that its compressed size cannot produce."""
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        _fail(path, f"member {info.filename!r} uses an unsupported compression method")
+    if info.file_size > limit:
+        _fail(path, f"member {info.filename!r} declares {info.file_size} bytes, more than the "
+                    f"{limit} it may hold")
+    if info.compress_type == zipfile.ZIP_DEFLATED and \
+            info.file_size > MAX_DEFLATE_RATIO * info.compress_size + 4096:
+        _fail(path, f"member {info.filename!r} declares an impossible compression ratio")
+
+
+def _read_header(path, zf, info):
+    _check_member(path, info, HEADER_MAX_BYTES)
+    with zf.open(info) as f:
+        data = f.read(HEADER_MAX_BYTES + 1)
+    if len(data) > HEADER_MAX_BYTES:
+        _fail(path, f"the header is larger than {HEADER_MAX_BYTES} bytes")
+    raw = np.load(io.BytesIO(data), allow_pickle=False)
+    if not isinstance(raw, np.ndarray) or raw.dtype.kind != "U" or raw.shape != ():
+        _fail(path, "malformed header")
+    return json.loads(str(raw))
+
+
+def _read_array(path, zf, info, key, shape, dtype):
+    """The array of member ``info``, after checking its .npy header declares exactly ``shape``
+    and ``dtype`` (C order) and its size fits; at most ``nbytes`` are ever decompressed."""
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    _check_member(path, info, nbytes + NPY_HEADER_MAX_BYTES)
+    with zf.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        reader = {(1, 0): np.lib.format.read_array_header_1_0,
+                  (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if reader is None:
+            _fail(path, f"array {key!r} has .npy version {version}")
+        got_shape, fortran, got_dtype = reader(f, max_header_size=NPY_HEADER_MAX_BYTES)
+        if tuple(got_shape) != tuple(shape) or got_dtype != dtype or fortran:
+            _fail(path, f"array {key!r} is declared with shape {tuple(got_shape)} dtype "
+                        f"{got_dtype}{' (Fortran order)' if fortran else ''}; the model's "
+                        f"layers need {tuple(shape)} {dtype}")
+        if info.file_size != f.tell() + nbytes:
+            _fail(path, f"array {key!r} has {info.file_size - f.tell()} data bytes, its shape "
+                        f"needs {nbytes}")
+        data = f.read(nbytes)
+    if len(data) != nbytes:
+        _fail(path, f"array {key!r} is truncated")
+    return np.frombuffer(data, dtype=dtype).reshape(shape)
+
+
+def _expected_arrays(header):
+    """``{key: (shape, dtype)}`` of every array the header's model needs: parameters from the
+    layers rebuilt from their configs (no weights allocated), optimizer slots of the optimizer
+    rebuilt from its config. Never from the header's own array list, which a forger edits too."""
+    dtype = header.get("dtype", "float32")
+    if dtype not in ("float32", "float64"):
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    dtype = np.dtype(dtype).newbyteorder("<")
+    expected = {}
+    for i, entry in enumerate(header.get("layers") or []):
+        layer = _from_registry(LAYERS, entry, f"layer {i}")
+        for name, shape in layer.param_shapes().items():
+            expected[f"{i}.{name}"] = (tuple(shape), dtype)
+    opt = header.get("optimizer")
+    if opt and opt.get("iterations", 0):
+        optimizer = _from_registry(OPTIMIZERS, opt, "optimizer")
+        for key, (shape, _) in list(expected.items()):
+            for slot in optimizer.active_slots():
+                expected[f"opt/{key}/{slot}"] = (shape, dtype)
+    return expected
+
+
 def load(path):
     """Load a model saved by ``Sequential.save``.
+
+    The file is checked before any array is decompressed: the header member is at most
+    ``HEADER_MAX_BYTES``; every array's .npy header must declare the shape and dtype that the
+    layers rebuilt from the header's configs need, and its member's size must match, so memory
+    use is bounded by the model the header describes (and that by the file's size), whatever a
+    forged file declares.
 
     Returns
     -------
@@ -108,59 +211,28 @@ def load(path):
     FileNotFoundError
         If ``path`` does not exist.
     ValueError
-        If the file is not a fastnn model, is truncated or corrupted, has a newer format version,
-        an array that is missing, extra, of the wrong shape/dtype or whose checksum differs, or a
-        pickled object (never unpickled).
+        If the file is not a fastnn model, is truncated, corrupted or forged, has a newer format
+        version, an array that is missing, extra, of the wrong shape/dtype or whose checksum
+        differs, a class that is not registered, or a pickled object (never unpickled).
     """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such model file: {path}")
     try:
-        npz = np.load(path, allow_pickle=False)
+        zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         _fail(path, f"cannot be read as .npz ({exc})")
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        _fail(path, "not an .npz archive")
-    with npz:
-        try:
-            if HEADER not in npz.files:
-                _fail(path, "no header")
-            raw = npz[HEADER]
-            if raw.dtype.kind != "U" or raw.shape != ():
-                _fail(path, "malformed header")
-            header = json.loads(str(raw))
-        except (ValueError, zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
-            if isinstance(exc, ValueError) and "not a valid fastnn" in str(exc):
-                raise
-            _fail(path, f"unreadable header ({exc})")
-        if not isinstance(header, dict) or header.get("format") != FORMAT:
-            _fail(path, "the header does not name the fastnn format")
-        version = header.get("format_version")
-        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-            _fail(path, f"format_version must be an integer >= 1, got {version!r}")
-        if version > FORMAT_VERSION:
-            raise ValueError(f"{path}: format version {version!r} is newer than this fastnn "
-                             f"reads ({FORMAT_VERSION}); upgrade fastnn")
-        specs = header.get("arrays")
-        if not isinstance(specs, dict):
-            _fail(path, "no array list")
-        extra = set(npz.files) - set(specs) - {HEADER}
-        if extra:
-            _fail(path, f"arrays not listed in the header: {sorted(extra)}")
-        arrays = {}
-        for key, spec in specs.items():
-            if key not in npz.files:
-                _fail(path, f"array {key!r} is missing")
-            try:
-                a = npz[key]
-            except (ValueError, zipfile.BadZipFile, OSError, EOFError) as exc:
-                _fail(path, f"array {key!r} is unreadable ({exc})")
-            if list(a.shape) != list(spec.get("shape", [])) or str(a.dtype) != spec.get("dtype"):
-                _fail(path, f"array {key!r} has shape {a.shape} dtype {a.dtype}, the header says "
-                            f"{spec.get('shape')} {spec.get('dtype')}")
-            if _digest(a) != spec.get("sha256"):
-                _fail(path, f"array {key!r} fails its checksum")
-            arrays[key] = a
+    try:
+        with zf:
+            header, arrays = _read_checked(path, zf)
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
+        _fail(path, f"unreadable ({type(exc).__name__}: {exc})")
+    except (TypeError, AttributeError, KeyError) as exc:
+        _fail(path, f"malformed header field ({type(exc).__name__}: {exc})")
+    except ValueError as exc:
+        if "not a valid fastnn model" in str(exc) or "is newer than this fastnn" in str(exc):
+            raise
+        _fail(path, str(exc))
     try:
         return _build_from_header(path, header, arrays)
     except ValueError as exc:
@@ -169,6 +241,54 @@ def load(path):
         _fail(path, str(exc))
     except (TypeError, AttributeError, KeyError) as exc:
         _fail(path, f"malformed header field ({type(exc).__name__}: {exc})")
+
+
+def _read_checked(path, zf):
+    members = {}
+    for info in zf.infolist():
+        if not info.filename.endswith(".npy"):
+            _fail(path, f"member {info.filename!r} is not an .npy array")
+        members[info.filename[:-len(".npy")]] = info
+    if HEADER not in members:
+        _fail(path, "no header")
+    try:
+        header = _read_header(path, zf, members[HEADER])
+    except ValueError as exc:
+        if "not a valid fastnn" in str(exc):
+            raise
+        _fail(path, f"unreadable header ({exc})")
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        _fail(path, "the header does not name the fastnn format")
+    version = header.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        _fail(path, f"format_version must be an integer >= 1, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise ValueError(f"{path}: format version {version!r} is newer than this fastnn "
+                         f"reads ({FORMAT_VERSION}); upgrade fastnn")
+    specs = header.get("arrays")
+    if not isinstance(specs, dict):
+        _fail(path, "no array list")
+    extra = set(members) - set(specs) - {HEADER}
+    if extra:
+        _fail(path, f"arrays not listed in the header: {sorted(extra)}")
+    expected = _expected_arrays(header)
+    unexpected = set(specs) - set(expected)
+    if unexpected:
+        _fail(path, f"arrays the model does not have: {sorted(unexpected)}")
+    arrays = {}
+    for key in specs:
+        if key not in members:
+            _fail(path, f"array {key!r} is missing")
+        shape, dtype = expected[key]
+        a = _read_array(path, zf, members[key], key, shape, dtype)
+        spec = specs[key]
+        if list(a.shape) != list(spec.get("shape", [])) or str(a.dtype) != spec.get("dtype"):
+            _fail(path, f"array {key!r} has shape {a.shape} dtype {a.dtype}, the header says "
+                        f"{spec.get('shape')} {spec.get('dtype')}")
+        if _digest(a) != spec.get("sha256"):
+            _fail(path, f"array {key!r} fails its checksum")
+        arrays[key] = a
+    return header, arrays
 
 
 def _from_registry(registry, entry, what):

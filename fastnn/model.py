@@ -381,10 +381,16 @@ class Sequential:
                                 f"validation_data[0]): {exc}") from None
         history = History()
         cbs = [history] + list(callbacks or [])
+        metrics = ["loss"] + ([self.loss.metric] if self.loss.metric else [])
+        if validation_data is not None:
+            metrics += [f"val_{k}" for k in metrics]
+        params = {"epochs": epochs, "batch_size": batch_size, "verbose": verbose,
+                  "metrics": metrics + ["seconds"]}
         for cb in cbs:
             if not isinstance(cb, Callback):
                 raise TypeError(f"callbacks must be fastnn Callbacks, got {type(cb).__name__}")
             cb.model = self
+            cb.params = dict(params)
         # Each epoch's order comes from (seed, epoch): a run resumed at initial_epoch=k shuffles
         # exactly as an uninterrupted one.
         base_seed = seed if seed is not None else self.seed

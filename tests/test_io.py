@@ -235,7 +235,7 @@ def test_wrong_array_shape_or_dtype_raises(tmp_path):
     h = json.loads(json.dumps(header))
     h["arrays"]["0.bias"] = {"shape": [5], "dtype": "float32", "sha256": digest(a["0.bias"])}
     write_npz(tmp_path / "bad.npz", h, a)
-    with pytest.raises(ValueError, match=r"'0.bias'.*does not fit"):
+    with pytest.raises(ValueError, match=r"'0.bias'.*the model's layers need \(9,\) float32"):
         fastnn.load(tmp_path / "bad.npz")
 
 
@@ -443,3 +443,129 @@ def test_io_does_not_import_the_model_module():
     assert "model" not in imported and ".model" not in imported
     assert all("model" != (node.module or "") for node in ast.walk(tree)
                if isinstance(node, ast.ImportFrom))
+
+
+# -- hostile files: refused before anything large is decompressed or allocated -------------------
+MiB = 1 << 20
+
+
+def _npy_header(shape, dtype="<f4"):
+    buf = __import__("io").BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": dtype, "fortran_order": False,
+                                               "shape": tuple(shape)})
+    return buf.getvalue()
+
+
+def _write_member(zf, name, head, zero_bytes, compress=True):
+    """A member ``head + zero_bytes zeros``, streamed (never held in memory)."""
+    import zipfile
+
+    info = zipfile.ZipInfo(name)
+    info.compress_type = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zf.open(info, "w", force_zip64=True) as f:
+        f.write(head)
+        chunk = bytes(MiB)
+        left = zero_bytes
+        while left > 0:
+            f.write(chunk[:min(left, MiB)])
+            left -= MiB
+
+
+def _hostile(tmp_path, replace):
+    """The small model's file with the members named in ``replace`` (name -> (head, zeros)) put
+    in as written by :func:`_write_member`."""
+    import zipfile
+
+    _, path = trained(tmp_path)
+    header, arrays = read_npz(path)
+    out = tmp_path / "hostile.npz"
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
+        members = {fio.HEADER: np.array(json.dumps(header)), **arrays}
+        for name, a in members.items():
+            if name in replace:
+                _write_member(zf, name + ".npy", *replace[name])
+            else:
+                buf = __import__("io").BytesIO()
+                np.save(buf, a, allow_pickle=False)
+                zf.writestr(name + ".npy", buf.getvalue())
+    return out, header
+
+
+def _peak_load_mib(path):
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=INVALID) as err:
+            fastnn.load(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return peak / MiB, str(err.value)
+
+
+def test_array_member_inflating_far_beyond_its_layer_is_refused_unread(tmp_path):
+    # 256 MiB of zeros (a consistent .npy of 64 Mi float32) deflate to ~0.25 MB; the layer
+    # Dense(6, 9) needs 216 bytes
+    path, _ = _hostile(tmp_path, {"0.weight": (_npy_header((64 * MiB,)), 256 * MiB)})
+    assert path.stat().st_size < 2 * MiB
+    peak, msg = _peak_load_mib(path)
+    assert peak < 64, f"loading grew traced memory by {peak:.0f} MiB"
+    assert "0.weight" in msg
+
+
+def test_header_member_inflating_to_hundreds_of_mib_is_refused_unread(tmp_path):
+    head = _npy_header((), "<U%d" % (64 * MiB))  # a 0-d string of 256 MiB (4 bytes per char)
+    path, _ = _hostile(tmp_path, {fio.HEADER: (head, 256 * MiB)})
+    peak, msg = _peak_load_mib(path)
+    assert peak < 64, f"loading grew traced memory by {peak:.0f} MiB"
+    assert "header" in msg
+
+
+def test_npy_header_declaring_a_huge_shape_is_a_value_error_not_memory_error(tmp_path):
+    # 64 GiB declared, a few bytes present: numpy alone raises MemoryError allocating it
+    path, _ = _hostile(tmp_path, {"0.weight": (_npy_header((1 << 17, 1 << 17)), 64)})
+    peak, msg = _peak_load_mib(path)
+    assert peak < 64 and "the model's layers need (6, 9)" in msg
+
+
+def test_forged_config_with_a_huge_layer_is_refused_before_building(tmp_path):
+    # the header asks for Dense(10**6, 10**5) (400 GB of float32); its arrays stay small
+    import zipfile
+
+    _, path = trained(tmp_path)
+    header, arrays = read_npz(path)
+    header["layers"][0]["config"].update(in_features=10**6, out_features=10**5)
+    write_npz(tmp_path / "huge.npz", header, arrays)
+    peak, msg = _peak_load_mib(tmp_path / "huge.npz")
+    assert peak < 64 and "(1000000, 100000)" in msg
+    # a member that declares the full 400 GB inflated size is refused by its compression ratio
+    out = tmp_path / "ratio.npz"
+    with zipfile.ZipFile(tmp_path / "huge.npz") as src, zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename == "0.weight.npy":
+                _write_member(dst, info.filename, _npy_header((10**6, 10**5)), 4 * MiB)
+            else:
+                dst.writestr(info, data)
+    peak, msg = _peak_load_mib(out)
+    assert peak < 64 and "0.weight" in msg
+
+
+def test_save_into_a_missing_folder_names_the_users_path(tmp_path):
+    m, _ = trained(tmp_path)
+    target = tmp_path / "missing_dir" / "m.npz"
+    with pytest.raises(FileNotFoundError) as err:
+        m.save(target)
+    assert str(target) in str(err.value) and "fastnn-tmp" not in str(err.value)
+
+
+def test_a_killed_save_leaves_at_most_one_temporary_file_which_the_next_save_reuses(tmp_path):
+    m, path = trained(tmp_path)
+    tmp = fio._temporary_name(path)
+    with open(tmp, "wb") as f:  # what a save killed half-way leaves behind
+        f.write(b"torn")
+    m.save(path)
+    assert not os.path.exists(tmp)
+    assert [p.name for p in tmp_path.iterdir() if "fastnn-tmp" in p.name] == []
+    fastnn.load(path)

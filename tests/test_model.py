@@ -576,3 +576,36 @@ def test_deep_copy_owns_new_buffers_and_trains_independently():
     for a, b in zip(c.get_weights(), m.get_weights()):
         for k in a:
             np.testing.assert_array_equal(a[k], b[k])  # same state, same step
+
+
+# -- fastnn's own words for bad input (Reliability II) --------------------------------------------
+def test_ragged_input_is_a_value_error_in_fastnns_words():
+    m = Sequential([Dense(4, 2)], seed=0).compile("sgd", "mse")
+    with pytest.raises(ValueError, match=r"X is ragged: rows of lengths \[2, 4\]"):
+        m.predict([[1., 2., 3., 4.], [1., 2.]])
+    with pytest.raises(ValueError, match=r"y is ragged"):
+        m.fit(np.zeros((2, 4)), [[1.0, 2.0], [1.0]], verbose=0)
+
+
+@pytest.mark.parametrize("make", [lambda: fastnn.MaxPool2D(2), lambda: fastnn.AvgPool2D(2),
+                                  lambda: fastnn.Flatten(), lambda: Activation("tanh"),
+                                  lambda: Dense(4, 3)])
+def test_unbuilt_layer_keeps_a_float64_inputs_dtype(make):
+    layer = make()
+    x = np.random.default_rng(0).standard_normal((2, 4) if isinstance(layer, (Dense, Activation))
+                                                else (2, 4, 4, 3))
+    assert layer(x).dtype == np.float64
+
+
+@pytest.mark.parametrize("cb", [lambda: EarlyStopping(),
+                                lambda: fastnn.ModelCheckpoint("unused.npz", save_best_only=True),
+                                lambda: EarlyStopping(monitor="accuracy")])
+def test_callback_monitoring_a_metric_fit_never_logs_fails_before_training(cb):
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((16, 4)), rng.standard_normal((16, 2))
+    m = Sequential([Dense(4, 2)], seed=0).compile(SGD(0.1), "mse")  # mse: no accuracy
+    before = m.get_weights()
+    with pytest.raises(ValueError, match="fit will not log"):
+        m.fit(X, y, epochs=2, batch_size=4, verbose=0, callbacks=[cb()])
+    assert m.epochs_completed == 0
+    np.testing.assert_array_equal(m.get_weights()[0]["weight"], before[0]["weight"])

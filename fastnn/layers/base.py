@@ -90,6 +90,12 @@ class Layer:
         """JSON-serialisable constructor arguments (used by ``save``)."""
         return {}
 
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shapes of the parameters :meth:`build` creates, known before building (``fastnn.load``
+        checks a file's arrays against them before reading any). ``{}``: no parameters; a layer
+        with parameters overrides it."""
+        return {}
+
     # -- computation --------------------------------------------------------------------------
     def forward(self, X, training=True):
         raise NotImplementedError
@@ -113,8 +119,11 @@ class Layer:
 
     def _check_input(self, X, name="X"):
         """Layer-level check: X must be an ndarray whose per-sample shape fits this layer; it is
-        converted (copied) to the layer's dtype and made C-contiguous if needed."""
-        self._ensure_built()
+        converted (copied) to the layer's dtype and made C-contiguous if needed. A layer not built
+        yet (used outside a model) is built in X's dtype if X is float32 or float64."""
+        if not self.built:  # used on its own: the layer takes a float input's dtype
+            dtype = getattr(X, "dtype", None)
+            self._ensure_built(dtype if dtype in V.FLOAT_DTYPES else np.float32)
         if not isinstance(X, np.ndarray) or X.dtype != self.dtype or not X.flags.c_contiguous \
                 or not X.flags.aligned:
             X = V.as_float_array(X, name, self.dtype, check_finite=False, allow_empty=True)
