@@ -24,12 +24,6 @@ have_data = pytest.mark.skipif(
 ACC_RE = re.compile(r"test accuracy: (\d\.\d{4}) \(loss (\d+\.\d{4})\)")
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    yield
-    fastnn.set_num_threads(None)
-
-
 def run(argv, capsys):
     """Run main in-process; returns (exit status, stdout, stderr)."""
     try:

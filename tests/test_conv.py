@@ -69,13 +69,6 @@ def make_conv(cin, cout, k, s=1, p=0, activation=None, dtype=np.float64, seed=0)
     return layer
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    yield
-    fastnn.set_num_threads(None)
-    _conv._force_path(None)
-
-
 @pytest.fixture(params=[None, "gemm", "direct"])
 def path(request):
     """Run a test with the path chosen by geometry, then forced to im2col + GEMM and to the direct

@@ -18,12 +18,6 @@ DTYPES = [np.float32, np.float64]
 ALPHA = 0.07  # a non-default leaky slope, so that a kernel ignoring alpha would be caught
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    yield
-    fastnn.set_num_threads(None)
-
-
 # -- plain NumPy references -------------------------------------------------------------------
 def np_forward(name, Z, alpha=ALPHA):
     Z = np.asarray(Z, dtype=np.float64)

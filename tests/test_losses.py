@@ -11,12 +11,6 @@ from fastnn import losses as losses_mod
 DTYPES = [np.float32, np.float64]
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    yield
-    fastnn.set_num_threads(None)
-
-
 # -- NumPy references ---------------------------------------------------------------------------
 def np_logsumexp(z):
     m = z.max(axis=1, keepdims=True)

@@ -10,12 +10,6 @@ from fastnn import (SGD, Activation, Adam, BinaryCrossEntropy, Callback, Dense, 
                     MeanSquaredError, Sequential, SoftmaxCrossEntropy)
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    yield
-    fastnn.set_num_threads(None)
-
-
 # -- references and data ------------------------------------------------------------------------
 def np_softmax(z):
     e = np.exp(z - z.max(axis=1, keepdims=True))

@@ -10,12 +10,6 @@ from fastnn.layers import Conv2D, Dense, Flatten, MaxPool2D
 from fastnn.models import dqn, small_cnn
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    yield
-    fastnn.set_num_threads(None)
-
-
 def test_small_cnn_structure_and_forward():
     model = small_cnn(seed=0)
     assert model.input_shape == (28, 28, 1)

@@ -46,12 +46,6 @@ def distinct_values(shape, seed):
     return (rng.permutation(n).astype(np.float64) * 1e-2 - n * 5e-3).reshape(shape)
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    yield
-    fastnn.set_num_threads(None)
-
-
 CASES = [
     # N, H, W, C, kernel, stride
     (2, 8, 8, 3, 2, None),

@@ -23,12 +23,6 @@ from fastnn import (SGD, Adam, AvgPool2D, Conv2D, Dense, Flatten, Sequential,
 from fastnn.models import small_cnn
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    yield
-    fastnn.set_num_threads(None)
-
-
 def digest(model):
     """SHA-256 of every parameter's bytes, in layer order."""
     h = hashlib.sha256()
