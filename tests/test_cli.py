@@ -16,10 +16,9 @@ import pytest
 import fastnn
 from fastnn import cli
 
-DATA_DIR = "/usr/share/datasets/fashion-mnist"
-have_data = pytest.mark.skipif(
-    not os.path.isdir(DATA_DIR) and not os.environ.get("FASTNN_DATA"),
-    reason="Fashion-MNIST absent (sudo apt-get install dataset-fashion-mnist)")
+from conftest import requires_fashion_mnist
+
+have_data = requires_fashion_mnist
 
 ACC_RE = re.compile(r"test accuracy: (\d\.\d{4}) \(loss (\d+\.\d{4})\)")
 

@@ -1,17 +1,13 @@
 """Training on real data: an MLP on Fashion-MNIST reaches a real test accuracy (one run)."""
-import os
-
 import numpy as np
 import pytest
 
 import fastnn
 from fastnn import Adam, Dense, Sequential, SoftmaxCrossEntropy
 
-DATA = os.environ.get("FASTNN_DATA", fastnn.datasets.DEFAULT_DATA_DIR)
-pytestmark = pytest.mark.skipif(
-    not os.path.exists(os.path.join(DATA, "t10k-labels-idx1-ubyte.gz"))
-    and not os.path.exists(os.path.join(DATA, "t10k-labels-idx1-ubyte")),
-    reason="Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+from conftest import requires_fashion_mnist
+
+pytestmark = requires_fashion_mnist
 
 
 @pytest.fixture
