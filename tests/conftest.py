@@ -1,4 +1,12 @@
-"""Shared test helpers and per-test state resets of fastnn's tests.
+"""Shared test helpers, per-test state resets and the hypothesis profiles of fastnn's tests.
+
+Hypothesis (tests/test_fuzz_kernels.py) runs the reproducible "ci" profile by default: the same 60
+derandomized examples per test on every run. A wide random search (new examples each run):
+
+    FASTNN_FUZZ_EXAMPLES=2000 python3 -m pytest -q tests/test_fuzz_kernels.py
+
+A failure prints the falsifying example and a ``@reproduce_failure`` blob; a rerun of the same
+command replays it first (from .hypothesis/).
 
 Test files import the references below with ``from conftest import ...`` (pytest puts tests/ on
 sys.path); the fixtures at the end apply to every test.
@@ -13,6 +21,22 @@ import fastnn
 
 EPS32 = float(np.finfo(np.float32).eps)
 EPS64 = float(np.finfo(np.float64).eps)
+
+
+# ---- hypothesis profiles ----------------------------------------------------------------------
+
+try:
+    from hypothesis import settings
+except ImportError:  # pragma: no cover - hypothesis is a test extra; its tests importorskip it
+    pass
+else:
+    settings.register_profile("ci", max_examples=60, derandomize=True, deadline=None,
+                              database=None, print_blob=True)
+    _WIDE = os.environ.get("FASTNN_FUZZ_EXAMPLES")
+    if _WIDE:
+        settings.register_profile("wide", max_examples=int(_WIDE), derandomize=False,
+                                  deadline=None, print_blob=True)
+    settings.load_profile("wide" if _WIDE else "ci")
 
 
 # ---- numerical checks -------------------------------------------------------------------------
