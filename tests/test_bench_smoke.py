@@ -113,6 +113,7 @@ def _check_table(table, present, expected, gflops):
             assert float(row["roofline GFLOP/s"]) >= 0
 
 
+@pytest.mark.slow
 def test_bench_smoke_prints_tables_and_writes_json(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--nets", "mlp,cnn,dqn",
                            "--out-dir", str(tmp_path)],

@@ -99,6 +99,7 @@ def test_threads_option_sets_thread_count(capsys):
     assert fastnn.get_num_threads() == 1
 
 
+@pytest.mark.slow
 @have_data
 def test_python_dash_m_fastnn(tmp_path):
     """The real entry point, in a subprocess: train --save, then evaluate."""
@@ -276,6 +277,7 @@ def test_lr_schedule_changes_training(capsys):
     assert cos != const  # the second epoch ran with a smaller learning rate
 
 
+@pytest.mark.slow
 @have_data
 def test_train_cnn_when_available(tmp_path, capsys):
     if not hasattr(pytest.importorskip("fastnn.models"), "small_cnn"):

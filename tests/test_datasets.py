@@ -237,6 +237,7 @@ def test_load_fashion_mnist_bad_dtype(tmp_path):
 
 # -- the real data set (Debian package dataset-fashion-mnist; CI installs it) -----------------
 
+@pytest.mark.slow
 @requires_fashion_mnist_package
 def test_real_fashion_mnist(monkeypatch):
     monkeypatch.delenv("FASTNN_DATA", raising=False)

@@ -125,6 +125,7 @@ def test_save_load_round_trip(tmp_path):
     assert np.array_equal(loaded.predict(X), model.predict(X))
 
 
+@pytest.mark.slow
 @requires_fashion_mnist
 def test_small_cnn_learns_fashion_mnist_subset():
     from fastnn.datasets import load_fashion_mnist

@@ -126,6 +126,7 @@ CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_bit_identical_in_fresh_processes():
     """Other processes (other hash seed, other heap layout, other thread count) give the same
     bits as this one."""

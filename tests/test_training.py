@@ -19,6 +19,7 @@ def one_thread():
     fastnn.set_num_threads(None)
 
 
+@pytest.mark.slow
 def test_mlp_fashion_mnist_two_epochs_reaches_85_percent(one_thread):
     (X, y), (Xt, yt) = fastnn.datasets.load_fashion_mnist()
     assert X.shape == (60000, 784) and Xt.shape == (10000, 784)
