@@ -15,6 +15,7 @@ from bench.models import (MODELS, forward_flops, gemms, layer_flops, layer_name,
                           layer_shapes, train_step_flops)
 from bench.numpy_cnn import MaxPool2D as NpMaxPool2D  # noqa: E402
 from bench.numpy_cnn import NumpyCNN, make_data  # noqa: E402
+from conftest import numerical_grad, softmax_ce  # noqa: E402
 
 
 def _conv(cin, cout, k, stride=1, padding=0, activation="relu"):
@@ -253,9 +254,7 @@ def _loss_ref(spec, params, X, y):
             A = np.maximum(A, 0)
     if spec["loss"] == "mse":
         return np.mean((A - y) ** 2)
-    A = A - A.max(axis=1, keepdims=True)
-    logp = A - np.log(np.exp(A).sum(axis=1, keepdims=True))
-    return -logp[np.arange(len(y)), y].mean()
+    return softmax_ce(A, y)
 
 
 @pytest.mark.parametrize("name", sorted(SMALL_SPECS))
@@ -269,16 +268,7 @@ def test_numpy_cnn_gradients_match_finite_differences(name):
     assert loss == pytest.approx(_loss_ref(spec, net.params, X, y), rel=1e-12)
     grads = net.flat_grads.copy()
     assert np.abs(grads).max() > 0
-    fd = np.empty_like(grads)
-    eps = 1e-6
-    for i in range(net.flat_params.size):
-        old = net.flat_params[i]
-        net.flat_params[i] = old + eps
-        up = _loss_ref(spec, net.params, X, y)
-        net.flat_params[i] = old - eps
-        down = _loss_ref(spec, net.params, X, y)
-        net.flat_params[i] = old
-        fd[i] = (up - down) / (2 * eps)
+    fd = numerical_grad(lambda: _loss_ref(spec, net.params, X, y), net.flat_params, h=1e-6)
     err = np.abs(grads - fd) / np.maximum(1e-3, np.abs(grads) + np.abs(fd))
     assert err.max() < 1e-6, (err.max(), np.argmax(err))
 

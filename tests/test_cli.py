@@ -16,18 +16,11 @@ import pytest
 import fastnn
 from fastnn import cli
 
-DATA_DIR = "/usr/share/datasets/fashion-mnist"
-have_data = pytest.mark.skipif(
-    not os.path.isdir(DATA_DIR) and not os.environ.get("FASTNN_DATA"),
-    reason="Fashion-MNIST absent (sudo apt-get install dataset-fashion-mnist)")
+from conftest import requires_fashion_mnist
+
+have_data = requires_fashion_mnist
 
 ACC_RE = re.compile(r"test accuracy: (\d\.\d{4}) \(loss (\d+\.\d{4})\)")
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    yield
-    fastnn.set_num_threads(None)
 
 
 def run(argv, capsys):
@@ -106,6 +99,7 @@ def test_threads_option_sets_thread_count(capsys):
     assert fastnn.get_num_threads() == 1
 
 
+@pytest.mark.slow
 @have_data
 def test_python_dash_m_fastnn(tmp_path):
     """The real entry point, in a subprocess: train --save, then evaluate."""
@@ -290,6 +284,7 @@ def test_lr_schedule_changes_training(capsys):
     assert cos != const  # the second epoch ran with a smaller learning rate
 
 
+@pytest.mark.slow
 @have_data
 def test_train_cnn_when_available(tmp_path, capsys):
     if not hasattr(pytest.importorskip("fastnn.models"), "small_cnn"):

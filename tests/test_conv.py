@@ -7,6 +7,8 @@ import fastnn
 from fastnn import _conv
 from fastnn.layers import Conv2D, Flatten
 
+from conftest import act_forward, numerical_grad, rel_error
+
 
 # ---- plain references ------------------------------------------------------------------------
 
@@ -31,34 +33,8 @@ def conv_reference(X, weight, bias, stride, padding):
     return Y + np.asarray(bias, dtype=np.float64)
 
 
-ACTIVATIONS = {
-    None: lambda z: z,
-    "relu": lambda z: np.maximum(z, 0),
-    "leaky_relu": lambda z: np.where(z > 0, z, 0.01 * z),
-    "sigmoid": lambda z: 1 / (1 + np.exp(-z)),
-    "tanh": np.tanh,
-}
-
-
-def rel_error(a, b):
-    a, b = np.ravel(a), np.ravel(b)
-    denom = np.linalg.norm(a) + np.linalg.norm(b)
-    return 0.0 if denom == 0 else np.linalg.norm(a - b) / denom
-
-
-def numerical_grad(f, x, h=1e-5):
-    """Central differences of the scalar f() with respect to every entry of x (in place)."""
-    g = np.zeros_like(x)
-    flat, gflat = x.reshape(-1), g.reshape(-1)
-    for k in range(flat.size):
-        old = flat[k]
-        flat[k] = old + h
-        fp = f()
-        flat[k] = old - h
-        fm = f()
-        flat[k] = old
-        gflat[k] = (fp - fm) / (2 * h)
-    return g
+ACTIVATIONS = [None, "relu", "leaky_relu", "sigmoid", "tanh"]
+LEAKY_ALPHA = 0.01  # Conv2D's default slope
 
 
 def make_conv(cin, cout, k, s=1, p=0, activation=None, dtype=np.float64, seed=0):
@@ -67,13 +43,6 @@ def make_conv(cin, cout, k, s=1, p=0, activation=None, dtype=np.float64, seed=0)
     rng = np.random.default_rng(seed + 100)
     layer.params["bias"][...] = rng.standard_normal(cout) * 0.5
     return layer
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    yield
-    fastnn.set_num_threads(None)
-    _conv._force_path(None)
 
 
 @pytest.fixture(params=[None, "gemm", "direct"])
@@ -132,7 +101,7 @@ def test_forward_matches_definition(case, path):
     X = np.random.default_rng(7).standard_normal((N, H, W, cin)).astype(dtype)
     Y = layer.forward(X)
     Z = conv_reference(X, layer.weight, layer.bias, layer.stride, layer.padding)
-    ref = ACTIVATIONS[activation](Z)
+    ref = act_forward(Z, activation, LEAKY_ALPHA)
     assert Y.shape == ref.shape == (N,) + layer.output_shape((H, W, cin))
     assert Y.dtype == dtype
     scale = 1.0 + np.abs(Z).max()

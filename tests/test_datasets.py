@@ -9,7 +9,7 @@ import pytest
 from fastnn import datasets
 from fastnn.datasets import load_fashion_mnist, minibatches, one_hot, read_idx
 
-REAL_DIR = "/usr/share/datasets/fashion-mnist"
+from conftest import requires_fashion_mnist_package
 
 
 # -- helpers: IDX files written plainly with struct -------------------------------------------
@@ -237,8 +237,8 @@ def test_load_fashion_mnist_bad_dtype(tmp_path):
 
 # -- the real data set (Debian package dataset-fashion-mnist; CI installs it) -----------------
 
-@pytest.mark.skipif(not os.path.isdir(REAL_DIR), reason=f"{REAL_DIR} absent "
-                    "(sudo apt-get install dataset-fashion-mnist)")
+@pytest.mark.slow
+@requires_fashion_mnist_package
 def test_real_fashion_mnist(monkeypatch):
     monkeypatch.delenv("FASTNN_DATA", raising=False)
     (X, y), (Xt, yt) = load_fashion_mnist()

@@ -25,7 +25,10 @@ pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGINT") or sys.platform ==
                                 reason="POSIX signals")
 
 TRAIN_SCRIPT = r"""
-import json, sys, time
+import json, signal, sys, time
+# Ctrl-C must raise KeyboardInterrupt here even if the test run ignores SIGINT (nohup, a shell
+# background job): an ignored SIGINT is inherited across exec, and fastnn leaves it ignored.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import numpy as np
 import fastnn
 from fastnn import Adam, Callback, Dense, ModelCheckpoint, Sequential, SoftmaxCrossEntropy
@@ -165,12 +168,6 @@ def _model(opt):
 
 def _bit_equal(a, b):
     return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    yield
-    fastnn.set_num_threads(None)
 
 
 @pytest.mark.parametrize("opt", [lambda: Adam(1e-2), lambda: SGD(0.05, momentum=0.9)],

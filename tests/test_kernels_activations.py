@@ -16,7 +16,9 @@ import pytest
 
 from fastnn import _activations
 
-IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH = 0, 1, 2, 3, 4
+from conftest import (IDENTITY, LEAKY_RELU, RELU, SIGMOID, TANH, act_forward,
+                      act_grad_from_output)
+
 KINDS = [IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH]
 KIND_IDS = ["identity", "relu", "leaky_relu", "sigmoid", "tanh"]
 ALPHA = 0.1
@@ -35,37 +37,6 @@ SIGMOID_F32_REL = 2.0e-7
 TANH_F32_ABS = 1.2e-7
 TANH_F32_REL = 4.5e-7
 F64_REL = 1e-15
-
-
-def g_ref(Z, kind, alpha=ALPHA):
-    Z = Z.astype(np.float64)
-    if kind == IDENTITY:
-        return Z.copy()
-    if kind == RELU:
-        return np.where(Z > 0, Z, 0.0)
-    if kind == LEAKY_RELU:
-        return np.where(Z > 0, Z, alpha * Z)
-    if kind == SIGMOID:
-        e = np.exp(-np.abs(Z))
-        return np.where(Z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-    if kind == TANH:
-        return np.tanh(Z)
-    raise ValueError(kind)
-
-
-def gprime_from_output(A, kind, alpha=ALPHA):
-    A = A.astype(np.float64)
-    if kind == IDENTITY:
-        return np.ones_like(A)
-    if kind == RELU:
-        return (A > 0).astype(np.float64)
-    if kind == LEAKY_RELU:
-        return np.where(A > 0, 1.0, alpha)
-    if kind == SIGMOID:
-        return A * (1.0 - A)
-    if kind == TANH:
-        return 1.0 - A * A
-    raise ValueError(kind)
 
 
 def forward(Z, kind, nt=1, alpha=ALPHA):
@@ -101,7 +72,7 @@ def test_forward_matches_numpy(dtype, n, kind, nt):
     A = forward(Z, kind, nt)
     # alpha is used in the kernel's precision
     alpha = float(np.asarray(ALPHA, dtype=dtype))
-    ref = g_ref(Z, kind, alpha)
+    ref = act_forward(Z, kind, alpha)
     assert A.dtype == dtype
     if kind in (IDENTITY, RELU, LEAKY_RELU):
         # one correctly rounded multiplication at most: exact
@@ -121,12 +92,12 @@ def test_forward_matches_numpy(dtype, n, kind, nt):
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 def test_backward_matches_numpy(dtype, n, kind, nt):
     rng = np.random.default_rng([n, kind, 1])
-    A = g_ref(3 * rng.standard_normal(n), kind).astype(dtype)
+    A = act_forward(3 * rng.standard_normal(n), kind, ALPHA).astype(dtype)
     dA = rng.standard_normal(n).astype(dtype)
     dZ = np.full_like(A, np.nan)
     _activations.backward(A, dA, dZ, kind, ALPHA, nt)
     alpha = float(np.asarray(ALPHA, dtype=dtype))
-    ref = dA.astype(np.float64) * gprime_from_output(A, kind, alpha)
+    ref = dA.astype(np.float64) * act_grad_from_output(A, kind, alpha)
     assert dZ.dtype == dtype
     assert np.all(np.abs(dZ - ref) <= RTOL[dtype] * np.abs(dA.astype(np.float64)))
     if kind in (IDENTITY, RELU):
@@ -168,7 +139,7 @@ def test_f32_sigmoid_tanh_error_bound_on_dense_grid(kind):
     Z = np.concatenate([dense_grid(-100, 100, 1_000_001), dense_grid(-1, 1, 1_000_001),
                         dense_grid(0.06, 0.07, 100_001), dense_grid(-0.07, -0.06, 100_001)])
     A = forward(Z, kind, nt=2)
-    ref = g_ref(Z, kind)
+    ref = act_forward(Z, kind, ALPHA)
     assert np.max(np.abs(A - ref)) <= abs_bound
     assert max_rel(A, ref) <= rel_bound
 
@@ -181,8 +152,8 @@ def test_sigmoid_tanh_extreme_inputs(dtype):
                   1e4, -1e4, 88.7, -88.7, 100.0, -100.0, float(info.max), -float(info.max),
                   np.inf, -np.inf], dtype=dtype)
     with np.errstate(over="ignore"):
-        S_ref = g_ref(Z, SIGMOID)
-        T_ref = g_ref(Z, TANH)
+        S_ref = act_forward(Z, SIGMOID, ALPHA)
+        T_ref = act_forward(Z, TANH, ALPHA)
     S = forward(Z, SIGMOID)
     T = forward(Z, TANH)
     assert np.all(np.isfinite(S)) and np.all(np.isfinite(T))

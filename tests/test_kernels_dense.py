@@ -13,7 +13,9 @@ import pytest
 
 from fastnn import _dense
 
-IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH = 0, 1, 2, 3, 4
+from conftest import (IDENTITY, LEAKY_RELU, RELU, SIGMOID, TANH, act_forward,
+                      act_grad_from_output, assert_within)
+
 KINDS = [IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH]
 KIND_IDS = ["identity", "relu", "leaky_relu", "sigmoid", "tanh"]
 ALPHA = 0.1
@@ -48,51 +50,6 @@ def make_inputs(shape, dtype, seed=0):
     return X, W, b
 
 
-def g_ref(Z, kind, alpha=ALPHA):
-    """Activation in float64, written plainly."""
-    if kind == IDENTITY:
-        return Z.copy()
-    if kind == RELU:
-        return np.where(Z > 0, Z, 0.0)
-    if kind == LEAKY_RELU:
-        return np.where(Z > 0, Z, alpha * Z)
-    if kind == SIGMOID:
-        # stable for both signs
-        e = np.exp(-np.abs(Z))
-        return np.where(Z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-    if kind == TANH:
-        return np.tanh(Z)
-    raise ValueError(kind)
-
-
-def gprime_from_output(A, kind, alpha=ALPHA):
-    """g'(Z) written with the output A = g(Z), in float64."""
-    if kind == IDENTITY:
-        return np.ones_like(A)
-    if kind == RELU:
-        return (A > 0).astype(np.float64)
-    if kind == LEAKY_RELU:
-        return np.where(A > 0, 1.0, alpha)
-    if kind == SIGMOID:
-        return A * (1.0 - A)
-    if kind == TANH:
-        return 1.0 - A * A
-    raise ValueError(kind)
-
-
-def assert_within(actual, ref, bound, what):
-    actual = np.asarray(actual, dtype=np.float64)
-    assert actual.shape == ref.shape, what
-    assert np.all(np.isfinite(actual)), f"{what}: non-finite values (unwritten output?)"
-    err = np.abs(actual - ref)
-    ok = err <= bound
-    if not np.all(ok):
-        i = np.unravel_index(np.argmax(err - bound), err.shape)
-        raise AssertionError(
-            f"{what}: {np.count_nonzero(~ok)} elements out of bound; worst at {i}: "
-            f"got {actual[i]!r}, expected {ref[i]!r}, err {err[i]:.3e} > bound {bound[i]:.3e}")
-
-
 def run_forward(X, W, b, kind, nt, alpha=ALPHA):
     A = np.full((X.shape[0], W.shape[1]), np.nan, dtype=X.dtype)
     _dense.forward(X, W, b, A, kind, alpha, nt)
@@ -115,7 +72,7 @@ def backward_inputs(shape, dtype, kind):
     """X, W, and an output A = g(X W + b) computed by the reference (cast to dtype), plus dA."""
     X, W, b = make_inputs(shape, dtype)
     Z = X.astype(np.float64) @ W.astype(np.float64) + b.astype(np.float64)
-    A = g_ref(Z, kind).astype(dtype)
+    A = act_forward(Z, kind, ALPHA).astype(dtype)
     rng = np.random.default_rng([1, *shape])
     dA = rng.standard_normal(A.shape).astype(dtype)
     return X, W, A, dA
@@ -129,7 +86,7 @@ def test_forward_matches_numpy(dtype, shape, kind, nt):
     X, W, b = make_inputs(shape, dtype)
     A = run_forward(X, W, b, kind, nt)
     X64, W64, b64 = (a.astype(np.float64) for a in (X, W, b))
-    ref = g_ref(X64 @ W64 + b64, kind)
+    ref = act_forward(X64 @ W64 + b64, kind, ALPHA)
     # every activation here is 1-Lipschitz, so the error of Z carries over to A
     mag = np.abs(X64) @ np.abs(W64) + np.abs(b64)
     bound = RTOL[dtype] * mag + (ACT_ATOL[dtype] if kind in (SIGMOID, TANH) else 0.0)
@@ -146,7 +103,7 @@ def test_backward_matches_numpy(dtype, shape, kind, nt):
     dZ, dW, db, dX = run_backward(X, W, A, dA, kind, nt)
 
     X64, W64, A64, dA64 = (a.astype(np.float64) for a in (X, W, A, dA))
-    dZ_ref = dA64 * gprime_from_output(A64, kind)
+    dZ_ref = dA64 * act_grad_from_output(A64, kind, ALPHA)
     dW_ref = X64.T @ dZ_ref
     db_ref = dZ_ref.sum(axis=0)
     dX_ref = dZ_ref @ W64.T

@@ -14,6 +14,8 @@ import pytest
 
 from fastnn import _losses
 
+from conftest import assert_within, sigmoid, softmax, softmax_ce_rows
+
 DTYPES = [np.float32, np.float64]
 DT_IDS = ["f32", "f64"]
 RTOL = {np.float32: 1e-5, np.float64: 1e-12}
@@ -29,39 +31,17 @@ FLAT_LENGTHS = [1, 7, 64, 257, 4096, 4097, 3 * 4096 + 5, 40_000]
 
 # ---------------------------------------------------------------- references (float64, plainly)
 def softmax_ce_ref(z, y):
-    z = z.astype(np.float64)
-    m = z.max(axis=1, keepdims=True)
-    e = np.exp(z - m)
-    s = e.sum(axis=1, keepdims=True)
-    p = e / s
-    lse = (m + np.log(s))[:, 0]
-    rows = np.arange(z.shape[0])
-    loss = lse - z[rows, y]
+    """(row losses, softmax, onehot) in float64."""
+    p = softmax(z)
     onehot = np.zeros_like(p)
-    onehot[rows, y] = 1.0
-    return loss, p, onehot
-
-
-def sigmoid_ref(z):
-    e = np.exp(-np.abs(z))
-    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    onehot[np.arange(z.shape[0]), y] = 1.0
+    return softmax_ce_rows(z, y), p, onehot
 
 
 def bce_terms_ref(z, y):
     z = z.astype(np.float64)
     y = y.astype(np.float64)
     return np.maximum(z, 0.0) - z * y + np.log1p(np.exp(-np.abs(z)))
-
-
-def assert_within(actual, ref, bound, what):
-    actual = np.asarray(actual, dtype=np.float64)
-    assert np.all(np.isfinite(actual)), f"{what}: non-finite values"
-    err = np.abs(actual - ref)
-    bad = err > bound
-    if np.any(bad):
-        i = np.unravel_index(np.argmax(err - bound), err.shape)
-        raise AssertionError(f"{what}: {np.count_nonzero(bad)} out of bound; worst at {i}: got "
-                             f"{actual[i]!r}, expected {ref[i]!r}, err {err[i]:.3e} > {bound[i]:.3e}")
 
 
 def run_softmax_ce(z, y, scale, nt):
@@ -180,7 +160,7 @@ def check_bce(z, y, scale, nt, dtype):
     assert total == pytest.approx(scale * block_loss.sum(), rel=1e-12, abs=1e-300)
     assert abs(total - scale * terms.sum()) <= RTOL[dtype] * scale * term_mag.sum()
     assert d.dtype == dtype
-    d_ref = scale * (sigmoid_ref(z64) - y64)
+    d_ref = scale * (sigmoid(z64) - y64)
     # sigmoid and y are in [0, 1]: the gradient's rounding scales with scale * 1
     assert_within(d, d_ref, np.full(d.shape, RTOL[dtype] * scale), "dlogits")
 

@@ -12,61 +12,12 @@ import pytest
 import fastnn
 from fastnn import Activation, Dense
 
+from conftest import act_backward, act_forward, max_rel_error, numerical_grad
+
 ACTIVATIONS = ["identity", "relu", "leaky_relu", "sigmoid", "tanh", "softmax"]
 BATCHES = [1, 7, 64, 257]
 DTYPES = [np.float32, np.float64]
 ALPHA = 0.07  # a non-default leaky slope, so that a kernel ignoring alpha would be caught
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    yield
-    fastnn.set_num_threads(None)
-
-
-# -- plain NumPy references -------------------------------------------------------------------
-def np_forward(name, Z, alpha=ALPHA):
-    Z = np.asarray(Z, dtype=np.float64)
-    if name == "identity":
-        return Z.copy()
-    if name == "relu":
-        return np.where(Z > 0, Z, 0.0)
-    if name == "leaky_relu":
-        return np.where(Z > 0, Z, alpha * Z)
-    if name == "sigmoid":
-        return 1.0 / (1.0 + np.exp(-Z))
-    if name == "tanh":
-        return np.tanh(Z)
-    if name == "softmax":
-        e = np.exp(Z - Z.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
-    raise AssertionError(name)
-
-
-def np_backward(name, Z, dA, alpha=ALPHA):
-    """d(sum(A * dA))/dZ written from Z (not from A, unlike the library)."""
-    Z = np.asarray(Z, dtype=np.float64)
-    dA = np.asarray(dA, dtype=np.float64)
-    if name == "identity":
-        return dA.copy()
-    if name == "relu":
-        return dA * (Z > 0)
-    if name == "leaky_relu":
-        return dA * np.where(Z > 0, 1.0, alpha)
-    if name == "sigmoid":
-        s = 1.0 / (1.0 + np.exp(-Z))
-        return dA * s * (1 - s)
-    if name == "tanh":
-        return dA * (1 - np.tanh(Z) ** 2)
-    if name == "softmax":
-        # full Jacobian per row: J = diag(p) - p p^T, dZ = J^T dA (J symmetric)
-        p = np_forward("softmax", Z)
-        out = np.empty_like(Z)
-        for n in range(Z.shape[0]):
-            J = np.diag(p[n]) - np.outer(p[n], p[n])
-            out[n] = J @ dA[n]
-        return out
-    raise AssertionError(name)
 
 
 # -- data: values on a grid so that no pre-activation is near a ReLU kink ----------------------
@@ -100,27 +51,13 @@ def tol(dtype):
     return dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=2e-5, atol=2e-6)
 
 
-def rel_err(a, n):
-    a, n = np.asarray(a, np.float64), np.asarray(n, np.float64)
-    return np.max(np.abs(a - n) / np.maximum(np.abs(a) + np.abs(n), 1e-6))
-
-
 def fd_check(forward, arr, R, analytic, rng, max_checks=40, eps=1e-6):
-    """Central differences of ``sum(forward() * R)`` with respect to entries of ``arr`` (perturbed
-    in place), compared with ``analytic``; returns the max relative error. The difference of the
-    two outputs is taken elementwise before the sum so that rounding stays small."""
-    flat = arr.reshape(-1)
-    idx = rng.choice(flat.size, size=min(max_checks, flat.size), replace=False)
-    num = np.empty(idx.size)
-    for k, j in enumerate(idx):
-        old = flat[j]
-        flat[j] = old + eps
-        yp = forward().copy()
-        flat[j] = old - eps
-        ym = forward().copy()
-        flat[j] = old
-        num[k] = np.sum((yp - ym) * R) / (2 * eps)
-    return rel_err(analytic.reshape(-1)[idx], num)
+    """Central differences of ``sum(forward() * R)`` with respect to up to ``max_checks`` random
+    entries of ``arr`` (perturbed in place), compared with ``analytic``; returns the max relative
+    error."""
+    idx = rng.choice(arr.size, size=min(max_checks, arr.size), replace=False)
+    num = numerical_grad(forward, arr, h=eps, indices=idx, weights=R)
+    return max_rel_error(analytic.reshape(-1)[idx], num)
 
 
 # -- Activation layer ---------------------------------------------------------------------------
@@ -135,10 +72,10 @@ def test_activation_layer_matches_numpy(act, N, dtype):
     layer = make_act(act, dtype)
     Y = layer.forward(X)
     assert Y.dtype == dtype and Y.shape == (N, K)
-    np.testing.assert_allclose(Y, np_forward(act, X), **tol(dtype))
+    np.testing.assert_allclose(Y, act_forward(X, act, ALPHA), **tol(dtype))
     dX = layer.backward(R)
     assert dX.dtype == dtype and dX.shape == (N, K)
-    np.testing.assert_allclose(dX, np_backward(act, X, R), **tol(dtype))
+    np.testing.assert_allclose(dX, act_backward(X, R, act, ALPHA), **tol(dtype))
 
 
 @pytest.mark.parametrize("N", BATCHES)
@@ -162,8 +99,9 @@ def test_activation_layer_any_shape_elementwise(act):
     layer = make_act(act, np.float64)
     Y = layer.forward(X)
     assert Y.shape == X.shape
-    np.testing.assert_allclose(Y, np_forward(act, X), rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(layer.backward(R), np_backward(act, X, R), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(Y, act_forward(X, act, ALPHA), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(layer.backward(R), act_backward(X, R, act, ALPHA), rtol=1e-12,
+                               atol=1e-12)
 
 
 def test_softmax_activation_needs_2d_input():
@@ -177,7 +115,7 @@ def test_softmax_activation_large_logits_finite_rows_sum_to_one():
         Y = make_act("softmax", dtype).forward(X.astype(dtype))
         assert np.isfinite(Y).all()
         np.testing.assert_allclose(Y.sum(axis=1), 1.0, rtol=1e-6)
-        np.testing.assert_allclose(Y, np_forward("softmax", X), atol=1e-6)
+        np.testing.assert_allclose(Y, act_forward(X, "softmax", ALPHA), atol=1e-6)
 
 
 # -- Dense layer --------------------------------------------------------------------------------
@@ -193,9 +131,9 @@ def test_dense_matches_numpy(act, N, dtype):
     Y = layer.forward(X.astype(dtype))
     Z = X @ W + b
     assert Y.dtype == dtype and Y.shape == (N, n_out)
-    np.testing.assert_allclose(Y, np_forward(act, Z), **tol(dtype))
+    np.testing.assert_allclose(Y, act_forward(Z, act, ALPHA), **tol(dtype))
     dX = layer.backward(R.astype(dtype))
-    dZ = np_backward(act, Z, R.astype(dtype))
+    dZ = act_backward(Z, R.astype(dtype), act, ALPHA)
     assert dX.dtype == dtype and dX.shape == (N, n_in)
     t = tol(dtype)
     scale = dict(rtol=t["rtol"], atol=t["atol"] * max(1.0, np.abs(dZ).sum(axis=0).max()))
@@ -247,7 +185,7 @@ def test_dense_first_layer_skips_input_gradient():
     layer.forward(X)
     R = rng.standard_normal((8, 3))
     assert layer.backward(R) is None
-    dZ = np_backward("tanh", X @ W + b, R)
+    dZ = act_backward(X @ W + b, R, "tanh", ALPHA)
     np.testing.assert_allclose(layer.grads["weight"], X.T @ dZ, rtol=1e-12, atol=1e-13)
 
 

@@ -8,33 +8,12 @@ import fastnn
 from fastnn import BinaryCrossEntropy, MeanSquaredError, SoftmaxCrossEntropy
 from fastnn import losses as losses_mod
 
+from conftest import max_rel_error, numerical_grad, sigmoid, softmax_ce, softmax_ce_grad
+
 DTYPES = [np.float32, np.float64]
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    yield
-    fastnn.set_num_threads(None)
-
-
 # -- NumPy references ---------------------------------------------------------------------------
-def np_logsumexp(z):
-    m = z.max(axis=1, keepdims=True)
-    return (m + np.log(np.exp(z - m).sum(axis=1, keepdims=True)))[:, 0]
-
-
-def np_softmax_ce(z, y):
-    z = z.astype(np.float64)
-    return np.mean(np_logsumexp(z) - z[np.arange(z.shape[0]), y])
-
-
-def np_softmax_ce_grad(z, y):
-    z = z.astype(np.float64)
-    p = np.exp(z - np_logsumexp(z)[:, None])
-    p[np.arange(z.shape[0]), y] -= 1
-    return p / z.shape[0]
-
-
 def np_bce(z, t):
     z, t = z.astype(np.float64), t.astype(np.float64)
     # -t log(s) - (1-t) log(1-s) with s = sigmoid(z), written stably
@@ -43,31 +22,16 @@ def np_bce(z, t):
 
 def np_bce_grad(z, t):
     z, t = z.astype(np.float64), t.astype(np.float64)
-    return (1 / (1 + np.exp(-z)) - t) / z.size
+    return (sigmoid(z) - t) / z.size
 
 
 def np_mse(o, t):
     return np.mean((o.astype(np.float64) - t) ** 2)
 
 
-def rel_err(a, n):
-    a, n = np.asarray(a, np.float64), np.asarray(n, np.float64)
-    return np.max(np.abs(a - n) / np.maximum(np.abs(a) + np.abs(n), 1e-6))
-
-
 def fd_grad(loss, z, target, eps=1e-5):
     """Central differences of ``loss.forward(z, target)`` for every entry of float64 ``z``."""
-    g = np.empty_like(z)
-    flat, gf = z.reshape(-1), g.reshape(-1)
-    for j in range(flat.size):
-        old = flat[j]
-        flat[j] = old + eps
-        lp = loss.forward(z, target)
-        flat[j] = old - eps
-        lm = loss.forward(z, target)
-        flat[j] = old
-        gf[j] = (lp - lm) / (2 * eps)
-    return g
+    return numerical_grad(lambda: loss.forward(z, target), z, h=eps)
 
 
 def vtol(dtype):
@@ -84,10 +48,10 @@ def test_softmax_ce_value_and_gradient_match_numpy(N, K, dtype):
     loss = SoftmaxCrossEntropy()
     value = loss.forward(z, y)
     assert isinstance(value, float)
-    np.testing.assert_allclose(value, np_softmax_ce(z, y), rtol=vtol(dtype))
+    np.testing.assert_allclose(value, softmax_ce(z, y), rtol=vtol(dtype))
     g = loss.backward()
     assert g.shape == (N, K) and g.dtype == dtype
-    np.testing.assert_allclose(g, np_softmax_ce_grad(z, y), rtol=vtol(dtype) * 10,
+    np.testing.assert_allclose(g, softmax_ce_grad(z, y), rtol=vtol(dtype) * 10,
                                atol=vtol(dtype) / N)
 
 
@@ -111,10 +75,10 @@ def test_softmax_ce_gradient_finite_differences(N, K):
     loss = SoftmaxCrossEntropy()
     loss.forward(z, y)
     g = loss.backward().copy()
-    assert rel_err(g, fd_grad(loss, z, y)) < 1e-6
+    assert max_rel_error(g, fd_grad(loss, z, y)) < 1e-6
     # one-hot targets give the same gradient
     loss.forward(z, np.eye(K)[y])
-    assert rel_err(loss.backward().copy(), fd_grad(loss, z, np.eye(K)[y])) < 1e-6
+    assert max_rel_error(loss.backward().copy(), fd_grad(loss, z, np.eye(K)[y])) < 1e-6
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -128,8 +92,8 @@ def test_softmax_ce_extreme_logits_finite(dtype):
         value = loss.forward(z, y)
     g = loss.backward()
     assert np.isfinite(value) and np.isfinite(g).all()
-    np.testing.assert_allclose(value, np_softmax_ce(z, y), rtol=1e-6)
-    np.testing.assert_allclose(g, np_softmax_ce_grad(z, y), atol=1e-7)
+    np.testing.assert_allclose(value, softmax_ce(z, y), rtol=1e-6)
+    np.testing.assert_allclose(g, softmax_ce_grad(z, y), atol=1e-7)
 
 
 def test_softmax_ce_score_is_accuracy():
@@ -175,10 +139,10 @@ def test_bce_gradient_finite_differences(K):
     t[0, 0] = 0.3
     loss = BinaryCrossEntropy()
     loss.forward(z, t)
-    assert rel_err(loss.backward().copy(), fd_grad(loss, z, t)) < 1e-6
+    assert max_rel_error(loss.backward().copy(), fd_grad(loss, z, t)) < 1e-6
     if K == 1:  # (N,) targets
         loss.forward(z, t[:, 0])
-        assert rel_err(loss.backward().copy(), fd_grad(loss, z, t[:, 0])) < 1e-6
+        assert max_rel_error(loss.backward().copy(), fd_grad(loss, z, t[:, 0])) < 1e-6
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -235,11 +199,11 @@ def test_mse_gradient_finite_differences_and_1d_target():
     t = rng.standard_normal((6, 3))
     loss = MeanSquaredError()
     loss.forward(o, t)
-    assert rel_err(loss.backward().copy(), fd_grad(loss, o, t)) < 1e-6
+    assert max_rel_error(loss.backward().copy(), fd_grad(loss, o, t)) < 1e-6
     o1 = o[:, :1].copy()
     v2 = loss.forward(o1, t[:, 0:1])
     assert loss.forward(o1, t[:, 0]) == v2
-    assert rel_err(loss.backward().copy(), fd_grad(loss, o1, t[:, 0])) < 1e-6
+    assert max_rel_error(loss.backward().copy(), fd_grad(loss, o1, t[:, 0])) < 1e-6
 
 
 def test_mse_wrong_target_shape_raises():

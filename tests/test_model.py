@@ -9,24 +9,10 @@ import fastnn
 from fastnn import (SGD, Activation, Adam, BinaryCrossEntropy, Callback, Dense, EarlyStopping,
                     MeanSquaredError, Sequential, SoftmaxCrossEntropy)
 
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    yield
-    fastnn.set_num_threads(None)
+from conftest import softmax, softmax_ce
 
 
 # -- references and data ------------------------------------------------------------------------
-def np_softmax(z):
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def np_softmax_ce(z, y):
-    p = np_softmax(z.astype(np.float64))
-    return np.mean(-np.log(p[np.arange(len(y)), y]))
-
-
 def blobs(rng, n, d=5, k=4, spread=4.0, centers=None):
     """k well separated Gaussian blobs in d dimensions."""
     C = rng.standard_normal((k, d)) * spread if centers is None else centers
@@ -144,8 +130,8 @@ def test_train_on_batch_is_one_sgd_step(dtype):
     loss = m.train_on_batch(X, y)
     assert isinstance(loss, float)
     t = 1e-12 if dtype == "float64" else 1e-5
-    np.testing.assert_allclose(loss, np_softmax_ce(Z, y), rtol=t)
-    G = (np_softmax(Z) - np.eye(4)[y]) / 13
+    np.testing.assert_allclose(loss, softmax_ce(Z, y), rtol=t)
+    G = (softmax(Z) - np.eye(4)[y]) / 13
     np.testing.assert_allclose(m.layers[0].weight, W - 0.3 * Xd.T @ G, rtol=t, atol=t)
     np.testing.assert_allclose(m.layers[0].bias, b - 0.3 * G.sum(axis=0), rtol=t, atol=t)
 
@@ -232,7 +218,7 @@ def test_evaluate_matches_numpy_over_several_chunks():
     res = m.evaluate(X, y)
     Z = m.predict(X)
     assert set(res) == {"loss", "accuracy"}
-    assert res["loss"] == pytest.approx(np_softmax_ce(Z, y), rel=1e-12)
+    assert res["loss"] == pytest.approx(softmax_ce(Z, y), rel=1e-12)
     assert res["accuracy"] == pytest.approx(np.mean(Z.argmax(axis=1) == y), abs=1e-12)
     assert m.evaluate(X, y, batch_size=333)["loss"] == pytest.approx(res["loss"], rel=1e-12)
 
@@ -256,7 +242,7 @@ def test_predict_shapes_dtype_and_chunking(n, dtype):
     P = m.predict_proba(X)
     assert P.shape == (n, 5) and P.dtype == np.dtype(dtype)
     np.testing.assert_allclose(P.sum(axis=1), 1.0, rtol=1e-6)
-    np.testing.assert_allclose(P, np_softmax(Z.astype(np.float64)), rtol=t, atol=t)
+    np.testing.assert_allclose(P, softmax(Z.astype(np.float64)), rtol=t, atol=t)
     c = m.predict_classes(X)
     assert c.dtype == np.int64 and np.array_equal(c, Z.argmax(axis=1))
     # the result is a fresh array, not a layer buffer overwritten by the next call

@@ -9,11 +9,7 @@ import fastnn
 from fastnn.layers import Conv2D, Dense, Flatten, MaxPool2D
 from fastnn.models import dqn, small_cnn
 
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    yield
-    fastnn.set_num_threads(None)
+from conftest import requires_fashion_mnist
 
 
 def test_small_cnn_structure_and_forward():
@@ -129,11 +125,8 @@ def test_save_load_round_trip(tmp_path):
     assert np.array_equal(loaded.predict(X), model.predict(X))
 
 
-FASHION = "/usr/share/datasets/fashion-mnist"
-
-
-@pytest.mark.skipif(not os.path.exists(os.path.join(FASHION, "train-images-idx3-ubyte.gz")),
-                    reason="Fashion-MNIST not installed")
+@pytest.mark.slow
+@requires_fashion_mnist
 def test_small_cnn_learns_fashion_mnist_subset():
     from fastnn.datasets import load_fashion_mnist
 

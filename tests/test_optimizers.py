@@ -7,12 +7,6 @@ from fastnn import SGD, Activation, Adam, Dense
 from fastnn import optimizers as optimizers_mod
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    yield
-    fastnn.set_num_threads(None)
-
-
 # -- NumPy references (torch.optim.SGD / torch.optim.Adam documentation pseudo-code) ------------
 class RefSGD:
     def __init__(self, lr, momentum=0.0, nesterov=False, weight_decay=0.0):

@@ -6,6 +6,8 @@ import pytest
 import fastnn
 from fastnn.layers import AvgPool2D, MaxPool2D
 
+from conftest import numerical_grad, rel_error
+
 
 def pool_reference(X, kernel, stride, reduce):
     """Y[n, i, j, c] = reduce(X[n, i*sh : i*sh + kh, j*sw : j*sw + kw, c]) by loops."""
@@ -19,37 +21,11 @@ def pool_reference(X, kernel, stride, reduce):
     return Y
 
 
-def rel_error(a, b):
-    a, b = np.ravel(a), np.ravel(b)
-    denom = np.linalg.norm(a) + np.linalg.norm(b)
-    return 0.0 if denom == 0 else np.linalg.norm(a - b) / denom
-
-
-def numerical_grad(f, x, h=1e-5):
-    g = np.zeros_like(x)
-    flat, gflat = x.reshape(-1), g.reshape(-1)
-    for k in range(flat.size):
-        old = flat[k]
-        flat[k] = old + h
-        fp = f()
-        flat[k] = old - h
-        fm = f()
-        flat[k] = old
-        gflat[k] = (fp - fm) / (2 * h)
-    return g
-
-
 def distinct_values(shape, seed):
     """Values at least 1e-2 apart (no ties, and a 1e-5 step never changes a window's maximum)."""
     rng = np.random.default_rng(seed)
     n = int(np.prod(shape))
     return (rng.permutation(n).astype(np.float64) * 1e-2 - n * 5e-3).reshape(shape)
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    yield
-    fastnn.set_num_threads(None)
 
 
 CASES = [

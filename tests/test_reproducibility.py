@@ -23,12 +23,6 @@ from fastnn import (SGD, Adam, AvgPool2D, Conv2D, Dense, Flatten, Sequential,
 from fastnn.models import small_cnn
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    yield
-    fastnn.set_num_threads(None)
-
-
 def digest(model):
     """SHA-256 of every parameter's bytes, in layer order."""
     h = hashlib.sha256()
@@ -132,6 +126,7 @@ CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_bit_identical_in_fresh_processes():
     """Other processes (other hash seed, other heap layout, other thread count) give the same
     bits as this one."""

@@ -20,12 +20,6 @@ from fastnn import (SGD, Adam, Callback, Conv2D, Dense, Flatten, MaxPool2D, Mode
 N, N_IN, K = 300, 64, 5  # 300 = 9 full batches of 32 and one of 12; 32x64x64 MACs: parallel
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    yield
-    fastnn.set_num_threads(None)
-
-
 def problem(seed=0):
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((N, N_IN)).astype(np.float32)

@@ -1,17 +1,13 @@
 """Training on real data: an MLP on Fashion-MNIST reaches a real test accuracy (one run)."""
-import os
-
 import numpy as np
 import pytest
 
 import fastnn
 from fastnn import Adam, Dense, Sequential, SoftmaxCrossEntropy
 
-DATA = os.environ.get("FASTNN_DATA", fastnn.datasets.DEFAULT_DATA_DIR)
-pytestmark = pytest.mark.skipif(
-    not os.path.exists(os.path.join(DATA, "t10k-labels-idx1-ubyte.gz"))
-    and not os.path.exists(os.path.join(DATA, "t10k-labels-idx1-ubyte")),
-    reason="Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+from conftest import requires_fashion_mnist
+
+pytestmark = requires_fashion_mnist
 
 
 @pytest.fixture
@@ -23,6 +19,7 @@ def one_thread():
     fastnn.set_num_threads(None)
 
 
+@pytest.mark.slow
 def test_mlp_fashion_mnist_two_epochs_reaches_85_percent(one_thread):
     (X, y), (Xt, yt) = fastnn.datasets.load_fashion_mnist()
     assert X.shape == (60000, 784) and Xt.shape == (10000, 784)
