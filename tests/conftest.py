@@ -98,12 +98,16 @@ def assert_within(actual, ref, bound, what):
 
 # ---- NumPy activation references (float64) ----------------------------------------------------
 
-# the kernels' activation codes (fastnn.activations.KINDS) and the layers' names
-IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH = 0, 1, 2, 3, 4
-_ACT_NAMES = {None: "identity", "identity": "identity", "linear": "identity", "relu": "relu",
-              "leaky_relu": "leaky_relu", "sigmoid": "sigmoid", "tanh": "tanh",
-              "softmax": "softmax", IDENTITY: "identity", RELU: "relu", LEAKY_RELU: "leaky_relu",
-              SIGMOID: "sigmoid", TANH: "tanh"}
+# the kernels' activation codes (the C enum, read through fastnn.activations) and the names
+from fastnn.activations import ACTIVATIONS as _ACTIVATIONS  # noqa: E402
+
+IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH = (
+    _ACTIVATIONS[n].code for n in ("identity", "relu", "leaky_relu", "sigmoid", "tanh"))
+#: every elementwise kernel code
+KERNEL_CODES = tuple(info.code for info in _ACTIVATIONS.values() if info.code >= 0)
+_ACT_NAMES = {None: "identity", "linear": "identity", "softmax": "softmax"}
+_ACT_NAMES.update({n: n for n in _ACTIVATIONS})
+_ACT_NAMES.update({info.code: n for n, info in _ACTIVATIONS.items() if info.code >= 0})
 
 
 def _act_name(kind):

@@ -374,7 +374,8 @@ def sizes(lo=0, hi=9, big=(33, 70)):
 
 
 THREADS = Val("num_threads", 1, bad=(0, -1, -(2 ** 31), 2 ** 31, 2.5, None, "2"))
-KINDS = st.sampled_from([0, 1, 2, 3, 4, 4, 3, 7, -1])  # 7 and -1: unknown codes (identity)
+# every kernel code (sigmoid/tanh twice: the polynomial paths), and two unknown codes (identity)
+KINDS = st.sampled_from(list(KERNEL_CODES) + [TANH, SIGMOID, max(KERNEL_CODES) + 3, -1])
 
 
 def rng_from(data):
