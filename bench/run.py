@@ -30,18 +30,17 @@ Method
 * Useful FLOPs count only the GEMM work of dense and conv layers: dense forward 2NKM, backward
   4NKM; conv forward 2 N Ho Wo kh kw Cin Cout, backward twice that; the first layer skips dX
   (backward = forward); inference: the forward part. GFLOP/s = useful FLOPs / median time.
-* sgemm roofline: a pseudo-implementation ``sgemm`` (``bench/sgemm_<kind>.py``, see
-  :mod:`bench._sgemm`) runs in its own worker process, interleaved with the others at the same
-  thread count, and times only the GEMMs of the same step (:func:`bench.models.gemms`): dense
-  forward (N,K)x(K,M), dX (N,M)x(M,K) (not for the first layer), dW (K,N)x(N,M); conv layers as
-  their im2col GEMMs, (N Ho Wo, kh kw Cin)x(kh kw Cin, Cout) forward and the dW and dX
-  analogues, the im2col itself not timed; inference: the forward GEMMs. Float32 NumPy matmul
-  into preallocated ``out=`` arrays, i.e. OpenBLAS sgemm. Its median is the roofline:
-  ``% of roofline = roofline ms / implementation ms`` (100%: the step costs no more than its
-  GEMMs), roofline GFLOP/s = useful FLOPs / roofline ms (the FLOPs are exactly those above). It
-  is a practical bound, not a hard one: with tiny GEMMs (inference at batch 1) NumPy's per-call
-  overhead (about a microsecond per matmul) is part of it, and an implementation that calls
-  BLAS directly or splits the work differently can beat it.
+* sgemm roofline: a pseudo-implementation ``sgemm`` (:mod:`bench._sgemm`) runs in its own worker
+  process, interleaved with the others at the same thread count, and times only the GEMMs of the
+  same step (:func:`bench.models.gemms`): dense forward (N,K)x(K,M), dX (N,M)x(M,K) (not for the
+  first layer), dW (K,N)x(N,M); conv layers as their im2col GEMMs, (N Ho Wo, kh kw Cin)x(kh kw
+  Cin, Cout) forward and the dW and dX analogues, the im2col itself not timed; inference: the
+  forward GEMMs. Float32 NumPy matmul into preallocated ``out=`` arrays, i.e. OpenBLAS sgemm. Its
+  median is the roofline: ``% of roofline = roofline ms / implementation ms`` (100%: the step
+  costs no more than its GEMMs), roofline GFLOP/s = useful FLOPs / roofline ms (the FLOPs are
+  exactly those above). It is a practical bound, not a hard one: with tiny GEMMs (inference at
+  batch 1) NumPy's per-call overhead (about a microsecond per matmul) is part of it, and an
+  implementation that calls BLAS directly or splits the work differently can beat it.
 * Per-layer profile (conv nets, train steps): after the timed rounds of a batch size, each
   implementation that can (fastnn through ``fastnn.profile``, the NumPy baseline by its own
   timers, the roofline by timing each layer's GEMMs) times each layer's forward and backward,
@@ -685,22 +684,12 @@ def parse_args(argv):
     return args
 
 
-def implementations_for(spec, impls):
-    """The implementations with a module for ``spec``'s kind, and why the others are left out."""
-    kept, left = [], {}
-    for impl in impls:
-        if importlib.util.find_spec(f"bench.{impl}_{spec['kind']}") is None:
-            left[impl] = f"no bench/{impl}_{spec['kind']}.py"
-        else:
-            kept.append(impl)
-    return kept, left
-
-
-def run_net(net, impls, prof, profile, args, user_set=()):
+def run_net(net, impls, prof, profile, args, user_set=(), skipped=None):
     """Benchmark one network; print its tables; returns (payload, errors).
 
     ``prof``: the run profile's settings; the net's own ``settings`` for this profile override
-    them, except the keys in ``user_set`` (given on the command line).
+    them, except the keys in ``user_set`` (given on the command line). ``skipped``: the
+    implementations left out of the run, and why (recorded in the payload).
     """
     spec = MODELS[net]
     prof = dict(prof)
@@ -711,9 +700,6 @@ def run_net(net, impls, prof, profile, args, user_set=()):
     predict_batches = (prof["predict_batches"] if prof["predict_batches"] is not None
                        else spec["predict_batches"][profile])
     cases = [("train", b) for b in batches] + [("predict", b) for b in predict_batches]
-    impls, left = implementations_for(spec, impls)
-    for impl, why in left.items():
-        log(f"skipping {impl} for {net}: {why}")
     facts = machine_facts()
     log(f"{net}: {spec['description']}; {profile} profile; train batches {batches}, predict "
         f"batches {predict_batches}, threads {prof['threads']}; {facts.get('cpu_model')}, "
@@ -772,7 +758,7 @@ def run_net(net, impls, prof, profile, args, user_set=()):
                      **{k: prof[k] for k in ("threads", "block_seconds", "predict_block_seconds",
                                              "rounds", "warmup_seconds", "warmup_min",
                                              "profile_seconds", "profile_chunks")}},
-        "implementations": impls, "skipped": left, "errors": errors,
+        "implementations": impls, "skipped": dict(skipped or {}), "errors": errors,
         "reference": REFERENCE, "roofline": ROOFLINE if ROOFLINE in impls else None,
         "roofline_definition": ROOFLINE_DEFINITION,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -843,8 +829,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     failed = False
     for net in args.nets:
-        payload, errors = run_net(net, impls, prof, profile, args, user_set)
-        payload["skipped"] = dict(skipped, **payload["skipped"])
+        payload, errors = run_net(net, impls, prof, profile, args, user_set, skipped)
         for name, err in errors.items():
             log(f"ERROR {net} {name}: {err}")
         failed = failed or bool(errors)

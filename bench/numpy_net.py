@@ -1,6 +1,11 @@
-"""Pure-NumPy CNN train step (channels-last): the honest baseline fastnn is measured against.
+"""Pure-NumPy train step (channels-last) of any spec of :mod:`bench.models`: the honest
+baseline fastnn is measured against.
 
-What a competent engineer writes without a compiler, in the style of ``numpy_mlp.py``:
+What a competent engineer writes without a compiler: vectorised, BLAS through ``np.matmul(...,
+out=...)`` (transposed operands are views, passed to BLAS with a transpose flag, not copied),
+every buffer preallocated once per batch size, every elementwise op in place, and all parameters
+(and their gradients and velocities) living in one flat array so the optimizer update is four
+vectorised calls over the whole model rather than four per parameter:
 
 * Conv2D forward: copy the (zero-padded) input into a preallocated padded buffer whose border
   stays zero, take ``numpy.lib.stride_tricks.sliding_window_view`` over H and W, subsample it by
@@ -15,16 +20,15 @@ What a competent engineer writes without a compiler, in the style of ``numpy_mlp
   The first layer skips dX.
 * MaxPool2D: the maximum over the window offsets of strided slices; backward routes the gradient
   to the first maximum of each window (as fastnn), offset by offset.
-* Dense layers, softmax cross-entropy and SGD with momentum as ``numpy_mlp.py``: every buffer
-  preallocated once per batch size, elementwise ops in place, and all parameters, gradients and
-  velocities in flat arrays so the update is four vectorised calls for the whole model.
-* Mean squared error ``mean((out - t)^2)`` over all elements (gradient ``2 (out - t) / (N K)``),
-  as fastnn's and torch's.
+* Dense layers ``Z = X @ W + b`` with optional ReLU; the first layer skips dX (no gradient with
+  respect to the input data). An MLP is a spec of dense layers only.
+* Mean softmax cross-entropy over integer labels; mean squared error ``mean((out - t)^2)`` over
+  all elements (gradient ``2 (out - t) / (N K)``), as fastnn's and torch's.
+* SGD with momentum in PyTorch's form (``v <- mu v + g``, ``p <- p - lr v``) over the flat arrays.
 
-Inference (:meth:`NumpyCNN.forward`) is the forward pass alone, into the same buffers.
+Inference (:meth:`NumpyNet.forward`) is the forward pass alone, into the same buffers.
 
-The network is given by a ``cnn`` spec of :mod:`bench.models`. NumPy's elementwise ops run on one
-thread; BLAS follows ``OPENBLAS_NUM_THREADS``.
+NumPy's elementwise ops run on one thread; BLAS follows ``OPENBLAS_NUM_THREADS``.
 """
 import time
 
@@ -32,7 +36,6 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .models import layer_name, layer_shapes
-from .numpy_mlp import configure_threads, versions  # noqa: F401 (worker API)
 
 
 class Conv2D:
@@ -171,7 +174,7 @@ class Flatten:
 
 
 class Dense:
-    """``Z = X W + b`` with optional ReLU, as in ``numpy_mlp.py``."""
+    """``Z = X W + b`` with optional ReLU, over preallocated buffers."""
 
     def __init__(self, cfg, batch, dtype, W, b, dW, db, need_dX):
         self.W, self.b, self.dW, self.db = W, b, dW, db
@@ -209,13 +212,13 @@ class Dense:
         return self.dX
 
 
-class NumpyCNN:
-    """A channels-last CNN given by a ``cnn`` spec, with its loss and SGD momentum.
+class NumpyNet:
+    """A channels-last network given by a spec, with its loss and SGD momentum.
 
     Parameters
     ----------
     spec : dict
-        A ``cnn`` spec of :mod:`bench.models` (``input_shape``, ``layers``, ``loss``).
+        A spec of :mod:`bench.models` (``input_shape``, ``layers``, ``loss``).
     batch : int
         Batch size the buffers are allocated for.
     dtype : numpy dtype
@@ -298,7 +301,7 @@ class NumpyCNN:
             loss = float(np.dot(flat, flat)) / flat.size
             G *= self.dtype.type(2.0 / flat.size)
             return loss
-        # softmax cross-entropy over integer labels, as numpy_mlp.py
+        # softmax cross-entropy over integer labels
         np.max(Z, axis=1, out=self.row_max)
         np.subtract(Z, self.row_max[:, None], out=G)
         target = G[self.rows, y]
@@ -360,7 +363,7 @@ class NumpyCNN:
 
     def profile(self, X, y, repeats=10, warmup=2):
         """Median forward/backward ms of each layer, the loss and the update over ``repeats``
-        timed steps; rows as :func:`bench.fastnn_cnn.profile` returns."""
+        timed steps; rows as :func:`bench.fastnn_net.profile_rows` returns."""
         L = len(self.layers)
         runs = np.zeros((repeats, L + 2, 2))
         for r in range(-warmup, repeats):
@@ -396,7 +399,7 @@ def build(spec, batch, seed=0):
     ``profile(repeats)`` attribute gives per-layer times."""
     dtype = np.dtype(spec.get("dtype", "float32"))
     X, y = make_data(spec, batch, seed, dtype)
-    net = NumpyCNN(spec, batch, dtype=dtype, seed=seed,
+    net = NumpyNet(spec, batch, dtype=dtype, seed=seed,
                    learning_rate=spec.get("learning_rate", 0.01),
                    momentum=spec.get("momentum", 0.9))
 
@@ -407,14 +410,18 @@ def build(spec, batch, seed=0):
     return step
 
 
-
-
-
-
 def build_predict(spec, batch, seed=0):
-    """Return a zero-argument callable doing one inference call (:meth:`NumpyCNN.forward`) on a
+    """Return a zero-argument callable doing one inference call (:meth:`NumpyNet.forward`) on a
     fixed random batch."""
     dtype = np.dtype(spec.get("dtype", "float32"))
     X, _ = make_data(spec, batch, seed, dtype)
-    net = NumpyCNN(spec, batch, dtype=dtype, seed=seed)
+    net = NumpyNet(spec, batch, dtype=dtype, seed=seed)
     return lambda: net.forward(X)
+
+
+def configure_threads(n):
+    """NumPy's BLAS threads are set through OPENBLAS_NUM_THREADS before import; nothing to do."""
+
+
+def versions():
+    return {"numpy": np.__version__}
