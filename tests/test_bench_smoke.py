@@ -252,7 +252,7 @@ def test_bench_smoke_prints_tables_and_writes_json(tmp_path):
 
 
 def test_roofline_pairs_rows_of_the_same_mode_batch_and_threads():
-    from bench.run import add_roofline
+    from bench.report import add_roofline
 
     def row(mode, impl, batch, threads, ms):
         return {"mode": mode, "impl": impl, "batch": batch, "threads": threads,
