@@ -38,7 +38,35 @@ from numpy.lib.stride_tricks import sliding_window_view
 from .models import layer_name, layer_shapes
 
 
-class Conv2D:
+class _Output:
+    """What ends a conv or dense layer: its output ``A`` (bias ``b`` and optional ReLU applied in
+    place) and the ReLU's gradient ``dZ = dA * (A > 0)``, over preallocated buffers."""
+
+    def _init_output(self, cfg, shape, dtype):
+        self.relu = cfg["activation"] == "relu"
+        if cfg["activation"] not in ("relu", None):
+            raise ValueError(f"unsupported activation {cfg['activation']!r}")
+        self.A = np.empty(shape, dtype=dtype)
+        self.dZ = np.empty_like(self.A)
+        self.mask = np.empty(self.A.shape, dtype=bool)
+
+    def _bias_relu(self, Z2):
+        """Add the bias to ``Z2`` (``A`` as (rows, channels)), then the ReLU; returns ``A``."""
+        Z2 += self.b
+        if self.relu:
+            np.maximum(self.A, 0, out=self.A)
+        return self.A
+
+    def _relu_grad(self, dA):
+        """``dA * (A > 0)`` into ``dZ``, returned; None without a ReLU."""
+        if not self.relu:
+            return None
+        np.greater(self.A, 0, out=self.mask)
+        np.multiply(dA, self.mask, out=self.dZ)
+        return self.dZ
+
+
+class Conv2D(_Output):
     """Channels-last convolution over preallocated buffers (see the module docstring)."""
 
     def __init__(self, cfg, in_shape, out_shape, batch, dtype, W, b, dW, db, need_dX):
@@ -46,9 +74,6 @@ class Conv2D:
         self.Ho, self.Wo, self.M = out_shape
         (self.kh, self.kw), (self.sh, self.sw), (self.ph, self.pw) = (
             cfg["kernel_size"], cfg["stride"], cfg["padding"])
-        self.relu = cfg["activation"] == "relu"
-        if cfg["activation"] not in ("relu", None):
-            raise ValueError(f"unsupported activation {cfg['activation']!r}")
         N, H, Wd, C, kh, kw = batch, self.H, self.W_in, self.C, self.kh, self.kw
         K = kh * kw * C
         self.Wm, self.b = W.reshape(K, self.M), b          # views into the flat parameters
@@ -59,11 +84,9 @@ class Conv2D:
         self.Xp = np.zeros(padded, dtype=dtype) if self.padded else None
         self.col = np.empty((N, self.Ho, self.Wo, kh, kw, C), dtype=dtype)
         self.col2 = self.col.reshape(N * self.Ho * self.Wo, K)
-        self.A = np.empty((N, self.Ho, self.Wo, self.M), dtype=dtype)
+        self._init_output(cfg, (N, self.Ho, self.Wo, self.M), dtype)
         self.A2 = self.A.reshape(-1, self.M)
-        self.dZ = np.empty_like(self.A)
         self.dZ2 = self.dZ.reshape(-1, self.M)
-        self.mask = np.empty(self.A.shape, dtype=bool)
         self.need_dX = need_dX
         if need_dX:
             self.dcol = np.empty_like(self.col)
@@ -80,16 +103,10 @@ class Conv2D:
         win = win[:, ::self.sh, ::self.sw][:, :self.Ho, :self.Wo]
         np.copyto(self.col, win.transpose(0, 1, 2, 4, 5, 3))
         np.matmul(self.col2, self.Wm, out=self.A2)
-        self.A2 += self.b
-        if self.relu:
-            np.maximum(self.A, 0, out=self.A)
-        return self.A
+        return self._bias_relu(self.A2)
 
     def backward(self, dA):
-        if self.relu:
-            np.greater(self.A, 0, out=self.mask)
-            np.multiply(dA, self.mask, out=self.dZ)
-        else:
+        if self._relu_grad(dA) is None:
             np.copyto(self.dZ, dA)
         np.matmul(self.col2.T, self.dZ2, out=self.dWm)
         np.sum(self.dZ2, axis=0, out=self.db)
@@ -173,18 +190,12 @@ class Flatten:
         return dY.reshape(self.shape)
 
 
-class Dense:
+class Dense(_Output):
     """``Z = X W + b`` with optional ReLU, over preallocated buffers."""
 
     def __init__(self, cfg, batch, dtype, W, b, dW, db, need_dX):
         self.W, self.b, self.dW, self.db = W, b, dW, db
-        self.relu = cfg["activation"] == "relu"
-        if cfg["activation"] not in ("relu", None):
-            raise ValueError(f"unsupported activation {cfg['activation']!r}")
-        m = cfg["out_features"]
-        self.A = np.empty((batch, m), dtype=dtype)
-        self.dZ = np.empty_like(self.A)
-        self.mask = np.empty(self.A.shape, dtype=bool)
+        self._init_output(cfg, (batch, cfg["out_features"]), dtype)
         self.need_dX = need_dX
         if need_dX:
             self.dX = np.empty((batch, cfg["in_features"]), dtype=dtype)
@@ -192,17 +203,11 @@ class Dense:
     def forward(self, X):
         self.X = X
         np.matmul(X, self.W, out=self.A)
-        self.A += self.b
-        if self.relu:
-            np.maximum(self.A, 0, out=self.A)
-        return self.A
+        return self._bias_relu(self.A)
 
     def backward(self, dA):
-        if self.relu:
-            np.greater(self.A, 0, out=self.mask)
-            np.multiply(dA, self.mask, out=self.dZ)
-            dZ = self.dZ
-        else:
+        dZ = self._relu_grad(dA)
+        if dZ is None:
             dZ = dA  # the loss's gradient buffer
         np.matmul(self.X.T, dZ, out=self.dW)
         np.sum(dZ, axis=0, out=self.db)
