@@ -43,6 +43,16 @@ _remove_work_dir() {
   fi
 }
 
+# check_dirs PREFIX: the FASTNN_CHECK_* settings of asan_check.sh and debug_check.sh: SOURCE
+# (FASTNN_CHECK_SOURCE, default worktree), WORK (FASTNN_CHECK_DIR, or a temporary folder removed
+# at exit unless FASTNN_CHECK_KEEP=1), and in it SRC (the sources) and VENV.
+check_dirs() {
+  SOURCE="${FASTNN_CHECK_SOURCE:-worktree}"
+  work_dir "$1" FASTNN_CHECK_KEEP "${FASTNN_CHECK_DIR:-}"
+  SRC="$WORK/src"
+  VENV="$WORK/venv"
+}
+
 # copy_sources worktree|head DEST: DEST (emptied first) gets the sources. head: a clone of the
 # committed tree (the current branch). Anything else: the work tree as it is, uncommitted changes
 # included, i.e. the files git tracks or would track (ignored ones such as builds and .so left

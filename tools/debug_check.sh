@@ -16,10 +16,7 @@ set -euo pipefail
 # shellcheck source=tools/_common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
-SOURCE="${FASTNN_CHECK_SOURCE:-worktree}"
-work_dir debug FASTNN_CHECK_KEEP "${FASTNN_CHECK_DIR:-}"
-SRC="$WORK/src"
-VENV="$WORK/venv"
+check_dirs debug
 if [ "$#" -eq 0 ]; then
   set -- -q
 fi
