@@ -31,7 +31,7 @@ class GemmStep:
     Parameters
     ----------
     spec : dict
-        A spec of :mod:`bench.models` (``mlp`` or ``cnn``).
+        A spec of :mod:`bench.models`.
     batch : int
     mode : {"train", "predict"}
     seed : int
@@ -42,7 +42,7 @@ class GemmStep:
     calls : list of tuple
         ``(layer index, phase, A, B, out)`` for each GEMM ``out = A @ B``, in step order.
     names : list of str
-        One name per layer of the spec (``mlp``: per weight matrix).
+        One name per layer of the spec.
     """
 
     def __init__(self, spec, batch, mode="train", seed=0):
@@ -52,11 +52,7 @@ class GemmStep:
         def normal(shape, scale=1.0):
             return np.ascontiguousarray(rng.standard_normal(shape) * scale, dtype=dtype)
 
-        if spec["kind"] == "mlp":
-            sizes = spec["sizes"]
-            self.names = [f"dense {k}->{m}" for k, m in zip(sizes[:-1], sizes[1:])]
-        else:
-            self.names = [layer_name(cfg) for cfg in spec["layers"]]
+        self.names = [layer_name(cfg) for cfg in spec["layers"]]
         ops = {}  # layer index -> operands shared by its GEMMs
         self.calls = []
         for g in gemms(spec, batch, mode):
@@ -85,7 +81,7 @@ class GemmStep:
 
     def profile(self, repeats=10, warmup=2):
         """Median forward and backward (``dW`` + ``dX``) GEMM ms of each layer over ``repeats``
-        steps, rows as :meth:`bench.numpy_cnn.NumpyCNN.profile` (the loss and optimizer rows are
+        steps, rows as :meth:`bench.numpy_net.NumpyNet.profile` (the loss and optimizer rows are
         zero: not GEMMs)."""
         clock = time.perf_counter
         L = len(self.names)

@@ -7,10 +7,10 @@ the libraries print goes to stderr. Requests:
 
 ``{"cmd": "setup", "spec": {...}, "batch": N, "seed": 0, "warmup_s": 0.5, "warmup_min": 5,
 "mode": "train"}``
-    build the model for ``spec`` and batch ``N``, warm up; reply with the step time estimate.
-    ``mode="train"``: a step is a train step (the module's ``build``); ``mode="predict"``: one
-    inference call (its ``build_predict``); a module without ``build_predict`` replies
-    ``{"unsupported": ...}``.
+    build the model for ``spec`` and batch ``N`` with the implementation's module
+    (:data:`MODULES`), warm up; reply with the step time estimate. ``mode="train"``: a step is a
+    train step (the module's ``build``); ``mode="predict"``: one inference call (its
+    ``build_predict``); a module without ``build_predict`` replies ``{"unsupported": ...}``.
 ``{"cmd": "run", "seconds": S, "pre": k}``
     ``k`` untimed steps, then steps timed one by one for about ``S`` seconds; reply ``times_ns``
     and ``value``: the last step's loss (train), the sum of its output (predict; computed after
@@ -31,6 +31,10 @@ import sys
 import time
 import traceback
 
+#: implementation -> the module that builds its steps, for every spec of bench.models
+MODULES = {"numpy": "bench.numpy_net", "fastnn": "bench.fastnn_net", "torch": "bench.torch_net",
+           "sgemm": "bench._sgemm"}
+
 
 def _threadpools():
     try:
@@ -46,16 +50,17 @@ class Worker:
     def __init__(self, impl, threads):
         self.impl = impl
         self.threads = threads
-        self.modules = {}
+        self._module = None
         self.step = None
         self.mode = "train"
 
-    def module(self, kind):
-        if kind not in self.modules:
-            mod = importlib.import_module(f"bench.{self.impl}_{kind}")
+    def module(self):
+        """The implementation's module, imported (and its threads configured) on first use."""
+        if self._module is None:
+            mod = importlib.import_module(MODULES[self.impl])
             mod.configure_threads(self.threads)
-            self.modules[kind] = mod
-        return self.modules[kind]
+            self._module = mod
+        return self._module
 
     def value(self, out):
         """A float summary of a step's result (the loss, or the sum of an inference output)."""
@@ -72,7 +77,7 @@ class Worker:
         gc.collect()
         if mode not in ("train", "predict"):
             raise ValueError(f"mode must be 'train' or 'predict', got {mode!r}")
-        module = self.module(spec["kind"])
+        module = self.module()
         builder = getattr(module, "build" if mode == "train" else "build_predict", None)
         if builder is None:
             return {"unsupported": f"{module.__name__} has no build_predict"}
@@ -131,7 +136,8 @@ class Worker:
     def info(self):
         out = {"impl": self.impl, "threads": self.threads, "pid": os.getpid(),
                "python": sys.version.split()[0], "versions": {}, "extra": {}}
-        for mod in self.modules.values():
+        mod = self._module
+        if mod is not None:
             out["versions"].update(mod.versions())
             if hasattr(mod, "extra_info"):
                 out["extra"].update(mod.extra_info())

@@ -1,11 +1,14 @@
 """Benchmark models: the spec every implementation builds, and its useful FLOPs per train step.
 
-A spec is a plain JSON-serialisable dict sent to the worker processes; ``kind`` selects the
-module ``bench/<impl>_<kind>.py`` that builds it (``mlp``: a Dense stack given by ``sizes``;
-``cnn``: any channels-last stack of ``conv``/``maxpool``/``flatten``/``dense`` layers given by
-``layers``). ``batches`` gives each net's train-step batch sizes per run profile,
-``predict_batches`` its inference (``predict``) batch sizes, ``settings`` optional overrides of
-the run profile's other settings (e.g. fewer rounds for slow steps).
+A spec is a plain JSON-serialisable dict sent to the worker processes, and every implementation
+(``bench/<impl>_net.py``, ``bench/_sgemm.py``) builds any spec: a channels-last stack of
+``conv``/``maxpool``/``flatten``/``dense`` layers given by ``layers``, its per-sample
+``input_shape``, its ``loss`` (``softmax_ce`` or ``mse``) and its random ``inputs`` (``normal``
+or ``uniform``). An MLP is a spec with dense layers only (:func:`mlp_layers`). ``kind`` says
+which of the two a net is (``mlp`` or ``cnn``): the driver profiles the ``cnn`` nets layer by
+layer. ``batches`` gives each net's train-step batch sizes per run profile, ``predict_batches``
+its inference (``predict``) batch sizes, ``settings`` optional overrides of the run profile's
+other settings (e.g. fewer rounds for slow steps).
 
 Useful FLOPs (multiply-adds count 2) count only the GEMM work of conv and dense layers:
 
@@ -18,22 +21,9 @@ Bias, activation, pooling, loss and optimizer work is not counted (as ``fastnn.p
 Inference (``predict``) counts the forward GEMMs only (:func:`forward_flops`).
 
 :func:`gemms` lists these GEMMs one by one with their shapes (the im2col GEMMs for conv layers):
-the sgemm roofline (``bench/sgemm_*.py``) times exactly them, and their FLOPs add up to
+the sgemm roofline (``bench/_sgemm.py``) times exactly them, and their FLOPs add up to
 :func:`train_step_flops` (:func:`forward_flops` for inference).
 """
-
-MLP = {
-    "kind": "mlp",
-    "sizes": [784, 256, 128, 10],
-    "activation": "relu",
-    "dtype": "float32",
-    "learning_rate": 0.01,
-    "momentum": 0.9,
-    "batches": {"default": [32, 64, 128, 256], "quick": [32, 64, 128, 256],
-                "smoke": [32, 128]},
-    "predict_batches": {"default": [1, 32], "quick": [1, 32], "smoke": [1, 32]},
-    "description": "MLP 784-256-128-10 ReLU, softmax-CE, SGD momentum 0.9, float32",
-}
 
 
 def _conv(cin, cout, k, stride=1, padding=0, activation="relu"):
@@ -45,9 +35,33 @@ def _dense(k, m, activation="relu"):
     return {"type": "dense", "in_features": k, "out_features": m, "activation": activation}
 
 
+def mlp_layers(sizes, activation="relu"):
+    """The dense layers of an MLP of widths ``sizes`` (input first): ``activation`` on the hidden
+    layers, none on the last."""
+    n = len(sizes) - 1
+    return [_dense(k, m, activation if i < n - 1 else None)
+            for i, (k, m) in enumerate(zip(sizes[:-1], sizes[1:]))]
+
+
+MLP = {
+    "kind": "mlp",
+    "input_shape": [784],
+    "layers": mlp_layers([784, 256, 128, 10]),
+    "loss": "softmax_ce",
+    "inputs": "normal",          # X ~ N(0, 1); y: integer labels in [0, 10)
+    "dtype": "float32",
+    "learning_rate": 0.01,
+    "momentum": 0.9,
+    "batches": {"default": [32, 64, 128, 256], "quick": [32, 64, 128, 256],
+                "smoke": [32, 128]},
+    "predict_batches": {"default": [1, 32], "quick": [1, 32], "smoke": [1, 32]},
+    "description": "MLP 784-256-128-10 ReLU, softmax-CE, SGD momentum 0.9, float32",
+}
+
+
 SMALL_CNN = {
     "kind": "cnn",
-    "builder": "small_cnn",  # fastnn.models.small_cnn; fastnn_cnn checks it matches `layers`
+    "builder": "small_cnn",  # fastnn.models.small_cnn; fastnn_net checks it matches `layers`
     "input_shape": [28, 28, 1],
     "layers": [
         _conv(1, 32, 3, padding=1),
@@ -97,22 +111,13 @@ DQN = {
 MODELS = {"mlp": MLP, "cnn": SMALL_CNN, "dqn": DQN}
 
 
-def dense_flops(n, k, m, first):
-    """Useful FLOPs of one dense layer (N,K)->(M) in a train step.
-
-    Forward ``2NKM``; backward ``4NKM`` (dW and dX), or ``2NKM`` for the first layer, which
-    skips dX. Bias, activation, loss and optimizer work is not counted.
-    """
-    return 2 * n * k * m + (2 if first else 4) * n * k * m
-
-
 def conv_out(size, kernel, stride, pad):
     """Output length of a convolution or pooling along one axis."""
     return (size + 2 * pad - kernel) // stride + 1
 
 
 def layer_shapes(spec):
-    """Per-sample ``(input_shape, output_shape)`` of every layer of a ``cnn`` spec."""
+    """Per-sample ``(input_shape, output_shape)`` of every layer of a spec."""
     shape = tuple(spec["input_shape"])
     out = []
     for layer in spec["layers"]:
@@ -147,7 +152,7 @@ def layer_shapes(spec):
 
 
 def layer_name(layer):
-    """A short readable name of one layer of a ``cnn`` spec, e.g. ``conv 8x8/4 4->32``."""
+    """A short readable name of one layer of a spec, e.g. ``conv 8x8/4 4->32``."""
     t = layer["type"]
     if t == "conv":
         (kh, kw), (sh, sw), (ph, pw) = layer["kernel_size"], layer["stride"], layer["padding"]
@@ -164,7 +169,7 @@ def layer_name(layer):
 
 
 def layer_flops(spec, batch):
-    """``(forward, backward)`` useful FLOPs of every layer of a ``cnn`` spec at ``batch``.
+    """``(forward, backward)`` useful FLOPs of every layer of a spec at ``batch``.
 
     The model's first layer skips the gradient with respect to its input (the data).
     """
@@ -186,13 +191,7 @@ def layer_flops(spec, batch):
 
 def train_step_flops(spec, batch):
     """Useful FLOPs of one train step of ``spec`` at batch size ``batch``."""
-    if spec["kind"] == "mlp":
-        sizes = spec["sizes"]
-        return sum(dense_flops(batch, k, m, i == 0)
-                   for i, (k, m) in enumerate(zip(sizes[:-1], sizes[1:])))
-    if spec["kind"] == "cnn":
-        return sum(f + b for f, b in layer_flops(spec, batch))
-    raise ValueError(f"no FLOP count for model kind {spec['kind']!r}")
+    return sum(f + b for f, b in layer_flops(spec, batch))
 
 
 def gemms(spec, batch, mode="train"):
@@ -204,26 +203,20 @@ def gemms(spec, batch, mode="train"):
     forward (N,K)x(K,M), ``dW`` (K,N)x(N,M), ``dX`` (N,M)x(M,K); for a conv layer with
     ``P = N Ho Wo`` rows and ``Kc = kh kw Cin``: forward (P,Kc)x(Kc,Cout), ``dW``
     (Kc,P)x(P,Cout), ``dX`` (P,Cout)x(Cout,Kc) (the im2col/col2im copies are not GEMMs). The
-    first layer has no ``dX``. ``i`` indexes ``spec["layers"]`` (``cnn``) or the weight matrices
-    (``mlp``). Each GEMM's FLOPs are ``2 m k n``.
+    first layer has no ``dX``. ``i`` indexes ``spec["layers"]``. Each GEMM's FLOPs are
+    ``2 m k n``.
     """
     if mode not in ("train", "predict"):
         raise ValueError(f"mode must be 'train' or 'predict', got {mode!r}")
     per_layer = []  # (layer index, rows, K, M)
-    if spec["kind"] == "mlp":
-        sizes = spec["sizes"]
-        per_layer = [(i, batch, k, m) for i, (k, m) in enumerate(zip(sizes[:-1], sizes[1:]))]
-    elif spec["kind"] == "cnn":
-        for i, (layer, (_, out_shape)) in enumerate(zip(spec["layers"], layer_shapes(spec))):
-            if layer["type"] == "conv":
-                kh, kw = layer["kernel_size"]
-                ho, wo, _ = out_shape
-                per_layer.append((i, batch * ho * wo, kh * kw * layer["in_channels"],
-                                  layer["out_channels"]))
-            elif layer["type"] == "dense":
-                per_layer.append((i, batch, layer["in_features"], layer["out_features"]))
-    else:
-        raise ValueError(f"no GEMMs for model kind {spec['kind']!r}")
+    for i, (layer, (_, out_shape)) in enumerate(zip(spec["layers"], layer_shapes(spec))):
+        if layer["type"] == "conv":
+            kh, kw = layer["kernel_size"]
+            ho, wo, _ = out_shape
+            per_layer.append((i, batch * ho * wo, kh * kw * layer["in_channels"],
+                              layer["out_channels"]))
+        elif layer["type"] == "dense":
+            per_layer.append((i, batch, layer["in_features"], layer["out_features"]))
     out = [{"layer": i, "phase": "forward", "m": rows, "k": k, "n": m}
            for i, rows, k, m in per_layer]
     if mode == "predict":

@@ -30,18 +30,17 @@ Method
 * Useful FLOPs count only the GEMM work of dense and conv layers: dense forward 2NKM, backward
   4NKM; conv forward 2 N Ho Wo kh kw Cin Cout, backward twice that; the first layer skips dX
   (backward = forward); inference: the forward part. GFLOP/s = useful FLOPs / median time.
-* sgemm roofline: a pseudo-implementation ``sgemm`` (``bench/sgemm_<kind>.py``, see
-  :mod:`bench._sgemm`) runs in its own worker process, interleaved with the others at the same
-  thread count, and times only the GEMMs of the same step (:func:`bench.models.gemms`): dense
-  forward (N,K)x(K,M), dX (N,M)x(M,K) (not for the first layer), dW (K,N)x(N,M); conv layers as
-  their im2col GEMMs, (N Ho Wo, kh kw Cin)x(kh kw Cin, Cout) forward and the dW and dX
-  analogues, the im2col itself not timed; inference: the forward GEMMs. Float32 NumPy matmul
-  into preallocated ``out=`` arrays, i.e. OpenBLAS sgemm. Its median is the roofline:
-  ``% of roofline = roofline ms / implementation ms`` (100%: the step costs no more than its
-  GEMMs), roofline GFLOP/s = useful FLOPs / roofline ms (the FLOPs are exactly those above). It
-  is a practical bound, not a hard one: with tiny GEMMs (inference at batch 1) NumPy's per-call
-  overhead (about a microsecond per matmul) is part of it, and an implementation that calls
-  BLAS directly or splits the work differently can beat it.
+* sgemm roofline: a pseudo-implementation ``sgemm`` (:mod:`bench._sgemm`) runs in its own worker
+  process, interleaved with the others at the same thread count, and times only the GEMMs of the
+  same step (:func:`bench.models.gemms`): dense forward (N,K)x(K,M), dX (N,M)x(M,K) (not for the
+  first layer), dW (K,N)x(N,M); conv layers as their im2col GEMMs, (N Ho Wo, kh kw Cin)x(kh kw
+  Cin, Cout) forward and the dW and dX analogues, the im2col itself not timed; inference: the
+  forward GEMMs. Float32 NumPy matmul into preallocated ``out=`` arrays, i.e. OpenBLAS sgemm. Its
+  median is the roofline: ``% of roofline = roofline ms / implementation ms`` (100%: the step
+  costs no more than its GEMMs), roofline GFLOP/s = useful FLOPs / roofline ms (the FLOPs are
+  exactly those above). It is a practical bound, not a hard one: with tiny GEMMs (inference at
+  batch 1) NumPy's per-call overhead (about a microsecond per matmul) is part of it, and an
+  implementation that calls BLAS directly or splits the work differently can beat it.
 * Per-layer profile (conv nets, train steps): after the timed rounds of a batch size, each
   implementation that can (fastnn through ``fastnn.profile``, the NumPy baseline by its own
   timers, the roofline by timing each layer's GEMMs) times each layer's forward and backward,
@@ -72,15 +71,16 @@ import time
 
 if __package__ in (None, ""):  # run as a script: python bench/run.py
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from bench.models import MODELS, forward_flops, layer_flops, train_step_flops  # noqa: E402
+    from bench.models import MODELS, forward_flops, train_step_flops  # noqa: E402
+    from bench.report import (REFERENCE, ROOFLINE, add_layer_flops, add_ratios,  # noqa: E402
+                              add_roofline, format_profile_table, format_table, quantiles)
 else:
-    from .models import MODELS, forward_flops, layer_flops, train_step_flops
+    from .models import MODELS, forward_flops, train_step_flops
+    from .report import (REFERENCE, ROOFLINE, add_layer_flops, add_ratios, add_roofline,
+                         format_profile_table, format_table, quantiles)
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(BENCH_DIR)
-REFERENCE = "fastnn"
-#: the pseudo-implementation that times only the step's GEMMs (bench/_sgemm.py)
-ROOFLINE = "sgemm"
 #: implementation name -> the top-level package it needs (checked without importing it)
 IMPLEMENTATIONS = {"numpy": "numpy", "fastnn": "fastnn", "torch": "torch", ROOFLINE: "numpy"}
 #: what each implementation's timed inference call is (for the inference table's caption)
@@ -198,20 +198,6 @@ class WorkerProcess:
             except (BrokenPipeError, subprocess.TimeoutExpired, OSError):
                 self.proc.kill()
                 self.proc.wait()
-
-
-def quantiles(values):
-    """(q1, median, q3) with linear interpolation, like numpy.percentile's default."""
-    v = sorted(values)
-    n = len(v)
-
-    def q(p):
-        x = p * (n - 1)
-        i = int(x)
-        j = min(i + 1, n - 1)
-        return v[i] + (v[j] - v[i]) * (x - i)
-
-    return q(0.25), q(0.5), q(0.75)
 
 
 def machine_facts():
@@ -417,199 +403,6 @@ def profile_layers(workers, setups, threads, spec, batch, prof, errors):
     return out
 
 
-def add_layer_flops(rows, spec, batch):
-    """Add ``flops`` and ``gflops`` (useful GFLOP/s of forward + backward) to profile rows:
-    one per layer, then the loss and the optimizer; then append a ``total`` row."""
-    per_layer = [f + b for f, b in layer_flops(spec, batch)]
-    per_layer += [0] * (len(rows) - len(per_layer))
-    out = []
-    for row, flops in zip(rows, per_layer):
-        ms = row["forward_ms"] + row["backward_ms"]
-        out.append(dict(row, flops=flops,
-                        gflops=flops / (ms * 1e-3) / 1e9 if flops and ms > 0 else None))
-    fwd = sum(r["forward_ms"] for r in rows)
-    bwd = sum(r["backward_ms"] for r in rows)
-    total = sum(per_layer)
-    out.append({"name": "total", "forward_ms": fwd, "backward_ms": bwd, "flops": total,
-                "gflops": total / ((fwd + bwd) * 1e-3) / 1e9 if fwd + bwd > 0 else None})
-    return out
-
-
-def _by_case(results):
-    rows = {}
-    for r in results:
-        rows.setdefault((r["batch"], r["threads"]), {})[r["impl"]] = r
-    return rows
-
-
-def add_ratios(results, impls):
-    """Per (batch, threads): ratio of each implementation's median to the reference's (the
-    roofline is not an implementation: see :func:`add_roofline`)."""
-    ratios = []
-    for (batch, threads), by_impl in sorted(_by_case(results).items()):
-        ref = by_impl.get(REFERENCE)
-        if ref is None:
-            continue
-        for impl in impls:
-            if impl in (REFERENCE, ROOFLINE) or impl not in by_impl:
-                continue
-            other = by_impl[impl]
-            paired = [a / b for a, b in zip(other["block_medians_ms"], ref["block_medians_ms"])]
-            q1, med, q3 = quantiles(paired) if paired else (None, None, None)
-            ratios.append({"mode": ref.get("mode", "train"), "batch": batch, "threads": threads,
-                           "impl": impl, "reference": REFERENCE,
-                           "ratio_of_medians": other["median_ms"] / ref["median_ms"],
-                           "per_round_ratio_q1": q1, "per_round_ratio_median": med,
-                           "per_round_ratio_q3": q3})
-    return ratios
-
-
-def add_roofline(results):
-    """Give every implementation's result row, where the sgemm roofline ran for its (batch,
-    threads), ``roofline_ms`` (the roofline's median), ``pct_roofline`` (100 * roofline median /
-    its median) and ``pct_roofline_per_round`` (quartiles of the same over the paired blocks of
-    each round). Returns ``results``."""
-    cases = {}
-    for r in results:  # train and inference rows may share a batch size: keep them apart
-        cases.setdefault((r.get("mode"), r["batch"], r["threads"]), {})[r["impl"]] = r
-    for by_impl in cases.values():
-        roof = by_impl.get(ROOFLINE)
-        if roof is None:
-            continue
-        for impl, r in by_impl.items():
-            if impl == ROOFLINE:
-                continue
-            r["roofline_ms"] = roof["median_ms"]
-            r["pct_roofline"] = 100.0 * roof["median_ms"] / r["median_ms"]
-            paired = [100.0 * a / b for a, b in zip(roof["block_medians_ms"],
-                                                    r["block_medians_ms"])]
-            r["pct_roofline_per_round"] = list(quantiles(paired)) if paired else None
-    return results
-
-
-def _md(head, body):
-    lines = ["| " + " | ".join(head) + " |",
-             "|" + "|".join("---:" if i else "---" for i, _ in enumerate(head)) + "|"]
-    lines += ["| " + " | ".join(cells) + " |" for cells in body]
-    return "\n".join(lines)
-
-
-def format_table(results, impls, gflops=True):
-    """Markdown table: one row per (batch, threads): median (IQR) ms per implementation, ratios
-    to the reference, useful GFLOP/s (if ``gflops``) and, when the sgemm roofline ran, its ms
-    (and GFLOP/s) and each implementation's % of it (roofline ms / its ms)."""
-    rows = _by_case(results)
-    present = [i for i in impls if any(i in v for v in rows.values())]
-    roof = ROOFLINE if ROOFLINE in present else None
-    present = [i for i in present if i != ROOFLINE]
-    others = [i for i in present if i != REFERENCE]
-    ref = REFERENCE if REFERENCE in present else None
-    shown = others + ([ref] if ref else [])
-    head = ["batch", "threads"] + [f"{i} ms" for i in others]
-    if ref:
-        head += [f"{ref} ms"] + [f"{i}/{ref}" for i in others]
-    if gflops:
-        head += [f"{i} GFLOP/s" for i in shown]
-    if roof:
-        head += ["roofline ms"] + (["roofline GFLOP/s"] if gflops else [])
-        head += [f"{i} % roofline" for i in shown]
-    body = []
-    for (batch, threads), by_impl in sorted(rows.items()):
-
-        def cell(impl):
-            r = by_impl.get(impl)
-            return f"{r['median_ms']:.3f} ({r['iqr_ms']:.3f})" if r else "n/a"
-
-        def gf(impl):
-            r = by_impl.get(impl)
-            return f"{r['gflops']:.1f}" if r else "n/a"
-
-        cells = [str(batch), str(threads)] + [cell(i) for i in others]
-        if ref:
-            rr = by_impl.get(ref)
-            cells.append(cell(ref))
-            for i in others:
-                o = by_impl.get(i)
-                cells.append(f"{o['median_ms'] / rr['median_ms']:.2f}" if (o and rr) else "n/a")
-        if gflops:
-            cells += [gf(i) for i in shown]
-        if roof:
-            rf = by_impl.get(roof)
-            cells.append(f"{rf['median_ms']:.3f}" if rf else "n/a")
-            if gflops:
-                cells.append(gf(roof))
-            for i in shown:
-                o = by_impl.get(i)
-                cells.append(f"{o['pct_roofline']:.0f}%" if o and "pct_roofline" in o else "n/a")
-        body.append(cells)
-    # the first column is numeric here too: right-align every column
-    return _md(head, body).replace("|---|", "|---:|", 1)
-
-
-def format_profile_table(profiles, impls):
-    """Markdown table of the per-layer profiles: for the reference, forward and backward ms and
-    useful GFLOP/s; for the others, forward + backward ms, GFLOP/s and the ratio to the
-    reference; for the sgemm roofline, the layer's GEMM ms, their GFLOP/s and the reference's
-    % of it. One block of rows per (batch, threads)."""
-    by_key = {}
-    for p in profiles:
-        by_key.setdefault((p["batch"], p["threads"]), {})[p["impl"]] = p["rows"]
-    present = [i for i in impls if any(i in v for v in by_key.values())]
-    roof = ROOFLINE if ROOFLINE in present else None
-    present = [i for i in present if i != ROOFLINE]
-    if not present:
-        return ""
-    ref = REFERENCE if REFERENCE in present else None
-    others = [i for i in present if i != ref]
-    head = ["layer", "batch", "threads"]
-    if ref:
-        head += [f"{ref} fwd ms", f"{ref} bwd ms", f"{ref} GFLOP/s"]
-    for i in others:
-        head += [f"{i} ms"] + ([f"{i}/{ref}"] if ref else []) + [f"{i} GFLOP/s"]
-    if roof:
-        head += ["roofline ms", "roofline GFLOP/s"] + ([f"{ref} % roofline"] if ref else [])
-    body = []
-
-    def g(row):
-        return f"{row['gflops']:.1f}" if row.get("gflops") else ""
-
-    for (batch, threads), by_impl in sorted(by_key.items()):
-        base = next((by_impl[i] for i in ([ref] if ref else []) + others if i in by_impl),
-                    None)
-        if base is None:
-            continue
-        for k, name_row in enumerate(base):
-            cells = [name_row["name"], str(batch), str(threads)]
-            r = by_impl.get(ref)[k] if ref and ref in by_impl else None
-            rms = r["forward_ms"] + r["backward_ms"] if r else 0
-            if ref:
-                cells += ([f"{r['forward_ms']:.3f}", f"{r['backward_ms']:.3f}", g(r)] if r
-                          else ["n/a"] * 3)
-            for i in others:
-                o = by_impl[i][k] if i in by_impl else None
-                if o is None:
-                    cells += ["n/a"] * (3 if ref else 2)
-                    continue
-                ms = o["forward_ms"] + o["backward_ms"]
-                cells.append(f"{ms:.3f}")
-                if ref:
-                    cells.append(f"{ms / rms:.2f}" if rms > 0 else "")
-                cells.append(g(o))
-            if roof:
-                o = by_impl[roof][k] if roof in by_impl else None
-                ms = o["forward_ms"] + o["backward_ms"] if o else 0
-                if o is None:
-                    cells += ["n/a"] * (3 if ref else 2)
-                elif ms > 0:  # a layer with GEMMs (and the total)
-                    cells += [f"{ms:.3f}", g(o)]
-                    if ref:
-                        cells.append(f"{100 * ms / rms:.0f}%" if rms > 0 else "")
-                else:
-                    cells += [""] * (3 if ref else 2)
-            body.append(cells)
-    return _md(head, body)
-
-
 def _net_list(text):
     nets = [x for x in text.split(",") if x]
     unknown = [n for n in nets if n not in MODELS]
@@ -685,22 +478,12 @@ def parse_args(argv):
     return args
 
 
-def implementations_for(spec, impls):
-    """The implementations with a module for ``spec``'s kind, and why the others are left out."""
-    kept, left = [], {}
-    for impl in impls:
-        if importlib.util.find_spec(f"bench.{impl}_{spec['kind']}") is None:
-            left[impl] = f"no bench/{impl}_{spec['kind']}.py"
-        else:
-            kept.append(impl)
-    return kept, left
-
-
-def run_net(net, impls, prof, profile, args, user_set=()):
+def run_net(net, impls, prof, profile, args, user_set=(), skipped=None):
     """Benchmark one network; print its tables; returns (payload, errors).
 
     ``prof``: the run profile's settings; the net's own ``settings`` for this profile override
-    them, except the keys in ``user_set`` (given on the command line).
+    them, except the keys in ``user_set`` (given on the command line). ``skipped``: the
+    implementations left out of the run, and why (recorded in the payload).
     """
     spec = MODELS[net]
     prof = dict(prof)
@@ -711,9 +494,6 @@ def run_net(net, impls, prof, profile, args, user_set=()):
     predict_batches = (prof["predict_batches"] if prof["predict_batches"] is not None
                        else spec["predict_batches"][profile])
     cases = [("train", b) for b in batches] + [("predict", b) for b in predict_batches]
-    impls, left = implementations_for(spec, impls)
-    for impl, why in left.items():
-        log(f"skipping {impl} for {net}: {why}")
     facts = machine_facts()
     log(f"{net}: {spec['description']}; {profile} profile; train batches {batches}, predict "
         f"batches {predict_batches}, threads {prof['threads']}; {facts.get('cpu_model')}, "
@@ -772,7 +552,7 @@ def run_net(net, impls, prof, profile, args, user_set=()):
                      **{k: prof[k] for k in ("threads", "block_seconds", "predict_block_seconds",
                                              "rounds", "warmup_seconds", "warmup_min",
                                              "profile_seconds", "profile_chunks")}},
-        "implementations": impls, "skipped": left, "errors": errors,
+        "implementations": impls, "skipped": dict(skipped or {}), "errors": errors,
         "reference": REFERENCE, "roofline": ROOFLINE if ROOFLINE in impls else None,
         "roofline_definition": ROOFLINE_DEFINITION,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -843,8 +623,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     failed = False
     for net in args.nets:
-        payload, errors = run_net(net, impls, prof, profile, args, user_set)
-        payload["skipped"] = dict(skipped, **payload["skipped"])
+        payload, errors = run_net(net, impls, prof, profile, args, user_set, skipped)
         for name, err in errors.items():
             log(f"ERROR {net} {name}: {err}")
         failed = failed or bool(errors)

@@ -13,8 +13,8 @@ sys.path.insert(0, ROOT)
 
 from bench.models import (MODELS, forward_flops, gemms, layer_flops, layer_name,  # noqa: E402
                           layer_shapes, train_step_flops)
-from bench.numpy_cnn import MaxPool2D as NpMaxPool2D  # noqa: E402
-from bench.numpy_cnn import NumpyCNN, make_data  # noqa: E402
+from bench.numpy_net import MaxPool2D as NpMaxPool2D  # noqa: E402
+from bench.numpy_net import NumpyNet, make_data  # noqa: E402
 from conftest import numerical_grad, softmax_ce  # noqa: E402
 
 
@@ -101,8 +101,7 @@ def test_gemms_add_up_to_the_flop_formulas():
             assert sum(2 * g["m"] * g["k"] * g["n"] for g in train) == train_step_flops(spec, n)
             assert sum(2 * g["m"] * g["k"] * g["n"] for g in predict) == forward_flops(spec, n)
             assert predict == [g for g in train if g["phase"] == "forward"]
-            if spec["kind"] == "cnn":
-                assert forward_flops(spec, n) == sum(f for f, _ in layer_flops(spec, n))
+            assert forward_flops(spec, n) == sum(f for f, _ in layer_flops(spec, n))
             # the first layer with weights has no dX; every other one has one
             first = train[0]["layer"]
             assert [g["layer"] for g in train if g["phase"] == "dX"] == [
@@ -149,9 +148,8 @@ def test_sgemm_step_runs_exactly_the_gemms(name, mode):
             if p == "dX":
                 assert np.shares_memory(ops[(i, "dX")][1], ops[(i, "forward")][1])
     rows = step.profile(2)
-    if spec["kind"] == "cnn":
-        assert [r["name"] for r in rows] == [layer_name(c) for c in spec["layers"]] + [
-            "loss", "optimizer"]
+    assert [r["name"] for r in rows] == [layer_name(c) for c in spec["layers"]] + [
+        "loss", "optimizer"]
     assert all(r["forward_ms"] >= 0 and r["backward_ms"] >= 0 for r in rows)
 
 
@@ -161,26 +159,15 @@ def test_sgemm_step_runs_exactly_the_gemms(name, mode):
 def test_numpy_forward_matches_fastnn_predict(name):
     """The NumPy baseline's inference (its forward pass) computes what fastnn's predict does."""
     import fastnn
-    from bench.fastnn_cnn import make_model
+    from bench.fastnn_net import make_model
 
     spec = dict(MODELS[name], dtype="float64")
     n = 2
-    if name == "mlp":
-        from bench.fastnn_mlp import _model_and_data
-        from bench.numpy_mlp import NumpyMLP
-
-        model, X, _ = _model_and_data(spec, n, 0)
-        net = NumpyMLP(spec["sizes"], n, dtype=np.float64, seed=1)
-        for layer, W, b in zip(model.layers, net.W, net.b):
-            layer.params["weight"][...] = W
-            layer.params["bias"][...] = b + 0.1
-            b += 0.1
-    else:
-        net = NumpyCNN(spec, n, dtype=np.float64, seed=1)
-        net.flat_params += 0.01
-        model = make_model(spec)
-        _copy_weights(net, model)
-        X, _ = make_data(spec, n, seed=0, dtype=np.float64)
+    net = NumpyNet(spec, n, dtype=np.float64, seed=1)
+    net.flat_params += 0.01
+    model = make_model(spec)
+    _copy_weights(net, model)
+    X, _ = make_data(spec, n, seed=0, dtype=np.float64)
     fastnn.set_num_threads(1)
     try:
         np.testing.assert_allclose(net.forward(X), model.predict(X), rtol=1e-10, atol=1e-12)
@@ -195,15 +182,17 @@ def test_build_predict(impl, name):
 
     if impl == "torch":
         pytest.importorskip("torch")
+    from bench._worker import MODULES
+
     spec = MODELS[name]
-    mod = importlib.import_module(f"bench.{impl}_{spec['kind']}")
+    mod = importlib.import_module(MODULES[impl])
     for n in (1, 3):
         out = mod.build_predict(spec, n, seed=0)()
         if impl == "sgemm":
             assert out is None
             continue
         out = np.asarray(out)
-        n_out = spec["sizes"][-1] if name == "mlp" else spec["layers"][-1]["out_features"]
+        n_out = spec["layers"][-1]["out_features"]
         assert out.shape == (n, n_out) and np.isfinite(out).all()
 
 
@@ -261,7 +250,7 @@ def _loss_ref(spec, params, X, y):
 def test_numpy_cnn_gradients_match_finite_differences(name):
     spec = SMALL_SPECS[name]
     n = 3
-    net = NumpyCNN(spec, n, dtype=np.float64, seed=4, learning_rate=0.0, momentum=0.9)
+    net = NumpyNet(spec, n, dtype=np.float64, seed=4, learning_rate=0.0, momentum=0.9)
     net.flat_params += 0.05 * np.random.default_rng(5).standard_normal(net.flat_params.size)
     X, y = make_data(spec, n, seed=6, dtype=np.float64)
     loss = net.train_step(X, y)  # lr = 0: parameters unchanged, gradients filled
@@ -279,7 +268,7 @@ def test_numpy_cnn_input_gradient_of_second_layer(name):
     the reference in the first layer's output."""
     spec = SMALL_SPECS[name]
     n = 2
-    net = NumpyCNN(spec, n, dtype=np.float64, seed=1, learning_rate=0.0)
+    net = NumpyNet(spec, n, dtype=np.float64, seed=1, learning_rate=0.0)
     X, y = make_data(spec, n, seed=2, dtype=np.float64)
     net.train_step(X, y)
     grad = net.grad
@@ -306,7 +295,7 @@ def test_numpy_cnn_input_gradient_of_second_layer(name):
 def test_numpy_cnn_sgd_momentum_update():
     spec = SMALL_SPECS["ce_tiled_pool"]
     n = 4
-    net = NumpyCNN(spec, n, dtype=np.float64, seed=0, learning_rate=0.1, momentum=0.9)
+    net = NumpyNet(spec, n, dtype=np.float64, seed=0, learning_rate=0.1, momentum=0.9)
     X, y = make_data(spec, n, seed=0, dtype=np.float64)
     p, v = net.flat_params.copy(), np.zeros_like(net.flat_params)
     for _ in range(3):
@@ -318,7 +307,7 @@ def test_numpy_cnn_sgd_momentum_update():
 
 def test_numpy_cnn_profile_rows():
     spec = SMALL_SPECS["mse_overlapping_pool"]
-    net = NumpyCNN(spec, 2, dtype=np.float32)
+    net = NumpyNet(spec, 2, dtype=np.float32)
     X, y = make_data(spec, 2, seed=0, dtype=np.float32)
     rows = net.profile(X, y, repeats=3)
     assert [r["name"] for r in rows] == [layer_name(c) for c in spec["layers"]] + [
@@ -352,7 +341,7 @@ def test_numpy_maxpool_routes_to_first_maximum_like_fastnn(kernel, stride, shape
 # -- the NumPy baseline and fastnn compute the same train step --------------------------------
 
 def _fastnn_model(spec, seed=0):
-    from bench.fastnn_cnn import make_model
+    from bench.fastnn_net import make_model
 
     return make_model(spec, seed=seed)
 
@@ -365,7 +354,7 @@ def _copy_weights(net, model):
             layer.params["bias"][...] = next(it)
 
 
-@pytest.mark.parametrize("name", ["cnn", "dqn"] + sorted(SMALL_SPECS))
+@pytest.mark.parametrize("name", ["mlp", "cnn", "dqn"] + sorted(SMALL_SPECS))
 def test_numpy_baseline_and_fastnn_agree(name):
     import fastnn
 
@@ -374,7 +363,7 @@ def test_numpy_baseline_and_fastnn_agree(name):
     spec.setdefault("learning_rate", 0.01)
     spec.setdefault("momentum", 0.9)
     n = 3
-    net = NumpyCNN(spec, n, dtype=np.float64, seed=0, learning_rate=spec["learning_rate"],
+    net = NumpyNet(spec, n, dtype=np.float64, seed=0, learning_rate=spec["learning_rate"],
                    momentum=spec["momentum"])
     net.flat_params += 0.01 * np.random.default_rng(1).standard_normal(net.flat_params.size)
     model = _fastnn_model(spec)
@@ -407,11 +396,11 @@ def test_fastnn_builder_checked_against_spec():
 
 
 @pytest.mark.parametrize("impl", ["numpy", "fastnn"])
-@pytest.mark.parametrize("name", ["cnn", "dqn"])
+@pytest.mark.parametrize("name", ["mlp", "cnn", "dqn"])
 def test_bench_steps_run_and_profile(impl, name):
     import importlib
 
-    mod = importlib.import_module(f"bench.{impl}_cnn")
+    mod = importlib.import_module(f"bench.{impl}_net")
     step = mod.build(MODELS[name], 2, seed=0)
     losses = [step() for _ in range(3)]
     assert all(np.isfinite(losses))

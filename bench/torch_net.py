@@ -1,21 +1,20 @@
-"""PyTorch CNN train step (optional: used only when torch is importable; not run where torch is
-absent).
+"""PyTorch train step and inference of any spec of :mod:`bench.models` (optional: used only
+when torch is importable; not run where torch is absent).
 
-Idiomatic eager PyTorch for a ``cnn`` spec of :mod:`bench.models`: ``nn.Conv2d`` / ``nn.MaxPool2d``
-/ ``nn.Flatten`` / ``nn.Linear`` with ``nn.ReLU``, in PyTorch's native NCHW layout (the input is
-converted once, outside the timed step; the flatten order differs from NHWC, the work does not),
-``F.cross_entropy`` or ``F.mse_loss``, ``torch.optim.SGD(momentum=0.9)``. The input needs no
-gradient, so the first layer skips dX. No per-layer profile. Inference: the model in eval mode,
-``with torch.inference_mode(): model(X)`` per call (what a user writes).
+Idiomatic eager PyTorch: ``nn.Sequential`` of ``nn.Conv2d`` / ``nn.MaxPool2d`` / ``nn.Flatten`` /
+``nn.Linear`` with ``nn.ReLU`` (the MLP: ``nn.Linear`` + ``nn.ReLU``), image inputs in PyTorch's
+native NCHW layout (converted once, outside the timed step; the flatten order differs from NHWC,
+the work does not), ``F.cross_entropy`` or ``F.mse_loss``, ``torch.optim.SGD(momentum=0.9)``.
+The input needs no gradient, so the first layer skips dX. No per-layer profile. Inference: the
+model in eval mode, ``with torch.inference_mode(): model(X)`` per call (what a user writes), so
+the context manager's cost is part of the timed call.
 """
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .numpy_cnn import make_data
-from .torch_mlp import eager_predict
-from .torch_mlp import configure_threads, extra_info, versions  # noqa: F401 (worker API)
+from .numpy_net import make_data
 
 
 def _module(cfg):
@@ -44,7 +43,9 @@ def _model_and_data(spec, batch, seed):
             mods.append(nn.ReLU())
     model = nn.Sequential(*mods).to(dtype)
     X_np, y_np = make_data(spec, batch, seed, np.float64)
-    X = torch.from_numpy(np.ascontiguousarray(X_np.transpose(0, 3, 1, 2))).to(dtype)
+    if X_np.ndim == 4:  # images: NHWC -> NCHW
+        X_np = np.ascontiguousarray(X_np.transpose(0, 3, 1, 2))
+    X = torch.from_numpy(X_np).to(dtype)
     y = torch.from_numpy(y_np).to(dtype) if spec["loss"] == "mse" else torch.from_numpy(y_np)
     return model, X, y
 
@@ -67,6 +68,29 @@ def build(spec, batch, seed=0):
 
 
 def build_predict(spec, batch, seed=0):
-    """Return :func:`bench.torch_mlp.eager_predict` of the model on a fixed random batch."""
+    """Return a zero-argument callable doing one eager inference call on a fixed random batch,
+    ``with torch.inference_mode(): model(X)`` (the model put in eval mode)."""
     model, X, _ = _model_and_data(spec, batch, seed)
-    return eager_predict(model, X)
+    model.eval()
+
+    def predict():
+        with torch.inference_mode():
+            return model(X)
+
+    return predict
+
+
+def configure_threads(n):
+    torch.set_num_threads(n)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set (only allowed before any parallel work)
+        pass
+
+
+def versions():
+    return {"torch": torch.__version__, "numpy": np.__version__}
+
+
+def extra_info():
+    return {"torch_parallel_info": torch.__config__.parallel_info()}

@@ -1,6 +1,11 @@
-"""Pure-NumPy CNN train step (channels-last): the honest baseline fastnn is measured against.
+"""Pure-NumPy train step (channels-last) of any spec of :mod:`bench.models`: the honest
+baseline fastnn is measured against.
 
-What a competent engineer writes without a compiler, in the style of ``numpy_mlp.py``:
+What a competent engineer writes without a compiler: vectorised, BLAS through ``np.matmul(...,
+out=...)`` (transposed operands are views, passed to BLAS with a transpose flag, not copied),
+every buffer preallocated once per batch size, every elementwise op in place, and all parameters
+(and their gradients and velocities) living in one flat array so the optimizer update is four
+vectorised calls over the whole model rather than four per parameter:
 
 * Conv2D forward: copy the (zero-padded) input into a preallocated padded buffer whose border
   stays zero, take ``numpy.lib.stride_tricks.sliding_window_view`` over H and W, subsample it by
@@ -15,16 +20,15 @@ What a competent engineer writes without a compiler, in the style of ``numpy_mlp
   The first layer skips dX.
 * MaxPool2D: the maximum over the window offsets of strided slices; backward routes the gradient
   to the first maximum of each window (as fastnn), offset by offset.
-* Dense layers, softmax cross-entropy and SGD with momentum as ``numpy_mlp.py``: every buffer
-  preallocated once per batch size, elementwise ops in place, and all parameters, gradients and
-  velocities in flat arrays so the update is four vectorised calls for the whole model.
-* Mean squared error ``mean((out - t)^2)`` over all elements (gradient ``2 (out - t) / (N K)``),
-  as fastnn's and torch's.
+* Dense layers ``Z = X @ W + b`` with optional ReLU; the first layer skips dX (no gradient with
+  respect to the input data). An MLP is a spec of dense layers only.
+* Mean softmax cross-entropy over integer labels; mean squared error ``mean((out - t)^2)`` over
+  all elements (gradient ``2 (out - t) / (N K)``), as fastnn's and torch's.
+* SGD with momentum in PyTorch's form (``v <- mu v + g``, ``p <- p - lr v``) over the flat arrays.
 
-Inference (:meth:`NumpyCNN.forward`) is the forward pass alone, into the same buffers.
+Inference (:meth:`NumpyNet.forward`) is the forward pass alone, into the same buffers.
 
-The network is given by a ``cnn`` spec of :mod:`bench.models`. NumPy's elementwise ops run on one
-thread; BLAS follows ``OPENBLAS_NUM_THREADS``.
+NumPy's elementwise ops run on one thread; BLAS follows ``OPENBLAS_NUM_THREADS``.
 """
 import time
 
@@ -32,10 +36,37 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .models import layer_name, layer_shapes
-from .numpy_mlp import configure_threads, versions  # noqa: F401 (worker API)
 
 
-class Conv2D:
+class _Output:
+    """What ends a conv or dense layer: its output ``A`` (bias ``b`` and optional ReLU applied in
+    place) and the ReLU's gradient ``dZ = dA * (A > 0)``, over preallocated buffers."""
+
+    def _init_output(self, cfg, shape, dtype):
+        self.relu = cfg["activation"] == "relu"
+        if cfg["activation"] not in ("relu", None):
+            raise ValueError(f"unsupported activation {cfg['activation']!r}")
+        self.A = np.empty(shape, dtype=dtype)
+        self.dZ = np.empty_like(self.A)
+        self.mask = np.empty(self.A.shape, dtype=bool)
+
+    def _bias_relu(self, Z2):
+        """Add the bias to ``Z2`` (``A`` as (rows, channels)), then the ReLU; returns ``A``."""
+        Z2 += self.b
+        if self.relu:
+            np.maximum(self.A, 0, out=self.A)
+        return self.A
+
+    def _relu_grad(self, dA):
+        """``dA * (A > 0)`` into ``dZ``, returned; None without a ReLU."""
+        if not self.relu:
+            return None
+        np.greater(self.A, 0, out=self.mask)
+        np.multiply(dA, self.mask, out=self.dZ)
+        return self.dZ
+
+
+class Conv2D(_Output):
     """Channels-last convolution over preallocated buffers (see the module docstring)."""
 
     def __init__(self, cfg, in_shape, out_shape, batch, dtype, W, b, dW, db, need_dX):
@@ -43,9 +74,6 @@ class Conv2D:
         self.Ho, self.Wo, self.M = out_shape
         (self.kh, self.kw), (self.sh, self.sw), (self.ph, self.pw) = (
             cfg["kernel_size"], cfg["stride"], cfg["padding"])
-        self.relu = cfg["activation"] == "relu"
-        if cfg["activation"] not in ("relu", None):
-            raise ValueError(f"unsupported activation {cfg['activation']!r}")
         N, H, Wd, C, kh, kw = batch, self.H, self.W_in, self.C, self.kh, self.kw
         K = kh * kw * C
         self.Wm, self.b = W.reshape(K, self.M), b          # views into the flat parameters
@@ -56,11 +84,9 @@ class Conv2D:
         self.Xp = np.zeros(padded, dtype=dtype) if self.padded else None
         self.col = np.empty((N, self.Ho, self.Wo, kh, kw, C), dtype=dtype)
         self.col2 = self.col.reshape(N * self.Ho * self.Wo, K)
-        self.A = np.empty((N, self.Ho, self.Wo, self.M), dtype=dtype)
+        self._init_output(cfg, (N, self.Ho, self.Wo, self.M), dtype)
         self.A2 = self.A.reshape(-1, self.M)
-        self.dZ = np.empty_like(self.A)
         self.dZ2 = self.dZ.reshape(-1, self.M)
-        self.mask = np.empty(self.A.shape, dtype=bool)
         self.need_dX = need_dX
         if need_dX:
             self.dcol = np.empty_like(self.col)
@@ -77,16 +103,10 @@ class Conv2D:
         win = win[:, ::self.sh, ::self.sw][:, :self.Ho, :self.Wo]
         np.copyto(self.col, win.transpose(0, 1, 2, 4, 5, 3))
         np.matmul(self.col2, self.Wm, out=self.A2)
-        self.A2 += self.b
-        if self.relu:
-            np.maximum(self.A, 0, out=self.A)
-        return self.A
+        return self._bias_relu(self.A2)
 
     def backward(self, dA):
-        if self.relu:
-            np.greater(self.A, 0, out=self.mask)
-            np.multiply(dA, self.mask, out=self.dZ)
-        else:
+        if self._relu_grad(dA) is None:
             np.copyto(self.dZ, dA)
         np.matmul(self.col2.T, self.dZ2, out=self.dWm)
         np.sum(self.dZ2, axis=0, out=self.db)
@@ -170,18 +190,12 @@ class Flatten:
         return dY.reshape(self.shape)
 
 
-class Dense:
-    """``Z = X W + b`` with optional ReLU, as in ``numpy_mlp.py``."""
+class Dense(_Output):
+    """``Z = X W + b`` with optional ReLU, over preallocated buffers."""
 
     def __init__(self, cfg, batch, dtype, W, b, dW, db, need_dX):
         self.W, self.b, self.dW, self.db = W, b, dW, db
-        self.relu = cfg["activation"] == "relu"
-        if cfg["activation"] not in ("relu", None):
-            raise ValueError(f"unsupported activation {cfg['activation']!r}")
-        m = cfg["out_features"]
-        self.A = np.empty((batch, m), dtype=dtype)
-        self.dZ = np.empty_like(self.A)
-        self.mask = np.empty(self.A.shape, dtype=bool)
+        self._init_output(cfg, (batch, cfg["out_features"]), dtype)
         self.need_dX = need_dX
         if need_dX:
             self.dX = np.empty((batch, cfg["in_features"]), dtype=dtype)
@@ -189,17 +203,11 @@ class Dense:
     def forward(self, X):
         self.X = X
         np.matmul(X, self.W, out=self.A)
-        self.A += self.b
-        if self.relu:
-            np.maximum(self.A, 0, out=self.A)
-        return self.A
+        return self._bias_relu(self.A)
 
     def backward(self, dA):
-        if self.relu:
-            np.greater(self.A, 0, out=self.mask)
-            np.multiply(dA, self.mask, out=self.dZ)
-            dZ = self.dZ
-        else:
+        dZ = self._relu_grad(dA)
+        if dZ is None:
             dZ = dA  # the loss's gradient buffer
         np.matmul(self.X.T, dZ, out=self.dW)
         np.sum(dZ, axis=0, out=self.db)
@@ -209,13 +217,13 @@ class Dense:
         return self.dX
 
 
-class NumpyCNN:
-    """A channels-last CNN given by a ``cnn`` spec, with its loss and SGD momentum.
+class NumpyNet:
+    """A channels-last network given by a spec, with its loss and SGD momentum.
 
     Parameters
     ----------
     spec : dict
-        A ``cnn`` spec of :mod:`bench.models` (``input_shape``, ``layers``, ``loss``).
+        A spec of :mod:`bench.models` (``input_shape``, ``layers``, ``loss``).
     batch : int
         Batch size the buffers are allocated for.
     dtype : numpy dtype
@@ -298,7 +306,7 @@ class NumpyCNN:
             loss = float(np.dot(flat, flat)) / flat.size
             G *= self.dtype.type(2.0 / flat.size)
             return loss
-        # softmax cross-entropy over integer labels, as numpy_mlp.py
+        # softmax cross-entropy over integer labels
         np.max(Z, axis=1, out=self.row_max)
         np.subtract(Z, self.row_max[:, None], out=G)
         target = G[self.rows, y]
@@ -360,7 +368,7 @@ class NumpyCNN:
 
     def profile(self, X, y, repeats=10, warmup=2):
         """Median forward/backward ms of each layer, the loss and the update over ``repeats``
-        timed steps; rows as :func:`bench.fastnn_cnn.profile` returns."""
+        timed steps; rows as :func:`bench.fastnn_net.profile_rows` returns."""
         L = len(self.layers)
         runs = np.zeros((repeats, L + 2, 2))
         for r in range(-warmup, repeats):
@@ -396,7 +404,7 @@ def build(spec, batch, seed=0):
     ``profile(repeats)`` attribute gives per-layer times."""
     dtype = np.dtype(spec.get("dtype", "float32"))
     X, y = make_data(spec, batch, seed, dtype)
-    net = NumpyCNN(spec, batch, dtype=dtype, seed=seed,
+    net = NumpyNet(spec, batch, dtype=dtype, seed=seed,
                    learning_rate=spec.get("learning_rate", 0.01),
                    momentum=spec.get("momentum", 0.9))
 
@@ -407,14 +415,18 @@ def build(spec, batch, seed=0):
     return step
 
 
-
-
-
-
 def build_predict(spec, batch, seed=0):
-    """Return a zero-argument callable doing one inference call (:meth:`NumpyCNN.forward`) on a
+    """Return a zero-argument callable doing one inference call (:meth:`NumpyNet.forward`) on a
     fixed random batch."""
     dtype = np.dtype(spec.get("dtype", "float32"))
     X, _ = make_data(spec, batch, seed, dtype)
-    net = NumpyCNN(spec, batch, dtype=dtype, seed=seed)
+    net = NumpyNet(spec, batch, dtype=dtype, seed=seed)
     return lambda: net.forward(X)
+
+
+def configure_threads(n):
+    """NumPy's BLAS threads are set through OPENBLAS_NUM_THREADS before import; nothing to do."""
+
+
+def versions():
+    return {"numpy": np.__version__}
