@@ -1,8 +1,8 @@
 """Activation functions: the one table of names, kernel codes and properties.
 
-The kernel codes are the C enum ``fnn_activation`` of ``src_cython/simd.h``, exposed by the
-compiled module as the IntEnum ``fastnn._activations.fnn_activation``; this module reads them from
-there (``FNN_RELU`` -> ``"relu"``), so a code is written once. ``g`` is applied by the fused
+The kernel codes are the C enum ``fnn_activation`` of ``src_cython/simd.h`` (its
+``FNN_ACTIVATION_LIST``), handed to Python by ``fastnn._activations.activation_codes()``; this
+module builds its table from there, so a name and its code are written once. ``g`` is applied by the fused
 kernels; the derivative is written in terms of the output ``A = g(Z)``, so layers keep only A for
 the backward pass:
 
@@ -17,9 +17,9 @@ tanh          tanh(z)                1 - a^2
 softmax       exp(z) / sum exp(z)    the row Jacobian-vector product, :func:`softmax_backward`
 ============  =====================  ===========================
 
-Adding an activation whose derivative comes from its output: one enum entry and one case in each
-of the two loops of ``simd.h``, one row of :data:`PROPERTIES` here (if it is not the default), and
-its line in the table above.
+Adding an activation whose derivative comes from its output: one ``FNN_ACTIVATION_LIST`` entry and
+one case in each of the two loops of ``simd.h``, a row of :data:`PROPERTIES` here only if it
+differs from the defaults, and its line in the table above.
 """
 from __future__ import annotations
 
@@ -54,11 +54,10 @@ PROPERTIES = {
     "leaky_relu": {"default_init": "he_normal", "has_alpha": True},
 }
 
-#: name -> ActivationInfo, built from the kernels' enum, plus softmax (a row operation)
+#: name -> ActivationInfo, built from the kernels' list, plus softmax (a row operation)
 ACTIVATIONS: dict[str, ActivationInfo] = {
-    member.name[len("FNN_"):].lower(): ActivationInfo(
-        int(member), **PROPERTIES.get(member.name[len("FNN_"):].lower(), {}))
-    for member in _activations.fnn_activation
+    name: ActivationInfo(code, **PROPERTIES.get(name, {}))
+    for name, code in _activations.activation_codes().items()
 }
 ACTIVATIONS["softmax"] = ActivationInfo(-1)
 #: names that mean identity
@@ -72,8 +71,8 @@ def resolve(name: str | None, alpha: float = 0.01) -> tuple[str, int, float]:
 
     Parameters
     ----------
-    name : {"identity", "linear", "relu", "leaky_relu", "sigmoid", "tanh", "softmax", None}
-        ``None`` and ``"linear"`` mean identity. ``"softmax"`` has code -1 (handled by the layer).
+    name : str or None
+        A key of :data:`ACTIVATIONS`; ``None`` and ``"linear"`` mean identity. ``"softmax"`` has code -1 (handled by the layer).
     alpha : float
         Negative slope of leaky ReLU, ``> 0`` (ignored by the other activations).
 

@@ -3,23 +3,24 @@ from cython cimport floating
 from cython.parallel cimport prange
 from _simd cimport act_forward, act_backward, fnn_expf
 
-# The activation codes are the C enum of simd.h; ``cpdef`` exposes it to Python as the IntEnum
-# ``fastnn._activations.fnn_activation`` (names and values come from the C header at build time).
+# The activation codes are the C enum of simd.h (FNN_ACTIVATION_LIST); names and codes come from
+# there at build time.
 cdef extern from "simd.h":
-    cpdef enum fnn_activation:
-        FNN_IDENTITY
-        FNN_RELU
-        FNN_LEAKY_RELU
-        FNN_SIGMOID
-        FNN_TANH
+    int FNN_ACTIVATION_COUNT
+    const char *fnn_activation_names[]
 
 # Elementwise work below this many elements runs on one thread (no fork/join).
 cdef Py_ssize_t PAR_MIN = 1 << 15
 cdef Py_ssize_t BLOCK = 1 << 14
 
 
+def activation_codes():
+    """``{name: code}`` of every elementwise activation the kernels know (simd.h's list)."""
+    return {fnn_activation_names[i].decode(): i for i in range(FNN_ACTIVATION_COUNT)}
+
+
 def forward_inplace(floating[::1] Z not None, int kind, double alpha, int num_threads):
-    """Z <- g(Z) for a flat C-contiguous array; kind: a code of ``fnn_activation``."""
+    """Z <- g(Z) for a flat C-contiguous array; kind: a code of ``activation_codes()``."""
     cdef Py_ssize_t n = Z.shape[0], nb = (n + BLOCK - 1) // BLOCK, b, start, stop
     if num_threads < 1:
         raise ValueError(f"num_threads must be >= 1, got {num_threads}")

@@ -20,17 +20,24 @@
 #define FNN_CLONES
 #endif
 
-/* The activation codes: the one definition. Cython declares this enum (cpdef) in
- * activations.pyx, which exposes it to Python as fastnn._activations.fnn_activation; the
- * Python table in fastnn/activations.py is built from that. A new activation whose derivative
- * comes from its output is one entry here plus one case in each of the two loops below. */
-enum fnn_activation {
-    FNN_IDENTITY = 0,
-    FNN_RELU = 1,
-    FNN_LEAKY_RELU = 2,
-    FNN_SIGMOID = 3,
-    FNN_TANH = 4
-};
+/* The activation codes: the one definition. Each X(NAME, name) entry makes the enum constant
+ * FNN_NAME (codes 0, 1, ... in list order) and the Python name "name"; activations.pyx hands
+ * fnn_activation_names to Python (fastnn._activations.activation_codes()), from which
+ * fastnn/activations.py builds its table. A new activation whose derivative comes from its output
+ * is one entry here plus one case in each of the two loops below. */
+#define FNN_ACTIVATION_LIST(X) \
+    X(IDENTITY, identity)      \
+    X(RELU, relu)              \
+    X(LEAKY_RELU, leaky_relu)  \
+    X(SIGMOID, sigmoid)        \
+    X(TANH, tanh)
+
+#define FNN_ENUM_ENTRY(NAME, name) FNN_##NAME,
+enum fnn_activation { FNN_ACTIVATION_LIST(FNN_ENUM_ENTRY) FNN_ACTIVATION_COUNT };
+#undef FNN_ENUM_ENTRY
+#define FNN_NAME_ENTRY(NAME, name) #name,
+static const char *const fnn_activation_names[] = { FNN_ACTIVATION_LIST(FNN_NAME_ENTRY) };
+#undef FNN_NAME_ENTRY
 
 /* ---- fast float exp ------------------------------------------------------------------------ */
 /* exp(x) = 2^n exp(r), n = round(x / ln2), r = x - n ln2 in [-ln2/2, ln2/2] (ln2 split in two for

@@ -12,7 +12,9 @@ class Activation(Layer):
 
     Parameters
     ----------
-    name : {"identity", "relu", "leaky_relu", "sigmoid", "tanh", "softmax"}
+    name : str
+        A name of :data:`fastnn.activations.ACTIVATIONS` (the table in :mod:`fastnn.activations`:
+        identity, relu, leaky_relu, sigmoid, tanh, softmax, ...).
     alpha : float, default=0.01
         Negative slope of leaky ReLU.
 

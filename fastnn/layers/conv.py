@@ -26,8 +26,9 @@ class Conv2D(ParamLayer):
         Step ``(stride_h, stride_w)``, each ``>= 1``.
     padding : int or (int, int), default=0
         Implicit zeros added on both sides, ``(padding_h, padding_w)``, each ``>= 0``.
-    activation : {"relu", "leaky_relu", "sigmoid", "tanh", "identity", None}, default=None
-        ``None`` is the identity. Applied in the kernel while the output is in cache.
+    activation : str or None, default=None
+        An elementwise name of :data:`fastnn.activations.ACTIVATIONS` (not softmax); ``None`` is
+        the identity. Applied in the kernel while the output is in cache.
     weight_init : str or callable, optional
         Name from :mod:`fastnn.init`; default He normal for the ReLU family, Glorot uniform
         otherwise, with ``fan_in = kernel_h kernel_w in_channels`` and

@@ -21,8 +21,9 @@ class Dense(ParamLayer):
         Size of each input sample, ``>= 1``.
     out_features : int
         Size of each output sample, ``>= 1``.
-    activation : {"relu", "leaky_relu", "sigmoid", "tanh", "softmax", "identity", None}, default=None
-        ``None`` is the identity (the layer outputs logits).
+    activation : str or None, default=None
+        A name of :data:`fastnn.activations.ACTIVATIONS` (softmax included); ``None`` is the
+        identity (the layer outputs logits).
     weight_init : str or callable, optional
         Name from :mod:`fastnn.init`; default He normal for the ReLU family, Glorot uniform
         otherwise.
