@@ -23,7 +23,7 @@ its line in the table above.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -49,7 +49,7 @@ class ActivationInfo(NamedTuple):
 
 
 #: properties that differ from ActivationInfo's defaults (He et al. 2015 init for the ReLU family)
-PROPERTIES = {
+PROPERTIES: dict[str, dict[str, Any]] = {
     "relu": {"default_init": "he_normal"},
     "leaky_relu": {"default_init": "he_normal", "has_alpha": True},
 }

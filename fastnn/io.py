@@ -12,18 +12,24 @@ the file with ``allow_pickle=False``, checks each array against the header befor
 refuses arrays the header does not list. Saving writes a temporary file in the same folder and
 renames it, so a crash while saving never destroys the previous file.
 """
+from __future__ import annotations
+
 import hashlib
 import json
 import os
 import tempfile
 import zipfile
+from typing import Any, NoReturn
 
 import numpy as np
 
-from ._registry import MODELS
-from .layers.base import LAYERS
+from ._registry import MODELS, Registry, T
+from .layers.base import LAYERS  # noqa: F401  (imports and so registers the built-in layers)
 from .losses import LOSSES
 from .optimizers import OPTIMIZERS
+
+#: a model of a class in ``MODELS`` (``Sequential``; not imported here, see the docstring)
+Model = Any
 
 FORMAT = "fastnn-model"
 #: 2: the loss is saved as ``{"class", "config"}`` and the model class is named (1: loss name)
@@ -31,11 +37,12 @@ FORMAT_VERSION = 2
 HEADER = "__header__"
 
 
-def _digest(a):
+def _digest(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
 
 
-def save_model(model, path, include_optimizer=True):
+def save_model(model: Model, path: str | os.PathLike[str],
+               include_optimizer: bool = True) -> None:
     """Write ``model`` to ``path`` atomically (see the module docstring).
 
     Raises
@@ -45,7 +52,7 @@ def save_model(model, path, include_optimizer=True):
     """
     from . import __version__
 
-    arrays = {}
+    arrays: dict[str, Any] = {}
     for i, layer in enumerate(model.layers):
         for name, p in layer.params.items():
             arrays[f"{i}.{name}"] = p
@@ -79,7 +86,8 @@ def save_model(model, path, include_optimizer=True):
     fd, tmp = tempfile.mkstemp(prefix=".fastnn-", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **{HEADER: np.array(json.dumps(header))}, **arrays)
+            contents: dict[str, Any] = {HEADER: np.array(json.dumps(header))}
+            np.savez(f, **contents, **arrays)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -91,11 +99,11 @@ def save_model(model, path, include_optimizer=True):
         raise
 
 
-def _fail(path, why):
+def _fail(path: str, why: str) -> NoReturn:
     raise ValueError(f"{path}: not a valid fastnn model file: {why}")
 
 
-def load(path):
+def load(path: str | os.PathLike[str]) -> Model:
     """Load a model saved by ``Sequential.save``.
 
     Returns
@@ -171,7 +179,7 @@ def load(path):
         _fail(path, f"malformed header field ({type(exc).__name__}: {exc})")
 
 
-def _from_registry(registry, entry, what):
+def _from_registry(registry: Registry[T], entry: Any, what: str) -> T:
     """An instance from a ``{"class": name, "config": {...}}`` entry (or, in version-1 files, a
     bare class name or alias)."""
     if isinstance(entry, str):
@@ -188,7 +196,8 @@ def _from_registry(registry, entry, what):
         raise ValueError(f"{what} config is invalid ({exc})") from None
 
 
-def _build_from_header(path, header, arrays):
+def _build_from_header(path: str, header: dict[str, Any],
+                       arrays: dict[str, np.ndarray]) -> Model:
     model_cls = MODELS.get_class(header.get("model", "Sequential"))
     model = model_cls.from_config(header)
     for i, layer in enumerate(model.layers):
