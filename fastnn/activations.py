@@ -85,7 +85,7 @@ def resolve(name: str | None, alpha: float = 0.01) -> tuple[str, int, float]:
     if name in IDENTITY_ALIASES:
         name = "identity"
     info = ACTIVATIONS.get(name) if isinstance(name, str) else None
-    if info is None:
+    if info is None or not isinstance(name, str):
         raise ValueError(f"activation must be one of {NAMES} or None, got {name!r}")
     if info.has_alpha:
         from ._validation import check_float
