@@ -22,11 +22,12 @@ from . import optimizers as optimizers_mod
 from ._registry import MODELS
 from .callbacks import Callback, History
 from .layers.base import LAYERS, Layer
-from .losses import Loss
-from .optimizers import Optimizer
 
 if TYPE_CHECKING:
     from typing_extensions import Self
+
+    from .losses import Loss
+    from .optimizers import Optimizer
 
 
 class _SigintFlag:
