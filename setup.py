@@ -9,7 +9,8 @@ FASTNN_NO_OPENMP=1  build a serial library (same results, one thread). gcc/clang
 FASTNN_NO_CLONES=1  no run-time SIMD dispatch: the C helpers are built for the baseline only.
 
 Compiler flags by compiler (detected from the compiler setuptools chose, not from the platform);
-gcc and clang also get ``-O3 -g0 -fno-trapping-math -fno-math-errno`` (see ``configure``), MSVC ``/O2``:
+gcc and clang also get ``-O3 -g0 -fno-trapping-math -fno-math-errno`` (see ``configure``),
+MSVC ``/O2``:
 
 ==============  =====================================  =========================================
 compiler        OpenMP                                  FASTNN_NO_OPENMP=1

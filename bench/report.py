@@ -128,11 +128,11 @@ def format_table(results, impls, gflops=True):
     body = []
     for (batch, threads), by_impl in sorted(rows.items()):
 
-        def cell(impl):
+        def cell(impl, by_impl=by_impl):
             r = by_impl.get(impl)
             return f"{r['median_ms']:.3f} ({r['iqr_ms']:.3f})" if r else "n/a"
 
-        def gf(impl):
+        def gf(impl, by_impl=by_impl):
             r = by_impl.get(impl)
             return f"{r['gflops']:.1f}" if r else "n/a"
 

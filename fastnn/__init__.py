@@ -13,6 +13,8 @@ is defined in its own module only; schedules are in ``fastnn.schedules``.
 """
 __version__ = "0.1.0"
 
+from typing import TYPE_CHECKING  # noqa: E402
+
 from ._config import get_num_threads, set_num_threads, show_config  # noqa: E402
 from . import datasets, schedules  # noqa: E402
 from .callbacks import (Callback, EarlyStopping, History, LearningRateScheduler,  # noqa: E402
@@ -25,6 +27,16 @@ from .model import Sequential  # noqa: E402
 from .optimizers import OPTIMIZERS, Optimizer  # noqa: E402
 from .profiler import format_profile, profile  # noqa: E402
 
+if TYPE_CHECKING:
+    # What type checkers see of the registered classes, which are exported at run time by the
+    # globals().update below (tests/test_source_rules.py checks that the two lists agree)
+    from .layers import Activation as Activation, AvgPool2D as AvgPool2D, Conv2D as Conv2D
+    from .layers import Dense as Dense, Flatten as Flatten, MaxPool2D as MaxPool2D
+    from .losses import BinaryCrossEntropy as BinaryCrossEntropy
+    from .losses import MeanSquaredError as MeanSquaredError
+    from .losses import SoftmaxCrossEntropy as SoftmaxCrossEntropy
+    from .optimizers import SGD as SGD, Adam as Adam
+
 _REGISTERED = {cls.__name__: cls for registry in (LAYERS, LOSSES, OPTIMIZERS)
                for cls in registry.values() if cls.__module__.startswith("fastnn.")}
 globals().update(_REGISTERED)
@@ -36,4 +48,5 @@ __all__ = [
     "ModelCheckpoint", "TerminateOnNaN", "LearningRateScheduler", "gradient_check", "load",
     "one_hot", "minibatches", "datasets", "schedules", "set_num_threads", "get_num_threads",
     "show_config", "profile", "format_profile",
-] + sorted(_REGISTERED)
+]
+__all__ += sorted(_REGISTERED)  # a statement of its own, so type checkers read the list above

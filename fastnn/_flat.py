@@ -6,14 +6,21 @@ boundaries, and the padding between them stays 0 (the updates map 0 to 0).
 """
 from __future__ import annotations
 
-from typing import Any
+import weakref
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
+from numpy.typing import DTypeLike
+
+if TYPE_CHECKING:
+    from .layers.base import Layer
+    from .model import Sequential
 
 ALIGN_BYTES = 64
 
 
-def _layout(shapes, itemsize):
+def _layout(shapes: Iterable[tuple[int, ...]], itemsize: int) -> tuple[list[int], int]:
     """Element offsets of arrays of ``shapes`` packed with 64-byte aligned starts, and the total."""
     step = max(1, ALIGN_BYTES // itemsize)
     offsets, total = [], 0
@@ -24,7 +31,8 @@ def _layout(shapes, itemsize):
     return offsets, total
 
 
-def empty_like_layout(shapes, dtype):
+def empty_like_layout(shapes: Sequence[tuple[int, ...]],
+                      dtype: DTypeLike) -> tuple[np.ndarray, list[np.ndarray]]:
     """A zeroed, 64-byte aligned 1-D buffer and its C-contiguous views of ``shapes``."""
     dtype = np.dtype(dtype)
     offsets, total = _layout(shapes, dtype.itemsize)
@@ -36,7 +44,8 @@ def empty_like_layout(shapes, dtype):
     return flat, views
 
 
-def pack(arrays, dtype):
+def pack(arrays: Sequence[np.ndarray],
+         dtype: DTypeLike) -> tuple[np.ndarray, list[np.ndarray]]:
     """Copy ``arrays`` into one new flat buffer; returns ``(flat, views)``, ``views[i]`` holding
     the values of ``arrays[i]`` with its shape."""
     flat, views = empty_like_layout([a.shape for a in arrays], dtype)
@@ -89,12 +98,12 @@ class ParamDict(dict):
         """Point ``name`` at another array of the same values (the flat buffer's view)."""
         dict.__setitem__(self, name, array)
 
-    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+    def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise TypeError(f"the parameters of {self._owner} can be changed in place only")
 
-    __delitem__ = pop = popitem = clear = setdefault = _refuse  # type: ignore[assignment]
+    __delitem__ = pop = popitem = clear = setdefault = _refuse
 
-    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def update(self, *args: Any, **kwargs: Any) -> None:
         for name, value in dict(*args, **kwargs).items():
             self[name] = value
 
@@ -124,9 +133,10 @@ class ParamGroup:
         If the parameters do not share one dtype.
     """
 
-    def __init__(self, layers):
+    def __init__(self, layers: Iterable[Layer]) -> None:
         self.layers = tuple(layers)
-        self.owner = None  # a weakref to the model that owns the group, set by the model
+        # a weakref to the model that owns the group, set by the model
+        self.owner: weakref.ref[Sequential] | None = None
         names = [(layer, name) for layer in self.layers for name in layer.params]
         params = [layer.params[name] for layer, name in names]
         dtypes = {np.dtype(p.dtype) for p in params}
@@ -135,6 +145,7 @@ class ParamGroup:
         dtype = dtypes.pop() if dtypes else np.dtype(np.float32)
         self.params, pviews = pack(params, dtype)
         self.grads, gviews = pack([layer.grads[name] for layer, name in names], dtype)
+        self.entries: list[tuple[Layer, str, np.ndarray, np.ndarray]]
         self.entries = []
         for (layer, name), pv, gv in zip(names, pviews, gviews):
             layer.params._rebind(name, pv)
@@ -143,14 +154,14 @@ class ParamGroup:
         for layer in self.layers:
             layer._param_group = self
 
-    def keys(self):
+    def keys(self) -> list[str]:
         """``"<layer index>.<name>"`` for each entry (the names used in files and optimizer
         state)."""
         index = {id(layer): i for i, layer in enumerate(self.layers)}
         return [f"{index[id(layer)]}.{name}" for layer, name, _, _ in self.entries]
 
 
-def param_group(layers):
+def param_group(layers: Iterable[Layer]) -> ParamGroup:
     """The :class:`ParamGroup` of exactly ``layers`` (in this order): the one they already
     belong to, or a new one (which copies the current values into new flat buffers)."""
     layers = tuple(layers)

@@ -13,10 +13,13 @@ for other classes), is not registered.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any, Callable
+from typing import Any, Callable, Generic, TypeVar
+
+#: the base class of a registry's classes
+T = TypeVar("T")
 
 
-class Registry(Mapping[str, type]):
+class Registry(Mapping[str, type[T]], Generic[T]):
     """A read-only mapping from names (class names and aliases) to classes of one kind.
 
     Parameters
@@ -30,12 +33,13 @@ class Registry(Mapping[str, type]):
     def __init__(self, kind: str, case_sensitive: bool = True) -> None:
         self.kind = kind
         self.case_sensitive = case_sensitive
-        self._classes: dict[str, type] = {}
+        self._classes: dict[str, type[T]] = {}
 
     def _key(self, name: str) -> str:
         return name if self.case_sensitive else name.lower()
 
-    def register(self, cls: type, name: str | None = None, aliases: tuple[str, ...] = ()) -> type:
+    def register(self, cls: type[T], name: str | None = None,
+                 aliases: tuple[str, ...] = ()) -> type[T]:
         """Register ``cls`` under ``name`` (default: its class name) and ``aliases``.
 
         A later class of the same name replaces the earlier one (a module reloaded, or a user's
@@ -53,13 +57,13 @@ class Registry(Mapping[str, type]):
         return cls
 
     def decorator(self, name: str | None = None,
-                  aliases: tuple[str, ...] = ()) -> Callable[[type], type]:
+                  aliases: tuple[str, ...] = ()) -> Callable[[type[T]], type[T]]:
         """``@registry.decorator("name")``: register the decorated class under an extra name."""
-        def wrap(cls: type) -> type:
+        def wrap(cls: type[T]) -> type[T]:
             return self.register(cls, name, aliases)
         return wrap
 
-    def __getitem__(self, name: str) -> type:
+    def __getitem__(self, name: str) -> type[T]:
         if not isinstance(name, str) or self._key(name) not in self._classes:
             raise KeyError(name)
         return self._classes[self._key(name)]
@@ -70,7 +74,7 @@ class Registry(Mapping[str, type]):
     def __len__(self) -> int:
         return len(self._classes)
 
-    def get_class(self, name: Any) -> type:
+    def get_class(self, name: Any) -> type[T]:
         """The class registered as ``name``.
 
         Raises
@@ -90,7 +94,7 @@ class Registry(Mapping[str, type]):
         return cls.__name__
 
 
-def auto_register(registry: Registry, cls: type, aliases: tuple[str, ...] = ()) -> None:
+def auto_register(registry: Registry[Any], cls: type, aliases: tuple[str, ...] = ()) -> None:
     """Called from a base class's ``__init_subclass__``: register ``cls`` unless it is private
     (its name starts with ``_``) or a base for other classes (``_abstract = True`` in its own
     class body)."""
@@ -99,4 +103,4 @@ def auto_register(registry: Registry, cls: type, aliases: tuple[str, ...] = ()) 
 
 
 #: model classes (``Sequential``), by the name saved in model files
-MODELS = Registry("model")
+MODELS: Registry[Any] = Registry("model")

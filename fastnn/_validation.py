@@ -5,14 +5,19 @@ functions here raise ``TypeError``/``ValueError`` naming the argument, what was 
 was given, and return arrays that are C-contiguous, aligned, writeable where needed and of the
 model's float dtype.
 """
+from __future__ import annotations
+
 import numbers
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def check_dtype(dtype, name="dtype"):
+def check_dtype(dtype: DTypeLike, name: str = "dtype") -> np.dtype:
     """Return ``np.float32`` or ``np.float64`` as a NumPy dtype; anything else is a TypeError."""
     try:
         dt = np.dtype(dtype)
@@ -23,7 +28,8 @@ def check_dtype(dtype, name="dtype"):
     return dt
 
 
-def check_int(value, name, minimum=None, maximum=None):
+def check_int(value: Any, name: str, minimum: int | None = None,
+              maximum: int | None = None) -> int:
     """An integral number (not bool) within [minimum, maximum]; returns a Python int."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
@@ -35,7 +41,8 @@ def check_int(value, name, minimum=None, maximum=None):
     return value
 
 
-def check_float(value, name, minimum=None, maximum=None, min_inclusive=True, max_inclusive=True):
+def check_float(value: Any, name: str, minimum: float | None = None, maximum: float | None = None,
+                min_inclusive: bool = True, max_inclusive: bool = True) -> float:
     """A finite real number within the given bounds; returns a Python float."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
@@ -51,7 +58,7 @@ def check_float(value, name, minimum=None, maximum=None, min_inclusive=True, max
     return value
 
 
-def _check_kind(a, name):
+def _check_kind(a: np.ndarray, name: str) -> None:
     if a.dtype.kind in "fiu" and a.dtype != np.float16:
         return
     if a.dtype == np.float16:
@@ -60,7 +67,7 @@ def _check_kind(a, name):
     raise TypeError(f"{name} must be a numeric array (float or int), got dtype {a.dtype}")
 
 
-def _ragged_detail(X, depth=0):
+def _ragged_detail(X: Any, depth: int = 0) -> str:
     """Where nested sequences first differ in length, e.g. "rows of lengths [2, 4]"."""
     try:
         items = list(X)
@@ -77,8 +84,10 @@ def _ragged_detail(X, depth=0):
     return ""
 
 
-def as_float_array(X, name, dtype, ndim=None, trailing_shape=None, allow_empty=False,
-                   check_finite=True):
+def as_float_array(X: ArrayLike, name: str, dtype: DTypeLike,
+                   ndim: int | Sequence[int] | None = None,
+                   trailing_shape: Sequence[int | None] | None = None, allow_empty: bool = False,
+                   check_finite: bool = True) -> np.ndarray:
     """Convert X to a C-contiguous array of ``dtype`` after checking it.
 
     Parameters
@@ -126,7 +135,8 @@ def as_float_array(X, name, dtype, ndim=None, trailing_shape=None, allow_empty=F
     if trailing_shape is not None:
         trailing = tuple(trailing_shape)
         got = a.shape[1:]
-        if len(got) != len(trailing) or any(t is not None and t != g for t, g in zip(trailing, got)):
+        if len(got) != len(trailing) \
+                or any(t is not None and t != g for t, g in zip(trailing, got)):
             want = "(N, " + ", ".join("*" if t is None else str(t) for t in trailing) + ")"
             raise ValueError(f"{name} must have shape {want}, got {a.shape}")
     if not allow_empty and a.ndim >= 1 and a.shape[0] == 0:
@@ -139,7 +149,7 @@ def as_float_array(X, name, dtype, ndim=None, trailing_shape=None, allow_empty=F
     return a
 
 
-def check_labels(y, name, n_samples, num_classes):
+def check_labels(y: ArrayLike, name: str, n_samples: int, num_classes: int) -> np.ndarray:
     """Integer class labels of shape (N,) in [0, num_classes), as a C-contiguous int64 array.
 
     Also accepts a one-hot matrix (N, num_classes) (each row exactly one 1) and float labels with

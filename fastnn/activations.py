@@ -2,9 +2,9 @@
 
 The kernel codes are the C enum ``fnn_activation`` of ``src_cython/simd.h`` (its
 ``FNN_ACTIVATION_LIST``), handed to Python by ``fastnn._activations.activation_codes()``; this
-module builds its table from there, so a name and its code are written once. ``g`` is applied by the fused
-kernels; the derivative is written in terms of the output ``A = g(Z)``, so layers keep only A for
-the backward pass:
+module builds its table from there, so a name and its code are written once. ``g`` is applied by
+the fused kernels; the derivative is written in terms of the output ``A = g(Z)``, so layers keep
+only A for the backward pass:
 
 ============  =====================  ===========================
 name          g(z)                   g'(z) from a = g(z)
@@ -23,7 +23,7 @@ differs from the defaults, and its line in the table above.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -49,7 +49,7 @@ class ActivationInfo(NamedTuple):
 
 
 #: properties that differ from ActivationInfo's defaults (He et al. 2015 init for the ReLU family)
-PROPERTIES = {
+PROPERTIES: dict[str, dict[str, Any]] = {
     "relu": {"default_init": "he_normal"},
     "leaky_relu": {"default_init": "he_normal", "has_alpha": True},
 }
@@ -72,7 +72,8 @@ def resolve(name: str | None, alpha: float = 0.01) -> tuple[str, int, float]:
     Parameters
     ----------
     name : str or None
-        A key of :data:`ACTIVATIONS`; ``None`` and ``"linear"`` mean identity. ``"softmax"`` has code -1 (handled by the layer).
+        A key of :data:`ACTIVATIONS`; ``None`` and ``"linear"`` mean identity. ``"softmax"`` has
+        code -1 (handled by the layer).
     alpha : float
         Negative slope of leaky ReLU, ``> 0`` (ignored by the other activations).
 
@@ -84,7 +85,7 @@ def resolve(name: str | None, alpha: float = 0.01) -> tuple[str, int, float]:
     if name in IDENTITY_ALIASES:
         name = "identity"
     info = ACTIVATIONS.get(name) if isinstance(name, str) else None
-    if info is None:
+    if info is None or not isinstance(name, str):
         raise ValueError(f"activation must be one of {NAMES} or None, got {name!r}")
     if info.has_alpha:
         from ._validation import check_float

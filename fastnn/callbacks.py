@@ -1,6 +1,18 @@
 """Training callbacks (Keras conventions): History, EarlyStopping, TerminateOnNaN,
 ModelCheckpoint, LearningRateScheduler."""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from .model import Sequential
+
+#: the ``logs`` dicts passed to the hooks: metric name -> value
+Logs = dict[str, Any]
 
 
 class Callback:
@@ -8,10 +20,10 @@ class Callback:
     ``self.params`` (as Keras' ``Callback.params``): ``{"epochs", "batch_size", "verbose",
     "metrics"}``, ``metrics`` being the keys every epoch's logs will hold."""
 
-    model = None
-    params: dict = {}
+    model: Sequential | None = None
+    params: dict[str, Any] = {}
 
-    def _check_monitor(self, monitor):
+    def _check_monitor(self, monitor: str) -> None:
         """ValueError before training if fit will never log ``monitor``."""
         metrics = self.params.get("metrics")
         if metrics is not None and monitor not in metrics:
@@ -20,16 +32,16 @@ class Callback:
             raise ValueError(f"{type(self).__name__} monitors {monitor!r}, which fit will not "
                              f"log: the epoch logs hold {list(metrics)}{hint}")
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: Logs | None = None) -> None:
         pass
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         pass
 
-    def on_batch_end(self, batch, logs=None):
+    def on_batch_end(self, batch: int, logs: Logs | None = None) -> None:
         pass
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: Logs | None = None) -> None:
         pass
 
 
@@ -37,16 +49,16 @@ class History(Callback):
     """What ``fit`` returns: ``history[key]`` is a list with one value per epoch (keys ``loss``,
     ``accuracy`` where the loss has it, ``val_loss``, ``val_accuracy``, ``seconds``)."""
 
-    def __init__(self):
-        self.history = {}
-        self.epoch = []
+    def __init__(self) -> None:
+        self.history: dict[str, list[Any]] = {}
+        self.epoch: list[int] = []
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         self.epoch.append(epoch)
         for k, v in (logs or {}).items():
             self.history.setdefault(k, []).append(v)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"History(epochs={len(self.epoch)}, keys={sorted(self.history)})"
 
 
@@ -63,21 +75,22 @@ class EarlyStopping(Callback):
         Put back the weights of the best epoch when training stops.
     """
 
-    def __init__(self, monitor="val_loss", min_delta=0.0, patience=0, restore_best_weights=False):
+    def __init__(self, monitor: str = "val_loss", min_delta: float = 0.0, patience: int = 0,
+                 restore_best_weights: bool = False) -> None:
         self.monitor = monitor
         self.min_delta = abs(float(min_delta))
         self.patience = int(patience)
         self.restore_best_weights = bool(restore_best_weights)
         self.mode_max = "acc" in monitor
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: Logs | None = None) -> None:
         self._check_monitor(self.monitor)
         self.best = -np.inf if self.mode_max else np.inf
         self.wait = 0
-        self.best_weights = None
-        self.stopped_epoch = None
+        self.best_weights: list[dict[str, np.ndarray]] | None = None
+        self.stopped_epoch: int | None = None
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         value = (logs or {}).get(self.monitor)
         if value is None:
             raise KeyError(f"EarlyStopping monitors {self.monitor!r}, which is not in the epoch "
@@ -87,10 +100,12 @@ class EarlyStopping(Callback):
         if better:
             self.best, self.wait = value, 0
             if self.restore_best_weights:
+                assert self.model is not None  # set by fit
                 self.best_weights = self.model.get_weights()
         else:
             self.wait += 1
             if self.wait >= self.patience:
+                assert self.model is not None  # set by fit
                 self.model.stop_training = True
                 self.stopped_epoch = epoch
                 if self.restore_best_weights and self.best_weights is not None:
@@ -100,9 +115,10 @@ class EarlyStopping(Callback):
 class TerminateOnNaN(Callback):
     """Stop training when a batch loss is NaN or inf (``fit`` also checks this by default)."""
 
-    def on_batch_end(self, batch, logs=None):
+    def on_batch_end(self, batch: int, logs: Logs | None = None) -> None:
         loss = (logs or {}).get("loss")
         if loss is not None and not np.isfinite(loss):
+            assert self.model is not None  # set by fit
             self.model.stop_training = True
 
 
@@ -124,18 +140,19 @@ class ModelCheckpoint(Callback):
     ``fit(..., initial_epoch=model.epochs_completed)`` resumes where it stopped.
     """
 
-    def __init__(self, path, monitor="val_loss", save_best_only=False):
+    def __init__(self, path: str | os.PathLike[str], monitor: str = "val_loss",
+                 save_best_only: bool = False) -> None:
         self.path = path
         self.monitor = monitor
         self.save_best_only = bool(save_best_only)
         self.mode_max = "acc" in monitor
-        self.best = None
+        self.best: float | None = None
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: Logs | None = None) -> None:
         if self.save_best_only:
             self._check_monitor(self.monitor)
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         logs = logs or {}
         if self.save_best_only:
             value = logs.get(self.monitor)
@@ -146,6 +163,7 @@ class ModelCheckpoint(Callback):
                                               else value < self.best):
                 return
             self.best = value
+        assert self.model is not None  # set by fit
         self.model.epochs_completed = epoch + 1
         self.model.save(str(self.path).format(epoch=epoch + 1))
 
@@ -166,10 +184,11 @@ class LearningRateScheduler(Callback):
         If ``schedule`` is not callable.
     """
 
-    def __init__(self, schedule):
+    def __init__(self, schedule: Callable[[int], float]) -> None:
         if not callable(schedule):
             raise TypeError(f"schedule must be callable, got {type(schedule).__name__}")
         self.schedule = schedule
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
+        assert self.model is not None and self.model.optimizer is not None  # set by fit
         self.model.optimizer.learning_rate = float(self.schedule(epoch + 1))

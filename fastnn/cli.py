@@ -15,13 +15,21 @@ Examples
 Exit status: 0 on success, 2 for bad command-line arguments (argparse's convention), 1 for other
 errors (missing data files, unreadable model file, ...), 130 when interrupted with Ctrl-C.
 """
+from __future__ import annotations
+
 import argparse
 import json
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .model import Sequential
+    from .optimizers import Optimizer
 
 #: Learning rates used when ``--learning-rate`` is not given.
 DEFAULT_LEARNING_RATES = {"adam": 1e-3, "sgd": 0.05}
@@ -46,7 +54,7 @@ class CLIError(Exception):
 
 # -- argument types ---------------------------------------------------------------------------
 
-def _positive_int(text):
+def _positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -56,7 +64,7 @@ def _positive_int(text):
     return value
 
 
-def _positive_float(text):
+def _positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -66,7 +74,7 @@ def _positive_float(text):
     return value
 
 
-def _nonnegative_int(text):
+def _nonnegative_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -81,7 +89,7 @@ _seed = _nonnegative_int
 
 # -- parser -----------------------------------------------------------------------------------
 
-def build_parser(prog=None):
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     """The argparse parser of ``python -m fastnn``."""
     parser = argparse.ArgumentParser(
         prog=prog or "python -m fastnn",
@@ -185,14 +193,15 @@ def build_parser(prog=None):
 
 # -- helpers ----------------------------------------------------------------------------------
 
-def _set_threads(n):
+def _set_threads(n: int | None) -> None:
     if n is not None:
         import fastnn
 
         fastnn.set_num_threads(n)
 
 
-def _load_data(flatten, dtype, data_dir):
+def _load_data(flatten: bool, dtype: str, data_dir: str | None) -> tuple[
+        tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     from .datasets import load_fashion_mnist
 
     try:
@@ -201,7 +210,7 @@ def _load_data(flatten, dtype, data_dir):
         raise CLIError(str(exc)) from None
 
 
-def build_model(name, dtype="float32", seed=0):
+def build_model(name: str, dtype: str = "float32", seed: int = 0) -> Sequential:
     """The network ``--model name`` of ``train`` and ``profile`` builds.
 
     Parameters
@@ -227,6 +236,7 @@ def build_model(name, dtype="float32", seed=0):
     """
     from . import models
 
+    builders: dict[str, Callable[..., Sequential]]
     builders = {"mlp": lambda **kw: models.mlp(MLP_SIZES, **kw), "cnn": models.small_cnn,
                 "dqn": lambda **kw: models.dqn(DQN_ACTIONS, **kw)}
     if name not in builders:
@@ -234,7 +244,8 @@ def build_model(name, dtype="float32", seed=0):
     return builders[name](dtype=dtype, seed=seed)
 
 
-def random_batch(model, batch_size, seed=0):
+def random_batch(model: Sequential, batch_size: int,
+                 seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """:func:`fastnn.datasets.random_batch`, its ValueError as a :class:`CLIError`."""
     from .datasets import random_batch as make
 
@@ -244,13 +255,13 @@ def random_batch(model, batch_size, seed=0):
         raise CLIError(str(exc)) from None
 
 
-def _optimizer_names():
+def _optimizer_names() -> list[str]:
     from .optimizers import OPTIMIZERS
 
     return sorted({cls.__name__.lower() for cls in OPTIMIZERS.values()})
 
 
-def _make_optimizer(name, learning_rate):
+def _make_optimizer(name: str, learning_rate: float | None) -> tuple[Optimizer, float]:
     """The optimizer ``--optimizer name`` selects (from the registry) and its learning rate:
     ``learning_rate``, else :data:`DEFAULT_LEARNING_RATES` or the class's own default."""
     import inspect
@@ -266,7 +277,7 @@ def _make_optimizer(name, learning_rate):
     return cls(learning_rate=lr, **extra), lr
 
 
-def _load_model(path):
+def _load_model(path: str) -> Sequential:
     if not os.path.isfile(path):
         raise CLIError(f"model file {path!r} not found")
     from . import load
@@ -277,7 +288,7 @@ def _load_model(path):
         raise CLIError(f"could not load a fastnn model from {path!r}: {exc}") from None
 
 
-def _model_wants_flat_input(model):
+def _model_wants_flat_input(model: Sequential) -> bool:
     shape = getattr(model, "input_shape", None)
     if shape is not None:
         shape = tuple(shape)
@@ -290,7 +301,7 @@ def _model_wants_flat_input(model):
     return hasattr(model.layers[0], "in_features")
 
 
-def _check_save_path(path):
+def _check_save_path(path: str) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise CLIError(f"cannot save to {path!r}: folder {folder!r} does not exist")
@@ -300,7 +311,7 @@ def _check_save_path(path):
 
 # -- commands ---------------------------------------------------------------------------------
 
-def cmd_train(args, out=None):
+def cmd_train(args: argparse.Namespace, out: IO[str] | None = None) -> int:
     """``train``: returns the exit status."""
     out = out or sys.stdout
     if args.save:
@@ -360,7 +371,7 @@ def cmd_train(args, out=None):
     return 0
 
 
-def cmd_evaluate(args, out=None):
+def cmd_evaluate(args: argparse.Namespace, out: IO[str] | None = None) -> int:
     """``evaluate``: returns the exit status."""
     out = out or sys.stdout
     _set_threads(args.threads)
@@ -387,7 +398,7 @@ def cmd_evaluate(args, out=None):
     return 0
 
 
-def _jsonable(value):
+def _jsonable(value: Any) -> Any:
     """``value`` with NumPy scalars as Python numbers, for ``json.dump``."""
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -398,7 +409,7 @@ def _jsonable(value):
     return value
 
 
-def cmd_profile(args, out=None):
+def cmd_profile(args: argparse.Namespace, out: IO[str] | None = None) -> int:
     """``profile``: per-layer times of one training step (:func:`fastnn.profile`).
 
     Builds ``--model`` (or loads ``--model-file``), compiles it with ``--optimizer`` and the
@@ -450,6 +461,7 @@ def cmd_profile(args, out=None):
                                     args.learning_rate or lrs.get(args.optimizer))
     model.compile(optimizer=optimizer, loss=loss)
     X, y = random_batch(model, args.batch_size, args.seed)
+    assert model.input_shape is not None  # random_batch refuses a model without one
     try:
         rows = fastnn.profile(model, X, y, repeats=args.repeats, warmup=args.warmup)
     except (ValueError, TypeError) as exc:
@@ -479,7 +491,7 @@ def cmd_profile(args, out=None):
     return 0
 
 
-def cmd_bench_info(args, out=None):
+def cmd_bench_info(args: argparse.Namespace, out: IO[str] | None = None) -> int:
     """``bench-info``: prints ``fastnn.show_config()``."""
     out = out or sys.stdout
     import fastnn
@@ -488,11 +500,12 @@ def cmd_bench_info(args, out=None):
     return 0
 
 
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]]
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "profile": cmd_profile,
             "bench-info": cmd_bench_info}
 
 
-def main(argv=None, prog=None):
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Entry point of ``python -m fastnn`` and of the ``fastnn`` script; returns the exit status.
 
     Parameters

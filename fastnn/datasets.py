@@ -4,14 +4,25 @@ Fashion-MNIST is read from local files only (nothing is downloaded): pass ``path
 environment variable ``FASTNN_DATA``, or install Debian's ``dataset-fashion-mnist`` package, which
 puts the four files in ``/usr/share/datasets/fashion-mnist/``.
 """
+from __future__ import annotations
+
 import functools
 import gzip
 import os
 import zlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from . import _validation as V
+
+if TYPE_CHECKING:
+    from .model import Sequential
+
+#: a file or folder name
+PathLike = str | os.PathLike[str]
 
 __all__ = ["read_idx", "load_fashion_mnist", "one_hot", "minibatches", "DEFAULT_DATA_DIR"]
 
@@ -22,7 +33,7 @@ _INSTALL_HINT = ("install it with `sudo apt-get install dataset-fashion-mnist` (
                  f"{DEFAULT_DATA_DIR}), or set FASTNN_DATA to the folder holding the files")
 
 # IDX type byte -> big-endian element dtype (the format's full table; MNIST-style files use 0x08)
-_IDX_TYPES = {
+_IDX_TYPES: dict[int, np.dtype] = {
     0x08: np.dtype(np.uint8),
     0x09: np.dtype(np.int8),
     0x0B: np.dtype(">i2"),
@@ -40,7 +51,7 @@ _FASHION_FILES = {
 _FASHION_CLASSES = 10
 
 
-def _read_bytes(path):
+def _read_bytes(path: str) -> bytes:
     """The file's content, gunzipped if it starts with the gzip magic bytes."""
     with open(path, "rb") as f:
         raw = f.read()
@@ -52,7 +63,7 @@ def _read_bytes(path):
         raise ValueError(f"{path}: corrupt or truncated gzip data ({exc})") from exc
 
 
-def _parse_idx(data, path):
+def _parse_idx(data: bytes, path: str) -> np.ndarray:
     """Parse IDX bytes into a read-only array (native byte order for multi-byte types)."""
     if len(data) < 4:
         raise ValueError(f"{path}: not an IDX file (only {len(data)} bytes, the magic number "
@@ -83,7 +94,7 @@ def _parse_idx(data, path):
     return arr
 
 
-def read_idx(path):
+def read_idx(path: PathLike) -> np.ndarray:
     """Read an IDX file (the MNIST / Fashion-MNIST format), gzip-compressed or raw.
 
     The file starts with a big-endian magic number ``0x0000TTDD``: ``TT`` the element type
@@ -118,19 +129,19 @@ def read_idx(path):
 
 
 @functools.lru_cache(maxsize=4)
-def _read_idx_cached(path, mtime_ns, size):
+def _read_idx_cached(path: str, mtime_ns: int, size: int) -> np.ndarray:
     # keyed on (path, mtime, size) so that a replaced file is read again; the arrays are read-only
     arr = _parse_idx(_read_bytes(path), path)
     arr.flags.writeable = False
     return arr
 
 
-def _read_idx_readonly(path):
+def _read_idx_readonly(path: str) -> np.ndarray:
     st = os.stat(path)
     return _read_idx_cached(os.path.abspath(path), st.st_mtime_ns, st.st_size)
 
 
-def _data_dir(path):
+def _data_dir(path: PathLike | None) -> tuple[str, str]:
     if path is not None:
         return os.fspath(path), "the path argument"
     env = os.environ.get("FASTNN_DATA")
@@ -139,7 +150,7 @@ def _data_dir(path):
     return DEFAULT_DATA_DIR, "the default folder"
 
 
-def _find_file(folder, name, source):
+def _find_file(folder: str, name: str, source: str) -> str:
     for candidate in (name, name[:-3]):  # the .gz file, else an uncompressed copy
         full = os.path.join(folder, candidate)
         if os.path.isfile(full):
@@ -148,7 +159,9 @@ def _find_file(folder, name, source):
         f"Fashion-MNIST file {name!r} not found in {folder!r} ({source}); {_INSTALL_HINT}")
 
 
-def load_fashion_mnist(flatten=True, path=None, dtype=np.float32):
+def load_fashion_mnist(flatten: bool = True, path: PathLike | None = None,
+                       dtype: DTypeLike = np.float32) -> tuple[tuple[np.ndarray, np.ndarray],
+                                                              tuple[np.ndarray, np.ndarray]]:
     """Load Fashion-MNIST: 60,000 training and 10,000 test images of clothes, 10 classes.
 
     Reads ``{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz`` (or the same names without
@@ -227,7 +240,7 @@ def load_fashion_mnist(flatten=True, path=None, dtype=np.float32):
     return out[0], out[1]
 
 
-def one_hot(labels, num_classes, dtype=np.float32):
+def one_hot(labels: ArrayLike, num_classes: int, dtype: DTypeLike = np.float32) -> np.ndarray:
     """One-hot encode integer class labels.
 
     Parameters
@@ -280,7 +293,8 @@ def one_hot(labels, num_classes, dtype=np.float32):
     return out
 
 
-def minibatches(n_samples, batch_size, shuffle=True, seed=None):
+def minibatches(n_samples: int, batch_size: int, shuffle: bool = True,
+                seed: int | np.random.Generator | None = None) -> Iterator[np.ndarray]:
     """Iterate over minibatches of sample indices covering ``range(n_samples)`` once.
 
     Arguments are checked when the function is called, not at the first ``next()``.
@@ -324,12 +338,13 @@ def minibatches(n_samples, batch_size, shuffle=True, seed=None):
     return _batches(order, batch_size)
 
 
-def _batches(order, batch_size):
+def _batches(order: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
     for start in range(0, order.shape[0], batch_size):
         yield order[start:start + batch_size]
 
 
-def random_batch(model, batch_size, seed=0):
+def random_batch(model: Sequential, batch_size: int,
+                 seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A random batch that fits a compiled ``model``: inputs and targets for its loss (for
     profiling and smoke tests; no dataset needed).
 

@@ -1,8 +1,17 @@
 """Gradient checking by central finite differences in float64."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import numpy as np
+from numpy.typing import ArrayLike
+
+if TYPE_CHECKING:
+    from .model import Sequential
 
 
-def gradient_check(model, X, y, eps=1e-5, max_checks=20, seed=0):
+def gradient_check(model: Sequential, X: ArrayLike, y: ArrayLike, eps: float = 1e-5,
+                   max_checks: int = 20, seed: int = 0) -> dict[str, float]:
     """Compare a model's analytic gradients with central differences, in float64.
 
     A float64 copy of ``model`` (same layers and weights) is made, so a float32 model can be
@@ -47,7 +56,7 @@ def gradient_check(model, X, y, eps=1e-5, max_checks=20, seed=0):
     X, out_shape = m64._check_X(X)
     yp = loss.prepare_target(y, (X.shape[0],) + tuple(out_shape))
 
-    def value():
+    def value() -> float:
         return loss.forward(m64._forward(X, training=True), yp, prepared=True)
 
     value()

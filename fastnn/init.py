@@ -5,44 +5,61 @@ References
 Glorot & Bengio, "Understanding the difficulty of training deep feedforward neural networks",
 AISTATS 2010 (Glorot/Xavier). He et al., "Delving Deep into Rectifiers", ICCV 2015 (He/Kaiming).
 """
+from __future__ import annotations
+
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
+
+#: the shape argument of an initialiser
+Shape = tuple[int, ...]
+#: ``fn(shape, fan_in, fan_out, rng, dtype) -> array``
+Initializer = Callable[..., Any]
 
 
-def zeros(shape, fan_in, fan_out, rng, dtype):
+def zeros(shape: Shape, fan_in: int, fan_out: int, rng: np.random.Generator,
+          dtype: DTypeLike) -> np.ndarray:
     """All zeros. For weights this warns: every unit of the layer then gets the same gradient and
     they stay identical forever (the symmetry problem)."""
     return np.zeros(shape, dtype=dtype)
 
 
-def ones(shape, fan_in, fan_out, rng, dtype):
+def ones(shape: Shape, fan_in: int, fan_out: int, rng: np.random.Generator,
+         dtype: DTypeLike) -> np.ndarray:
     """All ones."""
     return np.ones(shape, dtype=dtype)
 
 
-def normal(shape, fan_in, fan_out, rng, dtype, std=0.01):
+def normal(shape: Shape, fan_in: int, fan_out: int, rng: np.random.Generator,
+           dtype: DTypeLike, std: float = 0.01) -> np.ndarray:
     """Small random normal, N(0, std^2), std = 0.01 by default."""
     return (rng.standard_normal(shape) * std).astype(dtype)
 
 
-def glorot_uniform(shape, fan_in, fan_out, rng, dtype):
+def glorot_uniform(shape: Shape, fan_in: int, fan_out: int, rng: np.random.Generator,
+                   dtype: DTypeLike) -> np.ndarray:
     """U(-l, l), l = sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio 2010, eq. 16)."""
     limit = np.sqrt(6.0 / (fan_in + fan_out))
     return rng.uniform(-limit, limit, size=shape).astype(dtype)
 
 
-def glorot_normal(shape, fan_in, fan_out, rng, dtype):
+def glorot_normal(shape: Shape, fan_in: int, fan_out: int, rng: np.random.Generator,
+                  dtype: DTypeLike) -> np.ndarray:
     """N(0, 2 / (fan_in + fan_out))."""
     return (rng.standard_normal(shape) * np.sqrt(2.0 / (fan_in + fan_out))).astype(dtype)
 
 
-def he_normal(shape, fan_in, fan_out, rng, dtype):
+def he_normal(shape: Shape, fan_in: int, fan_out: int, rng: np.random.Generator,
+              dtype: DTypeLike) -> np.ndarray:
     """N(0, 2 / fan_in) (He et al. 2015)."""
     return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(dtype)
 
 
-def he_uniform(shape, fan_in, fan_out, rng, dtype):
+def he_uniform(shape: Shape, fan_in: int, fan_out: int, rng: np.random.Generator,
+               dtype: DTypeLike) -> np.ndarray:
     """U(-l, l), l = sqrt(6 / fan_in)."""
     limit = np.sqrt(6.0 / fan_in)
     return rng.uniform(-limit, limit, size=shape).astype(dtype)
@@ -57,7 +74,7 @@ INITIALIZERS = {
 }
 
 
-def get(name):
+def get(name: str | Initializer) -> Initializer:
     """Look up an initialiser by name (or pass a callable through).
 
     Raises
@@ -72,7 +89,8 @@ def get(name):
     return INITIALIZERS[name]
 
 
-def initialize(name, shape, fan_in, fan_out, rng, dtype, what="weight"):
+def initialize(name: str | Initializer, shape: Shape, fan_in: int, fan_out: int,
+               rng: np.random.Generator, dtype: DTypeLike, what: str = "weight") -> np.ndarray:
     """Create an array with the named initialiser; warns for an all-zero weight."""
     fn = get(name)
     if fn is zeros and what == "weight":
@@ -81,5 +99,6 @@ def initialize(name, shape, fan_in, fan_out, rng, dtype, what="weight"):
                       "Use a random initializer.", stacklevel=3)
     arr = np.asarray(fn(shape, fan_in, fan_out, rng, dtype), dtype=dtype)
     if arr.shape != tuple(shape):
-        raise ValueError(f"initializer {name!r} returned shape {arr.shape}, expected {tuple(shape)}")
+        raise ValueError(f"initializer {name!r} returned shape {arr.shape}, expected "
+                         f"{tuple(shape)}")
     return np.ascontiguousarray(arr)

@@ -13,19 +13,25 @@ refuses arrays the header does not list. Saving writes a temporary file in the s
 (``.<name>.fastnn-tmp``, one per target, reused by the next save) and renames it, so a crash while
 saving never destroys the previous file.
 """
+from __future__ import annotations
+
 import hashlib
 import io
 import json
 import os
 import zipfile
 import zlib
+from typing import Any, NoReturn
 
 import numpy as np
 
-from ._registry import MODELS
+from ._registry import MODELS, Registry, T
 from .layers.base import LAYERS
 from .losses import LOSSES
 from .optimizers import OPTIMIZERS
+
+#: a model of a class in ``MODELS`` (``Sequential``; not imported here, see the docstring)
+Model = Any
 
 FORMAT = "fastnn-model"
 #: 2: the loss is saved as ``{"class", "config"}`` and the model class is named (1: loss name)
@@ -33,11 +39,12 @@ FORMAT_VERSION = 2
 HEADER = "__header__"
 
 
-def _digest(a):
+def _digest(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
 
 
-def save_model(model, path, include_optimizer=True):
+def save_model(model: Model, path: str | os.PathLike[str],
+               include_optimizer: bool = True) -> None:
     """Write ``model`` to ``path`` atomically (see the module docstring).
 
     Raises
@@ -47,7 +54,7 @@ def save_model(model, path, include_optimizer=True):
     """
     from . import __version__
 
-    arrays = {}
+    arrays: dict[str, Any] = {}
     for i, layer in enumerate(model.layers):
         for name, p in layer.params.items():
             arrays[f"{i}.{name}"] = p
@@ -82,7 +89,8 @@ def save_model(model, path, include_optimizer=True):
         # one temporary name per target: a save killed half-way leaves at most this file, and
         # the next save to the same path truncates and reuses it
         with open(tmp, "wb") as f:
-            np.savez(f, **{HEADER: np.array(json.dumps(header))}, **arrays)
+            contents: dict[str, Any] = {HEADER: np.array(json.dumps(header))}
+            np.savez(f, **contents, **arrays)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -95,20 +103,20 @@ def save_model(model, path, include_optimizer=True):
         raise
 
 
-def _temporary_name(path):
+def _temporary_name(path: str) -> str:
     """``<folder>/.<name>.fastnn-tmp``: where ``save_model`` writes before renaming to ``path``."""
     folder, name = os.path.split(os.path.abspath(path))
     return os.path.join(folder, f".{name}.fastnn-tmp")
 
 
-def _discard(tmp):
+def _discard(tmp: str) -> None:
     try:
         os.unlink(tmp)
     except OSError:
         pass
 
 
-def _fail(path, why):
+def _fail(path: str, why: str) -> NoReturn:
     raise ValueError(f"{path}: not a valid fastnn model file: {why}")
 
 
@@ -120,7 +128,7 @@ NPY_HEADER_MAX_BYTES = 10_000
 MAX_DEFLATE_RATIO = 1100
 
 
-def _check_member(path, info, limit):
+def _check_member(path: str, info: zipfile.ZipInfo, limit: int) -> None:
     """Refuse a zip member before decompressing it: unknown compression, a declared size above
     ``limit``, or a declared size that its compressed size cannot produce."""
     if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
@@ -133,7 +141,7 @@ def _check_member(path, info, limit):
         _fail(path, f"member {info.filename!r} declares an impossible compression ratio")
 
 
-def _read_header(path, zf, info):
+def _read_header(path: str, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> Any:
     _check_member(path, info, HEADER_MAX_BYTES)
     with zf.open(info) as f:
         data = f.read(HEADER_MAX_BYTES + 1)
@@ -145,7 +153,8 @@ def _read_header(path, zf, info):
     return json.loads(str(raw))
 
 
-def _read_array(path, zf, info, key, shape, dtype):
+def _read_array(path: str, zf: zipfile.ZipFile, info: zipfile.ZipInfo, key: str,
+                shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """The array of member ``info``, after checking its .npy header declares exactly ``shape``
     and ``dtype`` (C order) and its size fits; at most ``nbytes`` are ever decompressed."""
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
@@ -170,7 +179,7 @@ def _read_array(path, zf, info, key, shape, dtype):
     return np.frombuffer(data, dtype=dtype).reshape(shape)
 
 
-def _expected_arrays(header):
+def _expected_arrays(header: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """``{key: (shape, dtype)}`` of every array the header's model needs: parameters from the
     layers rebuilt from their configs (no weights allocated), optimizer slots of the optimizer
     rebuilt from its config. Never from the header's own array list, which a forger edits too."""
@@ -192,7 +201,7 @@ def _expected_arrays(header):
     return expected
 
 
-def load(path):
+def load(path: str | os.PathLike[str]) -> Model:
     """Load a model saved by ``Sequential.save``.
 
     The file is checked before any array is decompressed: the header member is at most
@@ -243,7 +252,8 @@ def load(path):
         _fail(path, f"malformed header field ({type(exc).__name__}: {exc})")
 
 
-def _read_checked(path, zf):
+def _read_checked(path: str,
+                  zf: zipfile.ZipFile) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     members = {}
     for info in zf.infolist():
         if not info.filename.endswith(".npy"):
@@ -291,7 +301,7 @@ def _read_checked(path, zf):
     return header, arrays
 
 
-def _from_registry(registry, entry, what):
+def _from_registry(registry: Registry[T], entry: Any, what: str) -> T:
     """An instance from a ``{"class": name, "config": {...}}`` entry (or, in version-1 files, a
     bare class name or alias)."""
     if isinstance(entry, str):
@@ -308,7 +318,8 @@ def _from_registry(registry, entry, what):
         raise ValueError(f"{what} config is invalid ({exc})") from None
 
 
-def _build_from_header(path, header, arrays):
+def _build_from_header(path: str, header: dict[str, Any],
+                       arrays: dict[str, np.ndarray]) -> Model:
     model_cls = MODELS.get_class(header.get("model", "Sequential"))
     model = model_cls.from_config(header)
     for i, layer in enumerate(model.layers):

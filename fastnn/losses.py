@@ -7,9 +7,11 @@ fused into the loss, which is both faster and numerically stable.
 """
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from . import _losses
 from . import _validation as V
@@ -18,7 +20,7 @@ from ._registry import Registry, auto_register
 
 #: name -> loss class: class names and each class's ``aliases``; every Loss subclass registers
 #: itself when it is defined (so a user's own loss saves and loads with the model)
-LOSSES = Registry("loss")
+LOSSES: Registry[Loss] = Registry("loss")
 
 
 class Loss:
@@ -40,13 +42,13 @@ class Loss:
         super().__init_subclass__(**kwargs)
         auto_register(LOSSES, cls, cls.__dict__.get("aliases", ()))
 
-    def __init__(self):
-        self._grad = None
+    def __init__(self) -> None:
+        self._grad: np.ndarray | None = None
 
-    def __call__(self, output, target):
+    def __call__(self, output: ArrayLike, target: ArrayLike) -> float:
         return self.forward(output, target)
 
-    def forward(self, output, target, prepared=False):
+    def forward(self, output: ArrayLike, target: ArrayLike, prepared: bool = False) -> float:
         """Mean loss over the batch (float); caches ``d loss / d output`` for :meth:`backward`.
 
         Parameters
@@ -64,7 +66,7 @@ class Loss:
         """
         raise NotImplementedError
 
-    def backward(self):
+    def backward(self) -> np.ndarray:
         """Gradient of the last ``forward``'s mean loss with respect to ``output``.
 
         Raises
@@ -76,7 +78,7 @@ class Loss:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
         return self._grad
 
-    def _buffer(self, key, shape, dtype):
+    def _buffer(self, key: str, shape: Sequence[int], dtype: DTypeLike) -> np.ndarray:
         bufs = self.__dict__.setdefault("_buffers", {})
         buf = bufs.get(key)
         if buf is None or buf.shape != tuple(shape) or buf.dtype != dtype:
@@ -84,7 +86,7 @@ class Loss:
             bufs[key] = buf
         return buf
 
-    def check_output(self, output):
+    def check_output(self, output: ArrayLike) -> np.ndarray:
         if not isinstance(output, np.ndarray) or output.dtype not in V.FLOAT_DTYPES:
             output = V.as_float_array(output, "output", np.float32, check_finite=False)
         if not output.flags.c_contiguous:
@@ -95,11 +97,11 @@ class Loss:
             raise ValueError("output is empty (0 samples)")
         return output
 
-    def prepare_target(self, target, output_shape):
+    def prepare_target(self, target: ArrayLike, output_shape: Sequence[int]) -> np.ndarray:
         """Validate ``target`` for an output of ``output_shape``; returns the checked array."""
         raise NotImplementedError
 
-    def score(self, output, target):
+    def score(self, output: np.ndarray, target: np.ndarray) -> float | None:
         """The metric for already-prepared targets (e.g. accuracy), or None."""
         return None
 
@@ -134,12 +136,13 @@ class SoftmaxCrossEntropy(Loss):
     metric = "accuracy"
     aliases = ("softmax_cross_entropy", "categorical_crossentropy", "cross_entropy")
 
-    def prepare_target(self, target, output_shape):
+    def prepare_target(self, target: ArrayLike, output_shape: Sequence[int]) -> np.ndarray:
         return V.check_labels(target, "y", output_shape[0], output_shape[1])
 
-    def forward(self, output, target, prepared=False):
+    def forward(self, output: ArrayLike, target: ArrayLike, prepared: bool = False) -> float:
         z = self.check_output(output)
-        y = target if prepared else self.prepare_target(target, z.shape)
+        # prepared: ``target`` is the array prepare_target returned
+        y = cast(np.ndarray, target) if prepared else self.prepare_target(target, z.shape)
         N = z.shape[0]
         grad = self._buffer("grad", z.shape, z.dtype)
         rows = self._buffer("rows", (N,), np.float64)
@@ -147,11 +150,11 @@ class SoftmaxCrossEntropy(Loss):
         self._grad = grad
         return loss
 
-    def score(self, output, target):
+    def score(self, output: np.ndarray, target: np.ndarray) -> float:
         return float(np.mean(np.argmax(output, axis=1) == target))
 
     @staticmethod
-    def probabilities(output):
+    def probabilities(output: np.ndarray) -> np.ndarray:
         """Row softmax of logits ``(N, K)``."""
         prob = np.empty_like(output)
         _losses.softmax(np.ascontiguousarray(output), prob, get_num_threads())
@@ -178,7 +181,7 @@ class BinaryCrossEntropy(Loss):
     metric = "accuracy"
     aliases = ("binary_cross_entropy", "binary_crossentropy")
 
-    def prepare_target(self, target, output_shape):
+    def prepare_target(self, target: ArrayLike, output_shape: Sequence[int]) -> np.ndarray:
         N, K = output_shape
         t = V.as_float_array(target, "y", np.float64, ndim=(1, 2))
         if t.ndim == 1 and K == 1:
@@ -191,7 +194,7 @@ class BinaryCrossEntropy(Loss):
                              f"[{t.min()}, {t.max()}]")
         return t
 
-    def forward(self, output, target, prepared=False):
+    def forward(self, output: ArrayLike, target: ArrayLike, prepared: bool = False) -> float:
         z = self.check_output(output)
         t = target if prepared else self.prepare_target(target, z.shape)
         t = np.ascontiguousarray(t, dtype=z.dtype)
@@ -204,11 +207,11 @@ class BinaryCrossEntropy(Loss):
         self._grad = grad
         return loss
 
-    def score(self, output, target):
+    def score(self, output: np.ndarray, target: np.ndarray) -> float:
         return float(np.mean((output > 0) == (target >= 0.5)))
 
     @staticmethod
-    def probabilities(output):
+    def probabilities(output: np.ndarray) -> np.ndarray:
         """Elementwise sigmoid of logits, stable for both signs."""
         out = np.empty_like(output)
         pos = output >= 0
@@ -236,7 +239,7 @@ class MeanSquaredError(Loss):
 
     aliases = ("mse", "mean_squared_error")
 
-    def prepare_target(self, target, output_shape):
+    def prepare_target(self, target: ArrayLike, output_shape: Sequence[int]) -> np.ndarray:
         N, K = output_shape
         t = V.as_float_array(target, "y", np.float64, ndim=(1, 2))
         if t.ndim == 1 and K == 1 and t.shape[0] == N:
@@ -246,7 +249,7 @@ class MeanSquaredError(Loss):
                              f"{np.shape(target)}")
         return t
 
-    def forward(self, output, target, prepared=False):
+    def forward(self, output: ArrayLike, target: ArrayLike, prepared: bool = False) -> float:
         z = self.check_output(output)
         t = target if prepared else self.prepare_target(target, z.shape)
         t = np.ascontiguousarray(t, dtype=z.dtype)

@@ -1,11 +1,18 @@
 """Sequential: a stack of layers trained with fit / evaluate / predict (Keras conventions)."""
+from __future__ import annotations
+
+import os
 import signal
 import threading
 import time
 import warnings
 import weakref
+from collections.abc import Iterable, Mapping, Sequence
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from . import _flat
 from . import _validation as V
@@ -16,27 +23,33 @@ from ._registry import MODELS
 from .callbacks import Callback, History
 from .layers.base import LAYERS, Layer
 
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from .losses import Loss
+    from .optimizers import Optimizer
+
 
 class _SigintFlag:
     """While active (in the main thread), Ctrl-C sets ``hit`` instead of raising, so ``fit`` stops
     between batches with a consistent model; a second Ctrl-C raises at once."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.hit = False
-        self._old = None
+        self._old: Any = None
 
-    def _handler(self, signum, frame):
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
         if self.hit:
             raise KeyboardInterrupt
         self.hit = True
 
-    def __enter__(self):
+    def __enter__(self) -> _SigintFlag:
         if threading.current_thread() is threading.main_thread() \
                 and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             self._old = signal.signal(signal.SIGINT, self._handler)
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         if self._old is not None:
             signal.signal(signal.SIGINT, self._old)
         return False
@@ -81,7 +94,8 @@ class Sequential:
     >>> model.compile(optimizer=Adam(1e-3), loss=SoftmaxCrossEntropy())
     """
 
-    def __init__(self, layers, dtype="float32", seed=None, input_shape=None):
+    def __init__(self, layers: Iterable[Layer], dtype: DTypeLike = "float32",
+                 seed: int | None = None, input_shape: Sequence[int] | None = None) -> None:
         layers = list(layers)
         if not layers:
             raise ValueError("Sequential needs at least one layer")
@@ -107,31 +121,32 @@ class Sequential:
         self._own_parameters()
         if input_shape is None and hasattr(layers[0], "in_features"):
             input_shape = (layers[0].in_features,)
-        self.input_shape = tuple(input_shape) if input_shape is not None else None
+        self.input_shape: tuple[int, ...] | None = (tuple(input_shape) if input_shape is not None
+                                                    else None)
         if self.input_shape is not None:
             self.output_shape(self.input_shape)
-        self.loss = None
-        self.optimizer = None
+        self.loss: Loss | None = None
+        self.optimizer: Optimizer | None = None
         self.stop_training = False
         self.epochs_completed = 0
-        self.history = None
+        self.history: History | None = None
 
-    def _own_parameters(self):
+    def _own_parameters(self) -> None:
         """Pack every parameter into the model's flat buffers (values kept)."""
         self._params = _flat.ParamGroup(self.layers)
         self._params.owner = weakref.ref(self)
 
-    def __getstate__(self):  # the flat buffers are rebuilt from the copied values
+    def __getstate__(self) -> dict[str, Any]:  # the flat buffers are rebuilt from the copied values
         state = self.__dict__.copy()
         state.pop("_params", None)
         return state
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._own_parameters()
 
     # -- shapes and configuration -------------------------------------------------------------
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         """The model's structure as JSON-serialisable data: ``{"layers": [{"class", "config"}],
         "dtype", "input_shape", "seed"}`` (no weights; see :meth:`from_config`)."""
         return {"layers": [{"class": LAYERS.name_of(type(layer)), "config": layer.get_config()}
@@ -141,7 +156,7 @@ class Sequential:
                 "seed": self.seed if isinstance(self.seed, int) else None}
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: Mapping[str, Any]) -> Self:
         """A new model (fresh weights) from :meth:`get_config`'s data; layer classes are looked up
         in ``fastnn.layers.LAYERS``.
 
@@ -171,7 +186,7 @@ class Sequential:
             model.seed = config["seed"]
         return model
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
         """Per-sample output shape for a per-sample input shape.
 
         Raises
@@ -187,20 +202,21 @@ class Sequential:
                 raise ValueError(f"layer {i} ({type(layer).__name__}): {exc}") from None
         return shape
 
-    def compile(self, optimizer="sgd", loss="softmax_cross_entropy"):
+    def compile(self, optimizer: Optimizer | str = "sgd",
+                loss: Loss | type[Loss] | str = "softmax_cross_entropy") -> Self:
         """Set the optimizer and the loss (instances or names, see fastnn.optimizers/losses)."""
         self.optimizer = optimizers_mod.get(optimizer)
         self.loss = losses_mod.get(loss)
         return self
 
-    def _require_compiled(self):
+    def _require_compiled(self) -> None:
         if self.loss is None or self.optimizer is None:
             raise RuntimeError("call model.compile(optimizer, loss) before training")
 
-    def count_params(self):
+    def count_params(self) -> int:
         return int(sum(p.size for layer in self.layers for p in layer.params.values()))
 
-    def summary(self, input_shape=None):
+    def summary(self, input_shape: Sequence[int] | None = None) -> str:
         """A printable table of layers, output shapes and parameter counts."""
         shape = input_shape or self.input_shape
         lines = [f"{'layer':32s} {'output':18s} {'params':>10s}"]
@@ -212,11 +228,11 @@ class Sequential:
         lines.append(f"total params: {self.count_params()}  dtype: {self.dtype}")
         return "\n".join(lines)
 
-    def get_weights(self):
+    def get_weights(self) -> list[dict[str, np.ndarray]]:
         """A list (per layer) of dicts of copies of the parameters."""
         return [{k: v.copy() for k, v in layer.params.items()} for layer in self.layers]
 
-    def set_weights(self, weights):
+    def set_weights(self, weights: Sequence[Mapping[str, ArrayLike]]) -> None:
         """Copy weights (as returned by get_weights) into the layers.
 
         Raises
@@ -237,7 +253,8 @@ class Sequential:
                 np.copyto(layer.params[k], v, casting="same_kind")
 
     # -- input checks -------------------------------------------------------------------------
-    def _check_X(self, X, name="X", check_finite=True):
+    def _check_X(self, X: ArrayLike, name: str = "X",
+                 check_finite: bool = True) -> tuple[np.ndarray, tuple[int, ...]]:
         if self.input_shape is not None:
             X = V.as_float_array(X, name, self.dtype, ndim=len(self.input_shape) + 1,
                                  trailing_shape=self.input_shape, check_finite=check_finite)
@@ -252,22 +269,23 @@ class Sequential:
             raise ValueError(f"{name} of shape {X.shape} does not fit the model: {exc}") from None
         return X, out
 
-    def _prepare_y(self, y, n, out_shape):
+    def _prepare_y(self, y: ArrayLike, n: int, out_shape: Sequence[int]) -> np.ndarray:
         if len(out_shape) != 1:
             raise ValueError(f"the loss needs a 2-D output (N, K); the model outputs (N, "
                              f"{', '.join(map(str, out_shape))})")
         if not hasattr(y, "__len__"):
             raise TypeError(f"y must be an array, got {type(y).__name__}")
+        assert self.loss is not None  # callers check that the model is compiled
         return self.loss.prepare_target(y, (n,) + tuple(out_shape))
 
     # -- computation --------------------------------------------------------------------------
-    def _forward(self, X, training):
+    def _forward(self, X: np.ndarray, training: bool) -> np.ndarray:
         out = X
         for layer in self.layers:
             out = layer.forward(out, training=training)
         return out
 
-    def forward(self, X, training=False):
+    def forward(self, X: ArrayLike, training: bool = False) -> np.ndarray:
         """Run the layers on X and return a copy of the output.
 
         Shape
@@ -277,17 +295,18 @@ class Sequential:
         X, _ = self._check_X(X)
         return self._forward(X, training).copy()
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: ArrayLike) -> np.ndarray | None:
         """Back-propagate ``grad_output`` (d loss / d output of the last forward): fills every
         layer's ``grads``. Returns None (the first layer skips the input gradient)."""
-        grad = grad_output
+        grad: Any = grad_output  # array_like in; each layer returns an ndarray or None
         for layer in reversed(self.layers):
             grad = layer.backward(grad)
             if grad is None:
                 break
         return grad
 
-    def _train_step(self, Xb, yb):
+    def _train_step(self, Xb: np.ndarray, yb: np.ndarray) -> tuple[float, np.ndarray]:
+        assert self.loss is not None and self.optimizer is not None  # checked by the callers
         out = self._forward(Xb, training=True)
         loss = self.loss.forward(out, yb, prepared=True)
         if not np.isfinite(loss):
@@ -296,7 +315,7 @@ class Sequential:
         self.optimizer.step(self.layers)
         return loss, out
 
-    def train_on_batch(self, X, y, check_finite=True):
+    def train_on_batch(self, X: ArrayLike, y: ArrayLike, check_finite: bool = True) -> float:
         """One optimisation step on a batch; returns the mean loss (float).
 
         Raises
@@ -316,8 +335,10 @@ class Sequential:
             raise FloatingPointError(f"loss is {loss}; the step was not applied")
         return float(loss)
 
-    def fit(self, X, y, epochs=1, batch_size=32, validation_data=None, shuffle=True, seed=None,
-            verbose=1, callbacks=None, on_nan="raise", initial_epoch=0, check_finite=True):
+    def fit(self, X: ArrayLike, y: ArrayLike, epochs: int = 1, batch_size: int = 32,
+            validation_data: tuple[ArrayLike, ArrayLike] | None = None, shuffle: bool = True,
+            seed: int | None = None, verbose: int = 1, callbacks: Iterable[Callback] | None = None,
+            on_nan: str = "raise", initial_epoch: int = 0, check_finite: bool = True) -> History:
         """Train with mini-batches; returns a :class:`~fastnn.callbacks.History`.
 
         Parameters
@@ -381,6 +402,7 @@ class Sequential:
                                 f"validation_data[0]): {exc}") from None
         history = History()
         cbs = [history] + list(callbacks or [])
+        assert self.loss is not None  # _require_compiled
         metrics = ["loss"] + ([self.loss.metric] if self.loss.metric else [])
         if validation_data is not None:
             metrics += [f"val_{k}" for k in metrics]
@@ -411,8 +433,11 @@ class Sequential:
                                     "last completed batch and model.history the epochs so far")
         return history
 
-    def _fit_epochs(self, X, y, epochs, batch_size, validation, shuffle, base_seed, verbose, cbs,
-                    on_nan, initial_epoch, interrupted):
+    def _fit_epochs(self, X: np.ndarray, y: np.ndarray, epochs: int, batch_size: int,
+                    validation: tuple[np.ndarray, np.ndarray] | None, shuffle: bool,
+                    base_seed: int, verbose: int, cbs: list[Callback], on_nan: str,
+                    initial_epoch: int, interrupted: _SigintFlag) -> None:
+        assert self.loss is not None  # checked by fit
         n = X.shape[0]
         xbuf = ybuf = None
         for epoch in range(initial_epoch, epochs):
@@ -435,6 +460,7 @@ class Sequential:
                 if xbuf is None or xbuf.shape[0] != m:
                     xbuf = np.empty((m,) + X.shape[1:], dtype=X.dtype)
                     ybuf = np.empty((m,) + y.shape[1:], dtype=y.dtype)
+                assert ybuf is not None  # allocated with xbuf
                 np.take(X, idx, axis=0, out=xbuf)
                 np.take(y, idx, axis=0, out=ybuf)
                 loss, out = self._train_step(xbuf, ybuf)
@@ -455,7 +481,9 @@ class Sequential:
                 loss_sum += loss * m
                 seen += m
                 if self.loss.metric:
-                    score_sum += self.loss.score(out, ybuf) * m
+                    score = self.loss.score(out, ybuf)
+                    assert score is not None  # a loss with a metric scores it
+                    score_sum += score * m
                 for cb in cbs:
                     cb.on_batch_end(b, {"loss": loss})
                 if bar is not None:
@@ -486,14 +514,15 @@ class Sequential:
                 break
 
     # -- inference ----------------------------------------------------------------------------
-    def _predict_checked(self, X, batch_size):
+    def _predict_checked(self, X: np.ndarray, batch_size: int) -> np.ndarray:
         n = X.shape[0]
         outs = []
         for s in range(0, n, batch_size):
             outs.append(self._forward(X[s:s + batch_size], training=False).copy())
         return outs[0] if len(outs) == 1 else np.concatenate(outs)
 
-    def predict(self, X, batch_size=1024, check_finite=True):
+    def predict(self, X: ArrayLike, batch_size: int = 1024,
+                check_finite: bool = True) -> np.ndarray:
         """The network's output for X (logits when the last layer has no activation).
 
         Shape
@@ -509,7 +538,7 @@ class Sequential:
         batch_size = V.check_int(batch_size, "batch_size", minimum=1)
         return self._predict_checked(X, batch_size)
 
-    def predict_proba(self, X, batch_size=1024):
+    def predict_proba(self, X: ArrayLike, batch_size: int = 1024) -> np.ndarray:
         """Class probabilities: softmax of the logits (SoftmaxCrossEntropy) or sigmoid
         (BinaryCrossEntropy). Shape ``(N, K)``.
 
@@ -524,7 +553,7 @@ class Sequential:
                                "BinaryCrossEntropy")
         return self.loss.probabilities(self.predict(X, batch_size))
 
-    def predict_classes(self, X, batch_size=1024):
+    def predict_classes(self, X: ArrayLike, batch_size: int = 1024) -> np.ndarray:
         """Predicted labels ``(N,)`` int64: argmax of the logits, or ``logit > 0`` for a single
         binary output."""
         out = self.predict(X, batch_size)
@@ -532,7 +561,9 @@ class Sequential:
             return (out[:, 0] > 0).astype(np.int64)
         return out.argmax(axis=1).astype(np.int64)
 
-    def _evaluate_prepared(self, X, y, batch_size=1024):
+    def _evaluate_prepared(self, X: np.ndarray, y: np.ndarray,
+                           batch_size: int = 1024) -> dict[str, float]:
+        assert self.loss is not None  # checked by the callers
         n = X.shape[0]
         loss_sum = score_sum = 0.0
         for s in range(0, n, batch_size):
@@ -541,13 +572,16 @@ class Sequential:
             m = out.shape[0]
             loss_sum += self.loss.forward(out, yb, prepared=True) * m
             if self.loss.metric:
-                score_sum += self.loss.score(out, yb) * m
+                score = self.loss.score(out, yb)
+                assert score is not None  # a loss with a metric scores it
+                score_sum += score * m
         res = {"loss": loss_sum / n}
         if self.loss.metric:
             res[self.loss.metric] = score_sum / n
         return res
 
-    def evaluate(self, X, y, batch_size=1024, check_finite=True):
+    def evaluate(self, X: ArrayLike, y: ArrayLike, batch_size: int = 1024,
+                 check_finite: bool = True) -> dict[str, float]:
         """Mean loss (and accuracy for classification losses) over X: a dict
         ``{"loss": float, "accuracy": float}``.
 
@@ -566,11 +600,11 @@ class Sequential:
         return self._evaluate_prepared(X, y, batch_size)
 
     # -- files --------------------------------------------------------------------------------
-    def save(self, path, include_optimizer=True):
+    def save(self, path: str | os.PathLike[str], include_optimizer: bool = True) -> None:
         """Save to ``path`` (.npz + JSON header, loads without pickle); see :func:`fastnn.load`."""
         io_mod.save_model(self, path, include_optimizer=include_optimizer)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "Sequential([" + ", ".join(repr(layer) for layer in self.layers) + "])"
 
 

@@ -5,6 +5,12 @@ The convolutional ones are channels-last ``Sequential`` models built from
 :class:`~fastnn.layers.Conv2D`, :class:`~fastnn.layers.MaxPool2D`, :class:`~fastnn.layers.Flatten`
 and :class:`~fastnn.layers.Dense`.
 """
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from numpy.typing import DTypeLike
+
 from . import _validation as V
 from .layers import Conv2D, Dense, Flatten, MaxPool2D
 from .losses import MeanSquaredError
@@ -12,7 +18,8 @@ from .model import Sequential
 from .optimizers import Adam
 
 
-def mlp(sizes=(784, 256, 128, 10), activation="relu", dtype="float32", seed=None):
+def mlp(sizes: Sequence[int] = (784, 256, 128, 10), activation: str | None = "relu",
+        dtype: DTypeLike = "float32", seed: int | None = None) -> Sequential:
     """A multilayer perceptron: ``Dense(sizes[i], sizes[i+1])`` with ``activation`` after every
     layer but the last (logits out). The default is the command line's Fashion-MNIST MLP
     784-256-128-10 with ReLU (235,146 parameters).
@@ -49,7 +56,7 @@ def mlp(sizes=(784, 256, 128, 10), activation="relu", dtype="float32", seed=None
     return Sequential(layers, dtype=dtype, seed=seed)
 
 
-def small_cnn(dtype="float32", seed=None):
+def small_cnn(dtype: DTypeLike = "float32", seed: int | None = None) -> Sequential:
     """A small CNN for 28x28 grey images (Fashion-MNIST), 10 classes, logits out.
 
     ``Conv2D(1, 32, 3, padding=1, relu) -> MaxPool2D(2) -> Conv2D(32, 64, 3, stride=2, padding=1,
@@ -82,7 +89,8 @@ def small_cnn(dtype="float32", seed=None):
     return Sequential(layers, dtype=dtype, seed=seed, input_shape=(28, 28, 1))
 
 
-def dqn(n_actions, dtype="float32", seed=None, learning_rate=1e-4):
+def dqn(n_actions: int, dtype: DTypeLike = "float32", seed: int | None = None,
+        learning_rate: float = 1e-4) -> Sequential:
     """The deep Q-network of Mnih et al. 2015: 84x84x4 frames in, one Q-value per action out.
 
     ``Conv2D(4, 32, 8, stride=4) -> Conv2D(32, 64, 4, stride=2) -> Conv2D(64, 64, 3, stride=1)

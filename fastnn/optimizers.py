@@ -12,7 +12,8 @@ keyed ``"<layer index>.<name>"`` in ``optimizer.state``.
 """
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,9 +23,12 @@ from . import _validation as V
 from ._config import get_num_threads
 from ._registry import Registry, auto_register
 
+if TYPE_CHECKING:
+    from .layers.base import Layer
+
 
 #: name -> optimizer class (case-insensitive); every Optimizer subclass registers itself
-OPTIMIZERS = Registry("optimizer", case_sensitive=False)
+OPTIMIZERS: Registry[Optimizer] = Registry("optimizer", case_sensitive=False)
 
 
 class Optimizer:
@@ -61,7 +65,7 @@ class Optimizer:
         self._group: _flat.ParamGroup | None = None
         self._slot_buffers: dict[str, np.ndarray] = {}
 
-    def step(self, layers) -> None:
+    def step(self, layers: Iterable[Layer]) -> None:
         """One update of every parameter of ``layers`` from its gradient (one kernel call).
 
         ``layers`` is normally ``model.layers``, whose flat buffers the model built; other layers
@@ -97,14 +101,16 @@ class Optimizer:
         """The slot names this optimizer's settings use."""
         return self.slots
 
-    def _update(self, params, grads, slots, num_threads):
+    def _update(self, params: np.ndarray, grads: np.ndarray, slots: dict[str, np.ndarray],
+                num_threads: int) -> None:
         raise NotImplementedError
 
     def get_config(self) -> dict[str, Any]:
         """JSON-serialisable constructor arguments (saved with the model)."""
         raise NotImplementedError
 
-    def __getstate__(self):  # flat buffers are rebuilt after unpickling / deep copies
+    # flat buffers are rebuilt after unpickling / deep copies
+    def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_group"] = None
         state["_slot_buffers"] = {}
@@ -141,7 +147,8 @@ class SGD(Optimizer):
     ICML 2013.
     """
 
-    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
+    def __init__(self, learning_rate: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0) -> None:
         super().__init__(learning_rate)
         self.momentum = V.check_float(momentum, "momentum", minimum=0.0, maximum=1.0,
                                       max_inclusive=False)
@@ -152,15 +159,16 @@ class SGD(Optimizer):
 
     slots = ("velocity",)
 
-    def active_slots(self):
+    def active_slots(self) -> tuple[str, ...]:
         return self.slots if self.momentum > 0 else ()
 
-    def _update(self, params, grads, slots, num_threads):
+    def _update(self, params: np.ndarray, grads: np.ndarray, slots: dict[str, np.ndarray],
+                num_threads: int) -> None:
         v = slots.get("velocity", params)  # unused without momentum
         _optim.sgd_update(params, grads, v, self.learning_rate, self.momentum, self.nesterov,
                           self.weight_decay, num_threads)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"learning_rate": self.learning_rate, "momentum": self.momentum,
                 "nesterov": self.nesterov, "weight_decay": self.weight_decay}
 
@@ -191,7 +199,8 @@ class Adam(Optimizer):
     Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015, Algorithm 1.
     """
 
-    def __init__(self, learning_rate=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+    def __init__(self, learning_rate: float = 0.001, beta1: float = 0.9, beta2: float = 0.999,
+                 eps: float = 1e-8, weight_decay: float = 0.0) -> None:
         super().__init__(learning_rate)
         self.beta1 = V.check_float(beta1, "beta1", minimum=0.0, maximum=1.0, max_inclusive=False)
         self.beta2 = V.check_float(beta2, "beta2", minimum=0.0, maximum=1.0, max_inclusive=False)
@@ -200,12 +209,13 @@ class Adam(Optimizer):
 
     slots = ("m", "v")
 
-    def _update(self, params, grads, slots, num_threads):
+    def _update(self, params: np.ndarray, grads: np.ndarray, slots: dict[str, np.ndarray],
+                num_threads: int) -> None:
         _optim.adam_update(params, grads, slots["m"], slots["v"], self.learning_rate,
                            self.beta1, self.beta2, self.eps, self.weight_decay, self.iterations,
                            num_threads)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"learning_rate": self.learning_rate, "beta1": self.beta1, "beta2": self.beta2,
                 "eps": self.eps, "weight_decay": self.weight_decay}
 
@@ -222,6 +232,8 @@ def get(optimizer: Any) -> Optimizer:
     if isinstance(optimizer, Optimizer):
         return optimizer
     if isinstance(optimizer, str) and optimizer in OPTIMIZERS:
-        return OPTIMIZERS[optimizer]()
+        # mypy checks the call against Optimizer.__init__, whose learning_rate has no default;
+        # every registered optimizer gives it one (a user's class without one raises TypeError)
+        return OPTIMIZERS[optimizer]()  # type: ignore[call-arg]
     raise ValueError(f"unknown optimizer {optimizer!r}; use an Optimizer or one of "
                      f"{sorted(OPTIMIZERS)}")

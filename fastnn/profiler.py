@@ -1,12 +1,22 @@
 """Per-layer profile of a training step: where the time of ``train_on_batch`` goes."""
+from __future__ import annotations
+
 import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike
+
+if TYPE_CHECKING:
+    from .model import Sequential
 
 
-def _layer_flops(layer, in_shape, out_shape, n):
+def _layer_flops(layer: Any, in_shape: Sequence[int], out_shape: Sequence[int],
+                 n: int) -> tuple[float, float]:
     """Useful floating-point operations (multiply-adds count 2) of one layer's forward and
     backward for a batch of n; (0, 0) for layers without a GEMM."""
+    # ``layer`` is duck-typed: Dense, or anything with Conv2D's attributes
     from .layers import Dense
 
     if isinstance(layer, Dense):
@@ -20,7 +30,8 @@ def _layer_flops(layer, in_shape, out_shape, n):
     return 0.0, 0.0
 
 
-def profile(model, X, y, repeats=20, warmup=3):
+def profile(model: Sequential, X: ArrayLike, y: ArrayLike, repeats: int = 20,
+            warmup: int = 3) -> list[dict[str, Any]]:
     """Time each layer's forward and backward, the loss and the optimizer step of
     ``train_on_batch(X, y)`` (medians over ``repeats`` steps, after ``warmup`` steps).
 
@@ -49,6 +60,7 @@ def profile(model, X, y, repeats=20, warmup=3):
     from . import _validation as V
 
     model._require_compiled()
+    assert model.loss is not None and model.optimizer is not None  # checked just above
     repeats = V.check_int(repeats, "repeats", minimum=1)
     X, out_shape = model._check_X(X)
     yb = model._prepare_y(y, X.shape[0], out_shape)
@@ -68,7 +80,7 @@ def profile(model, X, y, repeats=20, warmup=3):
             tf.append(clock() - t)
         t = clock()
         model.loss.forward(out, yb, prepared=True)
-        grad = model.loss.backward()
+        grad: Any = model.loss.backward()  # an ndarray, then each layer's ndarray or None
         tl = clock() - t
         tb = [0.0] * L
         for i in range(L - 1, -1, -1):
@@ -108,7 +120,7 @@ def profile(model, X, y, repeats=20, warmup=3):
     return rows
 
 
-def format_profile(rows):
+def format_profile(rows: Sequence[dict[str, Any]]) -> str:
     """The rows of :func:`profile` as a markdown table."""
     lines = ["| part | forward ms | backward ms | GFLOP/s | share |", "|---|---|---|---|---|"]
     for r in rows:

@@ -13,7 +13,7 @@ from . import _validation as V
 from ._registry import Registry, auto_register
 
 #: name -> schedule class
-SCHEDULES = Registry("schedule")
+SCHEDULES: Registry[Schedule] = Registry("schedule")
 
 
 class Schedule:

@@ -137,7 +137,7 @@ def test_sgemm_step_runs_exactly_the_gemms(name, mode):
     assert step.flops == want
     assert [(i, p) for i, p, *_ in step.calls] == [(g["layer"], g["phase"])
                                                    for g in gemms(spec, 3, mode)]
-    for _, phase, a, b, out in step.calls:
+    for _, _phase, a, b, out in step.calls:
         np.testing.assert_allclose(out, a @ b, rtol=1e-12, atol=1e-12)
         assert out.dtype == np.float64 and np.isfinite(out).all()
     if mode == "train":  # dW = X^T dZ and dX = dZ W^T share the forward's operands
@@ -371,7 +371,7 @@ def test_numpy_baseline_and_fastnn_agree(name):
     X, y = make_data(spec, n, seed=0, dtype=np.float64)
     fastnn.set_num_threads(1)
     try:
-        for step in range(2):  # the second step also checks the momentum state
+        for _step in range(2):  # the second step also checks the momentum state
             loss_np = net.train_step(X, y)
             loss_fn = model.train_on_batch(X, y)
             assert loss_fn == pytest.approx(loss_np, rel=1e-10)

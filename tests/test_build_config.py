@@ -285,8 +285,9 @@ def test_wheel_check_finds_problems(tmp_path):
     check = _tools("wheel_check")
     modules = {f"fastnn/{'_' + p.stem.lstrip('_')}.cpython-311-x86_64-linux-gnu.so": b""
                for p in ROOT.glob("src_cython/*.pyx")}
+    stubs = {f"fastnn/{'_' + p.stem.lstrip('_')}.pyi": b"" for p in ROOT.glob("src_cython/*.pyx")}
     good = {"fastnn/__init__.py": b"", "fastnn/_build_info.py": b"",
-            "fastnn/layers/__init__.py": b"", **modules,
+            "fastnn/layers/__init__.py": b"", **modules, **stubs, "fastnn/py.typed": b"",
             "fastnn.libs/libgomp-abc.so.1.0.0": b"", "fastnn.libs/LICENSE-libgomp.txt": b""}
     wheel = tmp_path / "fastnn-0.1.0-cp311-cp311-manylinux_2_28_x86_64.whl"
     _make_wheel(wheel, good)
@@ -294,10 +295,12 @@ def test_wheel_check_finds_problems(tmp_path):
     bad = dict(good)
     del bad["fastnn.libs/LICENSE-libgomp.txt"]
     del bad["fastnn/_build_info.py"]
+    del bad["fastnn/py.typed"]
     bad["fastnn/dense.c"] = b""
     _make_wheel(wheel, bad)
     problems = " | ".join(check.check_wheel(wheel, repaired=True)[0])
     assert "LICENSE-libgomp" in problems and "_build_info" in problems and "dense.c" in problems
+    assert "py.typed" in problems
 
 
 def test_wheel_check_sdist(tmp_path):
@@ -306,6 +309,8 @@ def test_wheel_check_sdist(tmp_path):
              "tests/test_x.py"]
     names += [f"src_cython/{p.name}" for pat in ("*.pyx", "*.pxd", "*.h")
               for p in ROOT.glob(f"src_cython/{pat}")]
+    names += ["fastnn/py.typed"] + [f"fastnn/{'_' + p.stem.lstrip('_')}.pyi"
+                                    for p in ROOT.glob("src_cython/*.pyx")]
     sdist = tmp_path / "fastnn-0.1.0.tar.gz"
 
     def make(extra=()):
@@ -321,6 +326,9 @@ def test_wheel_check_sdist(tmp_path):
     make(["src_cython/dense.c", "fastnn/_build_info.py"])
     problems = " | ".join(check.check_sdist(sdist)[0])
     assert "dense.c" in problems and "_build_info" in problems
+    names.remove("fastnn/_dense.pyi")
+    make()
+    assert check.check_sdist(sdist)[0] == ["missing fastnn/_dense.pyi"]
 
 
 def test_run_installed_tests_copies_no_package(tmp_path):

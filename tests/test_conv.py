@@ -93,7 +93,8 @@ def _sweep_cases():
     return cases
 
 
-@pytest.mark.parametrize("case", _sweep_cases(), ids=lambda c: "N{}_{}x{}x{}->{}_k{}_s{}_p{}_{}_{}".format(
+@pytest.mark.parametrize("case", _sweep_cases(),
+                         ids=lambda c: "N{}_{}x{}x{}->{}_k{}_s{}_p{}_{}_{}".format(
     c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], np.dtype(c[8]).name, c[9]))
 def test_forward_matches_definition(case, path):
     N, H, W, cin, cout, k, s, p, dtype, activation = case
@@ -201,7 +202,8 @@ def test_relu_gradient_away_from_the_kink():
 
     loss()
     dX = layer.backward(R).copy()
-    assert rel_error(layer.grads["weight"].copy(), numerical_grad(loss, layer.params["weight"])) < 1e-6
+    assert rel_error(layer.grads["weight"].copy(),
+                     numerical_grad(loss, layer.params["weight"])) < 1e-6
     assert rel_error(dX, numerical_grad(loss, X)) < 1e-6
 
 
@@ -439,7 +441,8 @@ def test_conv_pool_flatten_stack_gradient():
 # ---- the three-tap dW pass of the direct kernel (kw * C == 3, conv.h FNN_CONV_DIRECT_DW3) ------
 
 def dw_reference(X, G, kernel, stride, padding):
-    """dW[a, b, c, m] = sum over n, i, j of Xpad[n, i sh + a, j sw + b, c] G[n, i, j, m] (float64)."""
+    """dW[a, b, c, m] = sum over n, i, j of Xpad[n, i sh + a, j sw + b, c] G[n, i, j, m]
+    (float64)."""
     X = np.asarray(X, dtype=np.float64)
     G = np.asarray(G, dtype=np.float64)
     N, H, W, C = X.shape

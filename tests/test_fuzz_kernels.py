@@ -204,7 +204,8 @@ def draw_call(data, rng, items):
                 if how == "add":
                     values = values[None]
                 elif how == "drop" and values.ndim > 1:
-                    values = values.reshape(values.shape[:-2] + (values.shape[-2] * values.shape[-1],))
+                    values = values.reshape(values.shape[:-2]
+                                            + (values.shape[-2] * values.shape[-1],))
                 else:
                     values = rand_values(rng, (), values.dtype)
             elif kind in ("f", "strided", "neg"):
@@ -223,9 +224,10 @@ def check_call(fn, args, guards, broken, reference):
     """Call ``fn(*args)``; it must raise a clean exception or match ``reference``; no writes outside
     the arrays either way."""
     before = [np.array(a, copy=True) if isinstance(a, np.ndarray) else a for a in args]
+    clean = CLEAN_IF_BROKEN if broken else CLEAN
     try:
         result = fn(*args)
-    except (CLEAN_IF_BROKEN if broken else CLEAN) as exc:
+    except clean as exc:
         result, accepted = None, False
         event(f"refused: {type(exc).__name__}")
     else:
@@ -741,10 +743,12 @@ def test_sgd_update(data):
     nesterov = mu > 0 and data.draw(st.booleans())
     # with momentum 0 the velocity is not used and may have any length (documented)
     vlen = L if mu else data.draw(st.sampled_from([L, 0, 1]))
-    items = [Arr("param", rand_values(rng, (L,), dt), out=True), Arr("grad", rand_values(rng, (L,), dt)),
+    items = [Arr("param", rand_values(rng, (L,), dt), out=True),
+             Arr("grad", rand_values(rng, (L,), dt)),
              Arr("velocity", rand_values(rng, (vlen,), dt), out=True),
              Val("learning_rate", 0.1, bad=(None,)), Val("momentum", mu, bad=(None,)),
-             Val("nesterov", nesterov), Val("weight_decay", data.draw(st.sampled_from([0.0, 0.01]))),
+             Val("nesterov", nesterov),
+             Val("weight_decay", data.draw(st.sampled_from([0.0, 0.01]))),
              threads_item(data)]
     args, guards, broken = draw_call(data, rng, items)
 
@@ -773,7 +777,8 @@ def test_adam_update(data):
     dt = data.draw(st.sampled_from(FLOATS))
     L = data.draw(OPT_LENGTHS)
     step = data.draw(st.sampled_from([1, 2, 10, 10 ** 6]))
-    items = [Arr("param", rand_values(rng, (L,), dt), out=True), Arr("grad", rand_values(rng, (L,), dt)),
+    items = [Arr("param", rand_values(rng, (L,), dt), out=True),
+             Arr("grad", rand_values(rng, (L,), dt)),
              Arr("m", rand_values(rng, (L,), dt), out=True),
              Arr("v", rand_values(rng, (L,), dt, 0, 1), out=True),
              Val("learning_rate", 1e-3, bad=(None,)), Val("beta1", 0.9, bad=(None,)),

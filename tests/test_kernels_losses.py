@@ -63,7 +63,8 @@ def check_softmax_ce(z, y, scale, nt, dtype):
     # the returned total is scale * the float64 sum of row_loss, in a fixed order
     assert np.isfinite(total)
     assert total == pytest.approx(scale * row_loss.sum(), rel=1e-12, abs=1e-300)
-    assert total == pytest.approx(scale * loss.sum(), rel=RTOL[dtype], abs=RTOL[dtype] * scale * loss_mag.sum())
+    assert total == pytest.approx(scale * loss.sum(), rel=RTOL[dtype],
+                                  abs=RTOL[dtype] * scale * loss_mag.sum())
     assert d.dtype == dtype
     d_ref = scale * (p - onehot)
     assert_within(d, d_ref, scale * (RTOL[dtype] * (p + onehot) + PROB_ATOL[dtype]), "dlogits")
@@ -89,16 +90,25 @@ def test_softmax_ce_extreme_logits(dtype, nt):
     K = 10
     big = 1e4
     rows, labels = [], []
-    rows.append(np.full(K, big)); labels.append(3)                  # all equal, huge: log K
-    rows.append(np.full(K, -big)); labels.append(0)                 # all equal, very negative
-    r = np.full(K, -big); r[2] = big
-    rows.append(r.copy()); labels.append(2)                         # confident and right: 0
-    rows.append(r.copy()); labels.append(5)                         # confident and wrong: 2e4
-    r = np.full(K, -big); r[0] = big; r[1] = big
-    rows.append(r); labels.append(1)                                # two-way tie: log 2
+    rows.append(np.full(K, big))                                    # all equal, huge: log K
+    labels.append(3)
+    rows.append(np.full(K, -big))                                   # all equal, very negative
+    labels.append(0)
+    r = np.full(K, -big)
+    r[2] = big
+    rows.append(r.copy())                                           # confident and right: 0
+    labels.append(2)
+    rows.append(r.copy())                                           # confident and wrong: 2e4
+    labels.append(5)
+    r = np.full(K, -big)
+    r[0] = big
+    r[1] = big
+    rows.append(r)                                                  # two-way tie: log 2
+    labels.append(1)
     rng = np.random.default_rng(7)
     for _ in range(11):
-        rows.append(rng.uniform(-big, big, K)); labels.append(int(rng.integers(0, K)))
+        rows.append(rng.uniform(-big, big, K))
+        labels.append(int(rng.integers(0, K)))
     z = np.array(rows).astype(dtype)
     y = np.array(labels, dtype=np.int64)
     scale = 1.0 / len(rows)
@@ -178,7 +188,8 @@ def test_bce_matches_numpy(dtype, L, soft, nt):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 def test_bce_extreme_logits(dtype):
-    z = np.array([1e4, 1e4, -1e4, -1e4, 0.0, 1e-30, -1e-30, 40.0, -40.0, 800.0, -800.0], dtype=dtype)
+    z = np.array([1e4, 1e4, -1e4, -1e4, 0.0, 1e-30, -1e-30, 40.0, -40.0, 800.0, -800.0],
+                 dtype=dtype)
     y = np.array([1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.5, 0.5], dtype=dtype)
     check_bce(z, y, 1.0, 1, dtype)
     _, d, block_loss = run_bce(z, y, 1.0, 1)

@@ -43,7 +43,8 @@ def sgd_torch_ref(p, grads, lr, mu, nesterov, wd):
 def adam_torch_ref(p, grads, lr, b1, b2, eps, wd):
     """PyTorch's Adam (amsgrad=False), float64, written as documented.
 
-    Also returns ``cond``: sum over steps of max_{s<=t} (|grad_s| + wd |p_s|) / (sqrt(v_hat_t) + eps).
+    Also returns ``cond``: sum over steps of max_{s<=t} (|grad_s| + wd |p_s|) /
+    (sqrt(v_hat_t) + eps).
     A rounding error u * (|grad| + wd |p|) in g (cancellation in grad + wd p, or across steps in m)
     moves p by lr * that / (sqrt(v_hat) + eps): large where g is tiny next to eps, whatever the
     precision. The tolerance includes u * lr * cond for that reason.

@@ -6,7 +6,8 @@ load; reports the median time per call of a few hot kernels and the ratio:
 
     # two in-place builds of the same checkout, the baseline one with FASTNN_NO_CLONES=1
     git clone . /tmp/fnn-clones && (cd /tmp/fnn-clones && python setup.py build_ext --inplace)
-    git clone . /tmp/fnn-base && (cd /tmp/fnn-base && FASTNN_NO_CLONES=1 python setup.py build_ext --inplace)
+    git clone . /tmp/fnn-base
+    (cd /tmp/fnn-base && FASTNN_NO_CLONES=1 python setup.py build_ext --inplace)
     python tools/dispatch_bench.py /tmp/fnn-base /tmp/fnn-clones
 
 Each argument is a folder with a built ``fastnn/`` package (in-place build).

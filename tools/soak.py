@@ -8,8 +8,9 @@ else on seeded random data of the same shape, epoch after epoch until the time i
 process (a busy loop) runs for ``--busy-seconds`` then pauses as long, over and over, so the
 machine is alternately quiet and loaded. Reports: resident memory (RSS) after the first epoch and
 at the end, its growth per epoch (least squares over the epochs after the first), the median and
-the maximum step time and their ratio. Exit status 1 if memory grew by more than ``--max-growth-mib``
-after the first epoch or a step took more than ``--max-step-ratio`` times the median.
+the maximum step time and their ratio. Exit status 1 if memory grew by more than
+``--max-growth-mib`` after the first epoch or a step took more than ``--max-step-ratio`` times the
+median.
 """
 import argparse
 import json

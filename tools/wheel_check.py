@@ -4,12 +4,14 @@
     python tools/wheel_check.py wheel [--repaired] wheelhouse/fastnn-0.1.0-cp311-...manylinux...whl
 
 sdist: the Cython sources (every src_cython/*.pyx, *.pxd, *.h of this checkout), setup.py,
-pyproject.toml, MANIFEST.in, README.md and tests/; no generated .c, no compiled objects, no
+pyproject.toml, MANIFEST.in, README.md, tests/ and the type information (fastnn/py.typed, a
+fastnn/_<name>.pyi stub per .pyx); no generated .c, no compiled objects, no
 fastnn/_build_info.py, no build/ or dist/ folders.
 
-wheel: one compiled extension fastnn._<name> per src_cython/<name>.pyx, fastnn/_build_info.py,
-the fastnn.layers subpackage; no .pyx/.c sources. ``--repaired`` (Linux): a manylinux tag,
-libgomp grafted into fastnn.libs/ with its licence text beside it.
+wheel: one compiled extension fastnn._<name> per src_cython/<name>.pyx and its .pyi stub,
+fastnn/py.typed, fastnn/_build_info.py, the fastnn.layers subpackage; no .pyx/.c sources.
+``--repaired`` (Linux): a manylinux tag, libgomp grafted into fastnn.libs/ with its licence text
+beside it.
 
 Exits 1 and lists the problems if any check fails; prints the name and size otherwise.
 """
@@ -27,6 +29,12 @@ def _module(pyx):
     return "_" + Path(pyx).stem.lstrip("_")
 
 
+def _type_files(root):
+    """The PEP 561 marker and one stub per compiled module."""
+    stubs = sorted(f"fastnn/{_module(p)}.pyi" for p in (root / "src_cython").glob("*.pyx"))
+    return ["fastnn/py.typed"] + stubs
+
+
 def check_sdist(path, root=ROOT):
     with tarfile.open(path) as tar:
         names = [m.name.split("/", 1)[1] for m in tar.getmembers()
@@ -35,6 +43,7 @@ def check_sdist(path, root=ROOT):
     wanted = ["setup.py", "pyproject.toml", "MANIFEST.in", "README.md", "PKG-INFO"]
     for pattern in ("*.pyx", "*.pxd", "*.h"):
         wanted += [f"src_cython/{p.name}" for p in sorted((root / "src_cython").glob(pattern))]
+    wanted += _type_files(root)
     problems += [f"missing {n}" for n in wanted if n not in names]
     if not any(n.startswith("tests/test_") for n in names):
         problems.append("no tests/")
@@ -53,7 +62,8 @@ def check_wheel(path, repaired=False, root=ROOT):
     built = {m.group(1) for n in names if (m := ext.match(n))}
     expected = {_module(p) for p in (root / "src_cython").glob("*.pyx")}
     problems += [f"missing extension fastnn.{m}" for m in sorted(expected - built)]
-    for n in ("fastnn/__init__.py", "fastnn/_build_info.py", "fastnn/layers/__init__.py"):
+    for n in ("fastnn/__init__.py", "fastnn/_build_info.py", "fastnn/layers/__init__.py",
+              *_type_files(root)):
         if n not in names:
             problems.append(f"missing {n}")
     problems += [f"source in the wheel: {n}" for n in names if n.endswith((".pyx", ".c"))]

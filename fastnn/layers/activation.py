@@ -1,5 +1,11 @@
 """Activation as a layer of its own (elementwise kernels of ``src_cython/activations.pyx``)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .. import _activations, _losses
 from .. import activations as act
@@ -29,24 +35,24 @@ class Activation(Layer):
         For an unknown name, or a softmax input that is not 2-D.
     """
 
-    def __init__(self, name, alpha=0.01):
+    def __init__(self, name: str | None, alpha: float = 0.01) -> None:
         super().__init__()
         self.activation, self._kind, self.alpha = act.resolve(name, alpha)
-        self._A = None
+        self._A: np.ndarray | None = None
 
-    def get_config(self):
-        cfg = {"name": self.activation}
+    def get_config(self) -> dict[str, Any]:
+        cfg: dict[str, Any] = {"name": self.activation}
         if act.ACTIVATIONS[self.activation].has_alpha:
             cfg["alpha"] = self.alpha
         return cfg
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
         if self._kind < 0 and len(tuple(input_shape)) != 1:
             raise ValueError(f"softmax expects input of shape (N, K), got (N, "
                              f"{', '.join(map(str, input_shape))})")
         return tuple(input_shape)
 
-    def forward(self, X, training=True):
+    def forward(self, X: ArrayLike, training: bool = True) -> np.ndarray:
         """``g(X)``, same shape and dtype as X (see the class docstring)."""
         X = self._check_input(X)
         A = self._buffer("A", X.shape)
@@ -59,7 +65,7 @@ class Activation(Layer):
         self._A = A
         return A
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: ArrayLike) -> np.ndarray:
         """``dX = grad_output * g'(X)`` (softmax: the row Jacobian-vector product
         ``A * (grad_output - sum(grad_output * A))``), same shape as the input.
 
@@ -72,6 +78,7 @@ class Activation(Layer):
         """
         A = self._A
         dA = self._check_grad(grad_output, None if A is None else A.shape)
+        assert A is not None  # set by forward (_check_grad raised otherwise)
         dX = self._buffer("dX", A.shape)
         if self._kind < 0:
             act.softmax_backward(A, dA, dX)

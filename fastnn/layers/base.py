@@ -2,18 +2,23 @@
 layer registry (``LAYERS``) that ``fastnn.load`` rebuilds layers through."""
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from .. import _validation as V
 from .. import activations as act
 from .. import init as initializers
-from .._flat import ParamDict
+from .._flat import ParamDict, ParamGroup
 from .._registry import Registry, auto_register
 
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
 #: class name -> layer class; every Layer subclass registers itself when it is defined
-LAYERS = Registry("layer")
+LAYERS: Registry[Layer] = Registry("layer")
 
 
 class Layer:
@@ -37,6 +42,8 @@ class Layer:
 
     #: whether backward must compute the gradient with respect to the input
     need_input_grad = True
+    #: the model's flat parameter group, once a model owns the layer (set by ``ParamGroup``)
+    _param_group: ParamGroup
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -45,7 +52,7 @@ class Layer:
     def __init__(self) -> None:
         self._params = ParamDict(type(self).__name__)
         self._grads = ParamDict(type(self).__name__)
-        self.dtype = None
+        self.dtype: np.dtype | None = None
         self.built = False
 
     @property
@@ -66,17 +73,18 @@ class Layer:
         self._grads = ParamDict(name, {k: np.zeros_like(v) for k, v in self._params.items()})
 
     # -- construction -------------------------------------------------------------------------
-    def build(self, dtype=np.float32, rng=None):
+    def build(self, dtype: DTypeLike = np.float32,
+              rng: np.random.Generator | None = None) -> Self:
         """Create parameters in ``dtype`` from ``rng`` (a ``numpy.random.Generator``)."""
         self.dtype = V.check_dtype(dtype)
         self.built = True
         return self
 
-    def _ensure_built(self, dtype=np.float32):
+    def _ensure_built(self, dtype: DTypeLike = np.float32) -> None:
         if not self.built:
             self.build(dtype)
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
         """Per-sample output shape for a per-sample ``input_shape`` (no batch dimension).
 
         Raises
@@ -86,7 +94,7 @@ class Layer:
         """
         return tuple(input_shape)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         """JSON-serialisable constructor arguments (used by ``save``)."""
         return {}
 
@@ -97,17 +105,18 @@ class Layer:
         return {}
 
     # -- computation --------------------------------------------------------------------------
-    def forward(self, X, training=True):
+    def forward(self, X: ArrayLike, training: bool = True) -> np.ndarray:
         raise NotImplementedError
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: ArrayLike) -> np.ndarray | None:
         raise NotImplementedError
 
-    def __call__(self, X, training=True):
+    def __call__(self, X: ArrayLike, training: bool = True) -> np.ndarray:
         return self.forward(X, training=training)
 
     # -- helpers ------------------------------------------------------------------------------
-    def _buffer(self, key, shape, dtype=None):
+    def _buffer(self, key: str, shape: Sequence[int],
+                dtype: DTypeLike | None = None) -> np.ndarray:
         """A reusable C-contiguous work array (of this layer's dtype unless ``dtype`` is given),
         reallocated only when the shape changes."""
         bufs = self.__dict__.setdefault("_buffers", {})
@@ -117,13 +126,14 @@ class Layer:
             bufs[key] = buf
         return buf
 
-    def _check_input(self, X, name="X"):
+    def _check_input(self, X: Any, name: str = "X") -> np.ndarray:
         """Layer-level check: X must be an ndarray whose per-sample shape fits this layer; it is
         converted (copied) to the layer's dtype and made C-contiguous if needed. A layer not built
         yet (used outside a model) is built in X's dtype if X is float32 or float64."""
         if not self.built:  # used on its own: the layer takes a float input's dtype
             dtype = getattr(X, "dtype", None)
             self._ensure_built(dtype if dtype in V.FLOAT_DTYPES else np.float32)
+        assert self.dtype is not None  # set by build
         if not isinstance(X, np.ndarray) or X.dtype != self.dtype or not X.flags.c_contiguous \
                 or not X.flags.aligned:
             X = V.as_float_array(X, name, self.dtype, check_finite=False, allow_empty=True)
@@ -136,12 +146,14 @@ class Layer:
         self.output_shape(X.shape[1:])  # raises ValueError on a mismatch
         return X
 
-    def _check_grad(self, grad_output, expected_shape, name="grad_output"):
+    def _check_grad(self, grad_output: Any, expected_shape: Sequence[int] | None,
+                    name: str = "grad_output") -> np.ndarray:
         """Layer-level check of a backward input against ``expected_shape``, the shape of the
         last forward's output (``None``: no forward yet, RuntimeError); converted and made
         C-contiguous and writable like ``_check_input``."""
         if expected_shape is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+        assert self.dtype is not None  # built by the forward pass
         if not isinstance(grad_output, np.ndarray) or grad_output.dtype != self.dtype \
                 or not grad_output.flags.c_contiguous:
             grad_output = V.as_float_array(grad_output, name, self.dtype, check_finite=False,
@@ -153,12 +165,13 @@ class Layer:
             grad_output = grad_output.copy()
         return grad_output
 
-    def __getstate__(self):  # the flat parameter group (fastnn._flat) is rebuilt by its owner
+    # the flat parameter group (fastnn._flat) is rebuilt by its owner
+    def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state.pop("_param_group", None)
         return state
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
 
@@ -220,10 +233,12 @@ class ParamLayer(Layer):
         raise NotImplementedError
 
     # -- shared -------------------------------------------------------------------------------
-    def build(self, dtype=np.float32, rng=None):
+    def build(self, dtype: DTypeLike = np.float32,
+              rng: np.random.Generator | None = None) -> Self:
         """Create ``weight`` and ``bias`` in ``dtype`` from ``rng`` (a ``numpy.random.Generator``;
         a fresh unseeded one if None) with the layer's initialisers."""
         super().build(dtype, rng)
+        assert self.dtype is not None  # set by Layer.build
         rng = rng if rng is not None else np.random.default_rng()
         shapes = self.param_shapes()
         fan_in, fan_out = self.fans()
@@ -255,7 +270,8 @@ class ParamLayer(Layer):
             cfg["alpha"] = self.alpha
         return cfg
 
-    def _begin_backward(self, grad_output):
+    def _begin_backward(self, grad_output: ArrayLike) -> tuple[
+            np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, int]:
         """The common start of ``backward``: check that forward ran and ``grad_output`` fits, then
         the buffers. Returns ``(X, A, dA, dZ, dX, kind)``: the last input and output, the gradient
         with respect to the output (for softmax already the gradient with respect to the logits,
@@ -271,6 +287,7 @@ class ParamLayer(Layer):
         """
         X, A = self._X, self._A
         dA = self._check_grad(grad_output, None if A is None else A.shape)
+        assert X is not None and A is not None  # set by forward (_check_grad raised otherwise)
         kind = self._kind
         if kind < 0:
             dA = act.softmax_backward(A, dA, self._buffer("dZ", A.shape))

@@ -1,7 +1,11 @@
 """2-D convolution, channels-last, on the im2col + GEMM kernels of ``src_cython/conv.pyx``."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
 
 from .. import _conv
 from .. import _validation as V
@@ -100,7 +104,7 @@ class Conv2D(ParamLayer):
                 "kernel_size": list(self.kernel_size), "stride": list(self.stride),
                 "padding": list(self.padding)}
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: Sequence[int]) -> tuple[int, int, int]:
         H, W, _ = check_image_shape(self._name(), input_shape, self.in_channels)
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         if H + 2 * ph < kh or W + 2 * pw < kw:
@@ -108,19 +112,20 @@ class Conv2D(ParamLayer):
                              f"({H + 2 * ph}, {W + 2 * pw}) (input {H}x{W}, padding ({ph}, {pw}))")
         return (conv_out(H, kh, sh, ph), conv_out(W, kw, sw, pw), self.out_channels)
 
-    def _name(self):
+    def _name(self) -> str:
         return (f"Conv2D({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding})")
 
-    def _matrices(self):
+    def _matrices(self) -> tuple[np.ndarray, np.ndarray]:
         """weight and its gradient as ``(kernel_h kernel_w in_channels, out_channels)`` matrix
         views (the parameters are C-contiguous arrays of the layer's dtype, see ParamDict)."""
         K = self.fans()[0]
         return (self.params["weight"].reshape(K, self.out_channels),
                 self.grads["weight"].reshape(K, self.out_channels))
 
-    def _workspace(self, X, nt):
+    def _workspace(self, X: np.ndarray, nt: int) -> tuple[np.ndarray, int]:
         N, H, W, C = X.shape
+        assert self.dtype is not None  # built by _check_input
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         key = (N, H, W, C, self.dtype.itemsize)
         plan = self.__dict__.get("_plan")
@@ -131,7 +136,7 @@ class Conv2D(ParamLayer):
         col_rows, K, nchunks = plan[1]
         return self._buffer("col", (nt, col_rows, K)), nchunks
 
-    def forward(self, X, training=True):
+    def forward(self, X: ArrayLike, training: bool = True) -> np.ndarray:
         """Compute the convolution; see the class docstring for shapes."""
         X = self._check_input(X)
         N = X.shape[0]
@@ -149,7 +154,7 @@ class Conv2D(ParamLayer):
         self._X, self._A = X, A
         return A
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: ArrayLike) -> np.ndarray | None:
         """Fill ``grads`` and return ``dX`` of shape ``(N, H, W, in_channels)`` (``None`` when
         ``need_input_grad`` is False, e.g. for a model's first layer).
 

@@ -1,9 +1,11 @@
 """Dense (fully connected) layer on the fused Cython kernels of ``src_cython/dense.pyx``."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .. import _dense, _losses
 from .. import _validation as V
@@ -71,14 +73,14 @@ class Dense(ParamLayer):
     def _size_config(self) -> dict[str, Any]:
         return {"in_features": self.in_features, "out_features": self.out_features}
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
         if tuple(input_shape) != (self.in_features,):
             raise ValueError(f"Dense({self.in_features}, {self.out_features}) expects input of "
                              f"shape (N, {self.in_features}), got (N, "
                              f"{', '.join(map(str, input_shape))})")
         return (self.out_features,)
 
-    def forward(self, X, training=True):
+    def forward(self, X: ArrayLike, training: bool = True) -> np.ndarray:
         """Compute ``g(X @ weight + bias)``; see the class docstring for shapes."""
         X = self._check_input(X)
         N = X.shape[0]
@@ -94,7 +96,7 @@ class Dense(ParamLayer):
         self._X, self._A = X, A
         return A
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: ArrayLike) -> np.ndarray | None:
         """Fill ``grads`` and return ``dX`` of shape ``(N, in_features)`` (``None`` when
         ``need_input_grad`` is False, e.g. for a model's first layer).
 

@@ -1,5 +1,11 @@
 """Flatten: ``(N, d1, d2, ...)`` -> ``(N, d1 * d2 * ...)``, a reshape (no copy, no kernel)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
 from math import prod
+
+import numpy as np
+from numpy.typing import ArrayLike
 
 from .base import Layer
 
@@ -23,24 +29,24 @@ class Flatten(Layer):
         If the input has no per-sample dimensions.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
-        self._in_shape = None
+        self._in_shape: tuple[int, ...] | None = None
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
         shape = tuple(int(s) for s in input_shape)
         if len(shape) < 1:
             raise ValueError("Flatten expects input of shape (N, d1, ...) with at least one "
                              "dimension after the batch, got (N,)")
         return (prod(shape),)
 
-    def forward(self, X, training=True):
+    def forward(self, X: ArrayLike, training: bool = True) -> np.ndarray:
         """Return ``X.reshape(N, -1)``; see the class docstring for shapes."""
         X = self._check_input(X)
         self._in_shape = X.shape
         return X.reshape(X.shape[0], prod(X.shape[1:]))
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: ArrayLike) -> np.ndarray | None:
         """Return the gradient reshaped to the last input's shape (``None`` when
         ``need_input_grad`` is False).
 

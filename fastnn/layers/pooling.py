@@ -1,5 +1,11 @@
 """2-D max and average pooling, channels-last, on the kernels of ``src_cython/conv.pyx``."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .. import _conv
 from .._config import get_num_threads
@@ -10,17 +16,18 @@ from ._geometry import check_image_shape, conv_out, pair
 class _Pool2D(Layer):
     """Shared parts of MaxPool2D and AvgPool2D (no padding: every window lies in the input)."""
 
-    def __init__(self, kernel_size, stride=None):
+    def __init__(self, kernel_size: int | Sequence[int],
+                 stride: int | Sequence[int] | None = None) -> None:
         super().__init__()
         self.kernel_size = pair(kernel_size, "kernel_size", 1)
         self.stride = self.kernel_size if stride is None else pair(stride, "stride", 1)
-        self._in_shape = None
-        self._out_shape = None
+        self._in_shape: tuple[int, ...] | None = None
+        self._out_shape: tuple[int, ...] | None = None
 
-    def _name(self):
+    def _name(self) -> str:
         return f"{type(self).__name__}(kernel_size={self.kernel_size}, stride={self.stride})"
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: Sequence[int]) -> tuple[int, int, int]:
         H, W, C = check_image_shape(self._name(), input_shape, None)
         (kh, kw), (sh, sw) = self.kernel_size, self.stride
         if H < kh or W < kw:
@@ -30,11 +37,12 @@ class _Pool2D(Layer):
             raise ValueError(f"{self._name()}: input of {H}x{W} positions is too large")
         return (conv_out(H, kh, sh, 0), conv_out(W, kw, sw, 0), C)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"kernel_size": list(self.kernel_size), "stride": list(self.stride)}
 
-    def _prepare_backward(self, grad_output):
+    def _prepare_backward(self, grad_output: ArrayLike) -> tuple[np.ndarray, np.ndarray | None]:
         dY = self._check_grad(grad_output, self._out_shape)
+        assert self._in_shape is not None  # set by forward (_check_grad raised otherwise)
         if not self.need_input_grad:
             return dY, None
         return dY, self._buffer("dX", self._in_shape)
@@ -71,7 +79,7 @@ class MaxPool2D(_Pool2D):
     every window it is the maximum of.
     """
 
-    def forward(self, X, training=True):
+    def forward(self, X: ArrayLike, training: bool = True) -> np.ndarray:
         """Max over each window; see the class docstring for shapes."""
         X = self._check_input(X)
         Ho, Wo, C = self.output_shape(X.shape[1:])
@@ -83,7 +91,7 @@ class MaxPool2D(_Pool2D):
         self._in_shape, self._out_shape = X.shape, out_shape
         return Y
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: ArrayLike) -> np.ndarray | None:
         """Return ``dX`` of the input's shape (``None`` when ``need_input_grad`` is False)."""
         dY, dX = self._prepare_backward(grad_output)
         if dX is not None:
@@ -116,7 +124,7 @@ class AvgPool2D(_Pool2D):
         If a size is not an int.
     """
 
-    def forward(self, X, training=True):
+    def forward(self, X: ArrayLike, training: bool = True) -> np.ndarray:
         """Mean over each window; see the class docstring for shapes."""
         X = self._check_input(X)
         Ho, Wo, C = self.output_shape(X.shape[1:])
@@ -127,7 +135,7 @@ class AvgPool2D(_Pool2D):
         self._in_shape, self._out_shape = X.shape, out_shape
         return Y
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: ArrayLike) -> np.ndarray | None:
         """Return ``dX`` of the input's shape (``None`` when ``need_input_grad`` is False)."""
         dY, dX = self._prepare_backward(grad_output)
         if dX is not None:

@@ -1,0 +1,13 @@
+"""Type stub of the compiled module fastnn._losses (src_cython/losses.pyx). Memoryview arguments
+are C-contiguous float32 or float64 arrays of one dtype (``labels``: int64; ``row_loss`` and
+``block_loss``: float64)."""
+import numpy as np
+
+def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray, dlogits: np.ndarray,
+                          row_loss: np.ndarray, scale: float, num_threads: int) -> float: ...
+def softmax(logits: np.ndarray, prob: np.ndarray, num_threads: int) -> None: ...
+def sigmoid_binary_cross_entropy(logits: np.ndarray, target: np.ndarray, dlogits: np.ndarray,
+                                 block_loss: np.ndarray, scale: float,
+                                 num_threads: int) -> float: ...
+def mean_squared_error(pred: np.ndarray, target: np.ndarray, dpred: np.ndarray,
+                       block_loss: np.ndarray, scale: float, num_threads: int) -> float: ...
