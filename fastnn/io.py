@@ -147,10 +147,17 @@ def _read_header(path: str, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> Any:
         data = f.read(HEADER_MAX_BYTES + 1)
     if len(data) > HEADER_MAX_BYTES:
         _fail(path, f"the header is larger than {HEADER_MAX_BYTES} bytes")
-    raw = np.load(io.BytesIO(data), allow_pickle=False)
-    if not isinstance(raw, np.ndarray) or raw.dtype.kind != "U" or raw.shape != ():
-        _fail(path, "malformed header")
-    return json.loads(str(raw))
+    f = io.BytesIO(data)
+    version = np.lib.format.read_magic(f)
+    reader = {(1, 0): np.lib.format.read_array_header_1_0,
+              (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+    if reader is None:
+        _fail(path, f"the header has .npy version {version}")
+    shape, fortran, dtype = reader(f, max_header_size=NPY_HEADER_MAX_BYTES)
+    # check what the .npy header declares before numpy allocates anything for it
+    if dtype.kind != "U" or tuple(shape) != () or len(data) - f.tell() != dtype.itemsize:
+        _fail(path, "malformed header (not one JSON string)")
+    return json.loads(str(np.frombuffer(data, dtype=dtype, offset=f.tell())[0]))
 
 
 def _read_array(path: str, zf: zipfile.ZipFile, info: zipfile.ZipInfo, key: str,

@@ -569,3 +569,11 @@ def test_a_killed_save_leaves_at_most_one_temporary_file_which_the_next_save_reu
     assert not os.path.exists(tmp)
     assert [p.name for p in tmp_path.iterdir() if "fastnn-tmp" in p.name] == []
     fastnn.load(path)
+
+
+def test_header_member_declaring_a_huge_numeric_array_is_refused_unallocated(tmp_path):
+    # found by tests/test_fuzz_model_files.py: a small header member whose .npy header declares
+    # float64 (3165727488,) made numpy allocate 23.6 GiB before the header was checked
+    path, _ = _hostile(tmp_path, {fio.HEADER: (_npy_header((3165727488,), "<f8"), 64)})
+    peak, msg = _peak_load_mib(path)
+    assert peak < 64 and "malformed header" in msg
