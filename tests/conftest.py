@@ -105,6 +105,9 @@ IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH = (
     _ACTIVATIONS[n].code for n in ("identity", "relu", "leaky_relu", "sigmoid", "tanh"))
 #: every elementwise kernel code
 KERNEL_CODES = tuple(info.code for info in _ACTIVATIONS.values() if info.code >= 0)
+KERNEL_NAMES = {info.code: n for n, info in _ACTIVATIONS.items() if info.code >= 0}
+#: every activation name (softmax included), for layer tests
+ACTIVATION_TABLE = tuple(_ACTIVATIONS)
 _ACT_NAMES = {None: "identity", "linear": "identity", "softmax": "softmax"}
 _ACT_NAMES.update({n: n for n in _ACTIVATIONS})
 _ACT_NAMES.update({info.code: n for n, info in _ACTIVATIONS.items() if info.code >= 0})

@@ -7,7 +7,7 @@ import fastnn
 from fastnn import _conv
 from fastnn.layers import Conv2D, Flatten
 
-from conftest import act_forward, numerical_grad, rel_error
+from conftest import ACTIVATION_TABLE, act_forward, numerical_grad, rel_error
 
 
 # ---- plain references ------------------------------------------------------------------------
@@ -33,7 +33,7 @@ def conv_reference(X, weight, bias, stride, padding):
     return Y + np.asarray(bias, dtype=np.float64)
 
 
-ACTIVATIONS = [None, "relu", "leaky_relu", "sigmoid", "tanh"]
+ACTIVATIONS = [None] + [n for n in ACTIVATION_TABLE if n not in ("identity", "softmax")]
 LEAKY_ALPHA = 0.01  # Conv2D's default slope
 
 

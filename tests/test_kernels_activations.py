@@ -16,11 +16,11 @@ import pytest
 
 from fastnn import _activations
 
-from conftest import (IDENTITY, LEAKY_RELU, RELU, SIGMOID, TANH, act_forward,
-                      act_grad_from_output)
+from conftest import (IDENTITY, KERNEL_CODES, KERNEL_NAMES, LEAKY_RELU, RELU, SIGMOID, TANH,
+                      act_forward, act_grad_from_output)
 
-KINDS = [IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH]
-KIND_IDS = ["identity", "relu", "leaky_relu", "sigmoid", "tanh"]
+KINDS = list(KERNEL_CODES)  # every code of the kernels' list (simd.h)
+KIND_IDS = [KERNEL_NAMES[k] for k in KINDS]
 ALPHA = 0.1
 DTYPES = [np.float32, np.float64]
 DT_IDS = ["f32", "f64"]

@@ -13,11 +13,11 @@ import pytest
 
 from fastnn import _dense
 
-from conftest import (IDENTITY, LEAKY_RELU, RELU, SIGMOID, TANH, act_forward,
+from conftest import (KERNEL_CODES, KERNEL_NAMES, LEAKY_RELU, RELU, SIGMOID, TANH, act_forward,
                       act_grad_from_output, assert_within)
 
-KINDS = [IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH]
-KIND_IDS = ["identity", "relu", "leaky_relu", "sigmoid", "tanh"]
+KINDS = list(KERNEL_CODES)  # every code of the kernels' list (simd.h)
+KIND_IDS = [KERNEL_NAMES[k] for k in KINDS]
 ALPHA = 0.1
 DTYPES = [np.float32, np.float64]
 RTOL = {np.float32: 1e-5, np.float64: 1e-12}

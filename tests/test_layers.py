@@ -12,9 +12,9 @@ import pytest
 import fastnn
 from fastnn import Activation, Dense
 
-from conftest import act_backward, act_forward, max_rel_error, numerical_grad
+from conftest import ACTIVATION_TABLE, act_backward, act_forward, max_rel_error, numerical_grad
 
-ACTIVATIONS = ["identity", "relu", "leaky_relu", "sigmoid", "tanh", "softmax"]
+ACTIVATIONS = list(ACTIVATION_TABLE)  # every name of fastnn.activations
 BATCHES = [1, 7, 64, 257]
 DTYPES = [np.float32, np.float64]
 ALPHA = 0.07  # a non-default leaky slope, so that a kernel ignoring alpha would be caught
