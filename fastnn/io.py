@@ -21,7 +21,7 @@ import json
 import os
 import zipfile
 import zlib
-from typing import Any, NoReturn
+from typing import IO, Any, NoReturn
 
 import numpy as np
 
@@ -141,6 +141,17 @@ def _check_member(path: str, info: zipfile.ZipInfo, limit: int) -> None:
         _fail(path, f"member {info.filename!r} declares an impossible compression ratio")
 
 
+def _npy_header(path: str, f: IO[bytes], what: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """``(shape, fortran_order, dtype)`` from the .npy header at the start of ``f`` (versions 1.0
+    and 2.0, at most ``NPY_HEADER_MAX_BYTES``), read without allocating the array."""
+    version = np.lib.format.read_magic(f)
+    reader = {(1, 0): np.lib.format.read_array_header_1_0,
+              (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+    if reader is None:
+        _fail(path, f"{what} has .npy version {version}")
+    return reader(f, max_header_size=NPY_HEADER_MAX_BYTES)
+
+
 def _read_header(path: str, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> Any:
     _check_member(path, info, HEADER_MAX_BYTES)
     with zf.open(info) as f:
@@ -148,12 +159,7 @@ def _read_header(path: str, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> Any:
     if len(data) > HEADER_MAX_BYTES:
         _fail(path, f"the header is larger than {HEADER_MAX_BYTES} bytes")
     f = io.BytesIO(data)
-    version = np.lib.format.read_magic(f)
-    reader = {(1, 0): np.lib.format.read_array_header_1_0,
-              (2, 0): np.lib.format.read_array_header_2_0}.get(version)
-    if reader is None:
-        _fail(path, f"the header has .npy version {version}")
-    shape, fortran, dtype = reader(f, max_header_size=NPY_HEADER_MAX_BYTES)
+    shape, fortran, dtype = _npy_header(path, f, "the header")
     # check what the .npy header declares before numpy allocates anything for it
     if dtype.kind != "U" or tuple(shape) != () or len(data) - f.tell() != dtype.itemsize:
         _fail(path, "malformed header (not one JSON string)")
@@ -167,12 +173,7 @@ def _read_array(path: str, zf: zipfile.ZipFile, info: zipfile.ZipInfo, key: str,
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     _check_member(path, info, nbytes + NPY_HEADER_MAX_BYTES)
     with zf.open(info) as f:
-        version = np.lib.format.read_magic(f)
-        reader = {(1, 0): np.lib.format.read_array_header_1_0,
-                  (2, 0): np.lib.format.read_array_header_2_0}.get(version)
-        if reader is None:
-            _fail(path, f"array {key!r} has .npy version {version}")
-        got_shape, fortran, got_dtype = reader(f, max_header_size=NPY_HEADER_MAX_BYTES)
+        got_shape, fortran, got_dtype = _npy_header(path, f, f"array {key!r}")
         if tuple(got_shape) != tuple(shape) or got_dtype != dtype or fortran:
             _fail(path, f"array {key!r} is declared with shape {tuple(got_shape)} dtype "
                         f"{got_dtype}{' (Fortran order)' if fortran else ''}; the model's "
