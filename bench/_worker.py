@@ -33,7 +33,9 @@ import traceback
 
 #: implementation -> the module that builds its steps, for every spec of bench.models
 MODULES = {"numpy": "bench.numpy_net", "fastnn": "bench.fastnn_net", "torch": "bench.torch_net",
-           "sgemm": "bench._sgemm"}
+           "sgemm": "bench._sgemm",
+           # variants: the same module in a different environment (bench.run.VARIANT_ENV)
+           "fastnn-blas": "bench.fastnn_net", "torch-malloc": "bench.torch_net"}
 
 
 def _threadpools():

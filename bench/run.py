@@ -82,10 +82,27 @@ else:
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(BENCH_DIR)
 #: implementation name -> the top-level package it needs (checked without importing it)
-IMPLEMENTATIONS = {"numpy": "numpy", "fastnn": "fastnn", "torch": "torch", ROOFLINE: "numpy"}
+IMPLEMENTATIONS = {"numpy": "numpy", "fastnn": "fastnn", "torch": "torch", ROOFLINE: "numpy",
+                   "fastnn-blas": "fastnn", "torch-malloc": "torch"}
+#: implementations run only when --impls names them
+OPT_IN = ("fastnn-blas",)
+#: extra environment of an implementation's worker: fastnn with its float32 GEMMs on the system
+#: BLAS instead of its own kernels; PyTorch with glibc malloc tuned as PyTorch's CPU performance
+#: guide advises (large blocks kept instead of returned to the OS; its step time is otherwise
+#: bimodal)
+VARIANT_ENV = {"fastnn-blas": {"FASTNN_GEMM": "blas"},
+               "torch-malloc": {"MALLOC_MMAP_THRESHOLD_": "33554432",
+                                "MALLOC_TRIM_THRESHOLD_": "268435456"}}
+#: set on some machines to force OpenBLAS's AVX2 kernels (a guard for old OpenBLAS builds); a
+#: user's machine does not have them, so the workers run without them unless --avx2-blas
+BLAS_GUARD_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+#: --avx2-blas: OpenBLAS forced to its AVX2 ("Haswell") kernels, as on CPUs without AVX-512
+AVX2_BLAS = False
 #: what each implementation's timed inference call is (for the inference table's caption)
 INFERENCE_CALLS = {"fastnn": "fastnn model.predict(X)", "numpy": "NumPy forward pass",
                    "torch": "torch eager model(X) in inference_mode"}
+INFERENCE_CALLS["fastnn-blas"] = INFERENCE_CALLS["fastnn"] + " (system BLAS)"
+INFERENCE_CALLS["torch-malloc"] = INFERENCE_CALLS["torch"] + " (tuned malloc)"
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 
@@ -127,6 +144,11 @@ class WorkerProcess:
         env = dict(os.environ)
         for var in THREAD_VARS:
             env[var] = str(threads)
+        for var in BLAS_GUARD_VARS:
+            env.pop(var, None)
+        if AVX2_BLAS:
+            env["OPENBLAS_CORETYPE"] = "Haswell"
+        env.update(VARIANT_ENV.get(impl, {}))
         env["PYTHONPATH"] = REPO_ROOT + (os.pathsep + env["PYTHONPATH"]
                                          if env.get("PYTHONPATH") else "")
         self.proc = subprocess.Popen(
@@ -444,6 +466,10 @@ def parse_args(argv):
                    help="comma-separated inference (predict) batch sizes for every net "
                         "(default 1,32)")
     p.add_argument("--no-predict", action="store_true", help="no inference rows")
+    p.add_argument("--avx2-blas", action="store_true",
+                   help="run every worker with OPENBLAS_CORETYPE=Haswell: OpenBLAS's AVX2 kernels, "
+                        "as on CPUs without AVX-512 (by default the workers unset "
+                        f"{' and '.join(BLAS_GUARD_VARS)})")
     p.add_argument("--threads", type=_int_list,
                    help="comma-separated thread counts (default 1,2)")
     p.add_argument("--impls", type=lambda s: [x for x in s.split(",") if x],
@@ -592,7 +618,9 @@ def save_chart(payload, path):
 
 
 def main(argv=None):
+    global AVX2_BLAS
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    AVX2_BLAS = args.avx2_blas
     profile = "smoke" if args.smoke else "quick" if args.quick else "default"
     prof = dict(PROFILES[profile], batches=None, predict_batches=None)
     user_set = set()
@@ -614,6 +642,8 @@ def main(argv=None):
     else:
         impls = []
         for impl, package in IMPLEMENTATIONS.items():
+            if impl in OPT_IN:
+                continue
             if importlib.util.find_spec(package) is None:
                 skipped[impl] = f"{package} is not installed"
             else:

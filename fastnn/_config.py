@@ -14,10 +14,14 @@ import sys
 import warnings
 from typing import IO, Any
 
-from . import _conv, _dense, _threads
+from . import _conv, _dense, _gemm, _threads
 
 #: the kernel modules that call BLAS; each keeps its own copy of the hook (src_cython/fnn_omp.h)
 _BLAS_MODULES = (_dense, _conv)
+#: the modules with fastnn's float32 GEMM (src_cython/gemm.h); each keeps its own kernel setting
+_GEMM_MODULES = (_dense, _conv, _gemm)
+#: FASTNN_GEMM values, in the level order of gemm.h
+GEMM_KERNELS = ("blas", "generic", "avx2", "avx512")
 #: None: follow omp_get_max_threads() (OMP_NUM_THREADS, threadpoolctl)
 _num_threads: int | None = None
 _blas_control = "none"
@@ -97,6 +101,33 @@ def set_num_threads(n: int | None) -> None:
     _num_threads = n
 
 
+def set_gemm_kernel(name: str | None) -> str:
+    """Choose the float32 GEMM kernel of every fastnn module (a testing and benchmarking switch).
+
+    Parameters
+    ----------
+    name : {"blas", "generic", "avx2", "avx512"} or None
+        ``None`` returns to the automatic choice (as the ``FASTNN_GEMM`` environment variable
+        does at import): fastnn's AVX-512 kernel on AVX-512 CPUs; on AVX2 CPUs fastnn's kernel for
+        GEMMs of fewer than 6 rows and the system BLAS for the rest; the system BLAS otherwise.
+        A kernel the CPU cannot run falls back to the best one it can.
+
+    Returns
+    -------
+    str
+        The kernel now in use (``"avx2+blas"`` for the automatic AVX2 choice).
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not one of the above.
+    """
+    if name is not None and name not in GEMM_KERNELS:
+        raise ValueError(f"gemm kernel must be one of {GEMM_KERNELS} or None, got {name!r}")
+    level = -1 if name is None else GEMM_KERNELS.index(name)
+    return [m.gemm_kernel(level) for m in _GEMM_MODULES][0]
+
+
 def get_num_threads() -> int:
     """Number of OpenMP threads the next kernel call will use (int >= 1)."""
     if _num_threads is not None:
@@ -116,6 +147,7 @@ def config() -> dict[str, Any]:
         "num_threads": get_num_threads(),
         "cpu_count": os.cpu_count(),
         "simd_path": _threads.simd_path(),
+        "gemm_kernel": _gemm.gemm_kernel(),
         "blas_thread_control": _blas_control,
         "blas_library": _blas_path,
     }
@@ -134,11 +166,12 @@ def config() -> dict[str, Any]:
 
 
 def show_config(file: IO[str] | None = None) -> None:
-    """Print fastnn's version, OpenMP status, thread count, BLAS and the SIMD path in use."""
+    """Print fastnn's version, OpenMP status, thread count, BLAS, the SIMD path and the float32
+    GEMM kernel in use (``gemm_kernel``: see :func:`set_gemm_kernel`)."""
     info = config()
     out = file or sys.stdout
     for key in ("fastnn", "python", "openmp", "openmp_version", "num_threads", "cpu_count",
-                "simd_path", "blas_thread_control", "blas_library"):
+                "simd_path", "gemm_kernel", "blas_thread_control", "blas_library"):
         print(f"{key:20s} {info[key]}", file=out)
     for pool in info["threadpools"]:
         print(f"{'threadpool':20s} {pool['user_api']}/{pool['internal_api']} "

@@ -14,18 +14,51 @@ cdef extern from "fnn_omp.h" nogil:
     int fnn_blas_single_begin()
     void fnn_blas_single_end(int previous)
 
+cdef extern from "gemm.h" nogil:
+    int fnn_gemm_get_level()
+    int fnn_gemm_set_level(int level)
+    int fnn_gemm_own(Py_ssize_t M)
+    int fnn_gemm_auto
+    const char *fnn_gemm_names[]
+    int fnn_sgemm(int level, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float *A,
+                  Py_ssize_t ars, Py_ssize_t acs, const float *B, Py_ssize_t brs, Py_ssize_t bcs,
+                  int beta1, float *C, Py_ssize_t ldc)
+
 
 cdef inline void gemm_rm(bint trans_a, bint trans_b, int M, int N, int K,
                          floating alpha, const floating *A, int lda,
                          const floating *B, int ldb,
                          floating beta, floating *C, int ldc) noexcept nogil:
-    """C[M, N] = alpha * op(A) @ op(B) + beta * C, all row-major; op(A) is (M, K), op(B) (K, N)."""
+    """C[M, N] = alpha * op(A) @ op(B) + beta * C, all row-major; op(A) is (M, K), op(B) (K, N).
+
+    float32 with alpha 1 and beta 0 or 1 (every call in fastnn) runs fastnn's own GEMM (gemm.h)
+    where ``fnn_gemm_own`` says so; everything else runs the system BLAS.
+    """
     cdef char ta = b'T' if trans_a else b'N'
     cdef char tb = b'T' if trans_b else b'N'
+    cdef int level
     if M <= 0 or N <= 0:
         return
+    if floating is float:
+        level = fnn_gemm_get_level()
+        if alpha == 1 and (beta == 0 or beta == 1) and fnn_gemm_own(M):
+            if fnn_sgemm(level, M, N, K, <const float *>A, 1 if trans_a else lda,
+                         lda if trans_a else 1, <const float *>B, 1 if trans_b else ldb,
+                         ldb if trans_b else 1, beta == 1, <float *>C, ldc) == 0:
+                return
     if floating is float:
         sgemm(&tb, &ta, &N, &M, &K, &alpha, <float *>B, &ldb, <float *>A, &lda, &beta, C, &ldc)
     else:
         dgemm(&tb, &ta, &N, &M, &K, &alpha, <double *>B, &ldb, <double *>A, &lda, &beta, C, &ldc)
 
+
+
+cdef inline str gemm_kernel_name(int level):
+    """Set (level >= 0 forces, -1 back to automatic, -2 leaves it) and name this module's float32
+    GEMM kernel: "avx512", "avx2", "generic", "blas", or "avx2+blas" (automatic on an AVX2 CPU:
+    fastnn's kernel below 6 rows, the system BLAS above)."""
+    if level != -2:
+        fnn_gemm_set_level(level)
+    cdef int cur = fnn_gemm_get_level()
+    name = fnn_gemm_names[cur].decode()
+    return name + "+blas" if cur == 2 and fnn_gemm_auto else name

@@ -42,7 +42,7 @@ Parallel design ("one pool", as dense.pyx)
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.string cimport memcpy, memset
-from _blas cimport gemm_rm, fnn_blas_single_begin, fnn_blas_single_end, fnn_install_blas_hook
+from _blas cimport gemm_rm, gemm_kernel_name, fnn_blas_single_begin, fnn_blas_single_end, fnn_install_blas_hook
 from _simd cimport act_forward, act_backward, col_sum
 
 cdef extern from "conv.h" nogil:
@@ -585,3 +585,8 @@ def avgpool_backward(const floating[:, :, :, ::1] dY not None, floating[:, :, :,
 
 def install_blas_hook(size_t addr):
     fnn_install_blas_hook(addr)
+
+
+def gemm_kernel(int level=-2):
+    """This module's float32 GEMM kernel (see fastnn._gemm.gemm_kernel)."""
+    return gemm_kernel_name(level)

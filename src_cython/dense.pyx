@@ -10,7 +10,7 @@ what gets packed twice, not the weight matrix).
 """
 from cython cimport floating
 from cython.parallel cimport prange
-from _blas cimport gemm_rm, fnn_blas_single_begin, fnn_blas_single_end, fnn_install_blas_hook
+from _blas cimport gemm_rm, gemm_kernel_name, fnn_blas_single_begin, fnn_blas_single_end, fnn_install_blas_hook
 from _simd cimport act_forward, act_backward, fill_rows, col_sum
 
 # Below this many multiply-adds a kernel runs on one thread (OpenMP fork/join costs ~2-5 us).
@@ -166,3 +166,8 @@ def backward(const floating[:, ::1] X not None, const floating[:, ::1] W not Non
 
 def install_blas_hook(size_t addr):
     fnn_install_blas_hook(addr)
+
+
+def gemm_kernel(int level=-2):
+    """This module's float32 GEMM kernel (see fastnn._gemm.gemm_kernel)."""
+    return gemm_kernel_name(level)

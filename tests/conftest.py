@@ -257,12 +257,13 @@ requires_fashion_mnist_package = pytest.mark.skipif(
 @pytest.fixture(autouse=True)
 def _reset_fastnn_state():
     """Undo what tests set process-wide in fastnn: the thread count and the kernels' test hooks
-    (forced convolution path, tiled max-pool backward switched off)."""
+    (forced convolution path, tiled max-pool backward switched off, forced GEMM kernel)."""
     yield
-    from fastnn import _conv
+    from fastnn import _config, _conv
 
     fastnn.set_num_threads(None)
     _conv._force_path(None)
+    _config.set_gemm_kernel(None)
     _conv._disable_tiled_pool_backward(False)
 
 

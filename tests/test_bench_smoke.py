@@ -127,7 +127,8 @@ def test_bench_smoke_prints_tables_and_writes_json(tmp_path):
                            "--out-dir", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    impls = ["numpy", "fastnn"] + (["torch"] if importlib.util.find_spec("torch") else [])
+    have_torch = importlib.util.find_spec("torch") is not None
+    impls = ["numpy", "fastnn"] + (["torch", "torch-malloc"] if have_torch else [])
     impls.append("sgemm")
     try:  # the driver runs in this environment: its chart needs matplotlib importable
         import matplotlib  # noqa: F401

@@ -1,0 +1,40 @@
+"""fastnn's own GEMM (``gemm.h``) as a Python-callable kernel, for tests and the bench.
+
+Kernels only: the caller passes C-contiguous arrays; shapes are re-checked here (with the GIL) so
+that a wrong call raises ``ValueError`` instead of writing out of bounds.
+"""
+from cython cimport floating
+from _blas cimport gemm_rm, gemm_kernel_name
+
+
+def gemm(const floating[:, ::1] A not None, const floating[:, ::1] B not None,
+         floating[:, ::1] C not None, bint trans_a, bint trans_b, bint accumulate):
+    """C (M, N) <- [C +] op(A) @ op(B); op(A) is (M, K) (A is (K, M) when ``trans_a``), op(B) is
+    (K, N). float32 runs the kernel of :func:`gemm_kernel`, float64 the system BLAS."""
+    cdef Py_ssize_t M = A.shape[1] if trans_a else A.shape[0]
+    cdef Py_ssize_t K = A.shape[0] if trans_a else A.shape[1]
+    cdef Py_ssize_t KB = B.shape[1] if trans_b else B.shape[0]
+    cdef Py_ssize_t N = B.shape[0] if trans_b else B.shape[1]
+    if KB != K or C.shape[0] != M or C.shape[1] != N:
+        raise ValueError(f"gemm: op(A) is ({M}, {K}), op(B) ({KB}, {N}), C ({C.shape[0]}, "
+                         f"{C.shape[1]})")
+    if max(M, N, K) >= 2147483647:
+        raise ValueError("gemm: dimensions must be below 2^31")
+    if M == 0 or N == 0:
+        return
+    cdef const floating *a = &A[0, 0] if A.shape[0] * A.shape[1] > 0 else NULL
+    cdef const floating *b = &B[0, 0] if B.shape[0] * B.shape[1] > 0 else NULL
+    if K == 0:
+        if not accumulate:
+            C[:, :] = 0
+        return
+    with nogil:
+        gemm_rm(trans_a, trans_b, <int>M, <int>N, <int>K, <floating>1, a, <int>A.shape[1],
+                b, <int>B.shape[1], <floating>(1 if accumulate else 0), &C[0, 0], <int>N)
+
+
+def gemm_kernel(int level=-2):
+    """The float32 GEMM kernel: with no argument, its name (:func:`_blas.gemm_kernel_name`);
+    ``level`` >= 0 forces one (0 blas, 1 generic, 2 avx2, 3 avx512; clamped to what the CPU runs),
+    -1 goes back to the automatic choice. Each compiled module keeps its own setting."""
+    return gemm_kernel_name(level)
