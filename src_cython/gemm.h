@@ -136,88 +136,88 @@ fnn_ukr_avx512(ptrdiff_t kc, const float *A, ptrdiff_t ars, ptrdiff_t acs, const
         fnn_ukr_avx512_body(kc, A, ars, acs, B, C, ldc, acc);
 }
 
-/* ---- few rows (M < MR, e.g. predict at batch 1): B read in place, no packing ---------------
- * C[0:m, 0:N] = (acc ? C : 0) + A[0:m, 0:kc] B[0:kc, 0:N], B row-major (row stride brs), m <= 4.
- * Each C element is summed in the same order and with the same FMAs as in the tiled kernel of the
- * same level, so a row's result does not depend on how many rows there are. */
+/* ---- few rows (predict at batch 1, the rows left below a multiple of MR): B read in place ----
+ * C[0:m, 0:N] = (acc ? C : 0) + A[0:m, 0:kc] B[0:kc, 0:N], B row-major (row stride brs), m <= 4,
+ * NV vectors of columns per pass (m * NV accumulators: enough independent FMA chains to hide
+ * their latency). Each C element is summed in the same order and with the same FMAs as in the
+ * tiled kernel of the same level, so a row's result does not depend on the number of rows. */
+#define FNN_SMALL_BODY(V, W, SETZERO, LOAD, STORE, BCAST, FMA, ADD, MASKT, MKMASK)                \
+    for (ptrdiff_t j0 = 0; j0 < N; j0 += NV * (W)) {                                              \
+        const ptrdiff_t nr = N - j0 < NV * (W) ? N - j0 : NV * (W);                               \
+        MASKT mk[NV];                                                                             \
+        for (int v = 0; v < NV; v++) mk[v] = MKMASK(nr - (W) * v);                                \
+        V c[4][NV];                                                                               \
+        for (int i = 0; i < 4; i++)                                                               \
+            for (int v = 0; v < NV; v++) c[i][v] = SETZERO();                                     \
+        const float *b = B + j0;                                                                  \
+        for (ptrdiff_t p = 0; p < kc; p++, b += brs) {                                            \
+            V bv[NV];                                                                             \
+            for (int v = 0; v < NV; v++) bv[v] = LOAD(mk[v], b + (W) * v);                        \
+            for (int i = 0; i < 4; i++) {                                                         \
+                if (i >= m) break;                                                                \
+                const V a = BCAST(A + i * ars + p * acs);                                         \
+                for (int v = 0; v < NV; v++) c[i][v] = FMA(a, bv[v], c[i][v]);                    \
+            }                                                                                     \
+        }                                                                                         \
+        for (ptrdiff_t i = 0; i < m; i++) {                                                       \
+            float *cr = C + i * ldc + j0;                                                         \
+            for (int v = 0; v < NV; v++) {                                                        \
+                V r = c[i][v];                                                                    \
+                if (acc) r = ADD(LOAD(mk[v], cr + (W) * v), r);                                   \
+                STORE(mk[v], cr + (W) * v, r);                                                    \
+            }                                                                                     \
+        }                                                                                         \
+    }
+
+#define FNN_Z512() _mm512_setzero_ps()
+#define FNN_LD512(k, p) _mm512_maskz_loadu_ps((k), (p))
+#define FNN_ST512(k, p, v) _mm512_mask_storeu_ps((p), (k), (v))
+#define FNN_BC512(p) _mm512_set1_ps(*(p))
+static inline __mmask16 fnn_mask16(ptrdiff_t left) {
+    return left >= 16 ? (__mmask16)0xFFFF : left <= 0 ? (__mmask16)0
+                                                      : (__mmask16)((1u << left) - 1);
+}
+__attribute__((target("avx512f"), optimize("no-predictive-commoning"), always_inline))
+static inline void fnn_small_avx512_nv(const int NV, ptrdiff_t m, ptrdiff_t N, ptrdiff_t kc,
+                                       const float *A, ptrdiff_t ars, ptrdiff_t acs,
+                                       const float *B, ptrdiff_t brs, float *C, ptrdiff_t ldc,
+                                       int acc) {
+    FNN_SMALL_BODY(__m512, 16, FNN_Z512, FNN_LD512, FNN_ST512, FNN_BC512, _mm512_fmadd_ps,
+                   _mm512_add_ps, __mmask16, fnn_mask16)
+}
 __attribute__((target("avx512f"), optimize("no-predictive-commoning"))) static void
 fnn_small_avx512(ptrdiff_t m, ptrdiff_t N, ptrdiff_t kc, const float *A, ptrdiff_t ars,
                  ptrdiff_t acs, const float *B, ptrdiff_t brs, float *C, ptrdiff_t ldc, int acc) {
-    for (ptrdiff_t j0 = 0; j0 < N; j0 += 64) {
-        const ptrdiff_t nr = N - j0 < 64 ? N - j0 : 64;
-        __mmask16 mk[4];
-        for (int v = 0; v < 4; v++) {
-            const ptrdiff_t left = nr - 16 * v;
-            mk[v] = left >= 16 ? (__mmask16)0xFFFF : left <= 0 ? (__mmask16)0
-                                                                : (__mmask16)((1u << left) - 1);
-        }
-        __m512 c[4][4];
-        for (int i = 0; i < 4; i++)
-            for (int v = 0; v < 4; v++) c[i][v] = _mm512_setzero_ps();
-        const float *b = B + j0;
-        for (ptrdiff_t p = 0; p < kc; p++, b += brs) {
-            const __m512 b0 = _mm512_maskz_loadu_ps(mk[0], b);
-            const __m512 b1 = _mm512_maskz_loadu_ps(mk[1], b + 16);
-            const __m512 b2 = _mm512_maskz_loadu_ps(mk[2], b + 32);
-            const __m512 b3 = _mm512_maskz_loadu_ps(mk[3], b + 48);
-            for (int i = 0; i < 4; i++) {
-                if (i >= m) break;
-                const __m512 a = _mm512_set1_ps(A[i * ars + p * acs]);
-                c[i][0] = _mm512_fmadd_ps(a, b0, c[i][0]);
-                c[i][1] = _mm512_fmadd_ps(a, b1, c[i][1]);
-                c[i][2] = _mm512_fmadd_ps(a, b2, c[i][2]);
-                c[i][3] = _mm512_fmadd_ps(a, b3, c[i][3]);
-            }
-        }
-        for (ptrdiff_t i = 0; i < m; i++) {
-            float *cr = C + i * ldc + j0;
-            for (int v = 0; v < 4; v++) {
-                __m512 r = c[i][v];
-                if (acc) r = _mm512_add_ps(_mm512_maskz_loadu_ps(mk[v], cr + 16 * v), r);
-                _mm512_mask_storeu_ps(cr + 16 * v, mk[v], r);
-            }
-        }
-    }
+    if (m <= 2)  /* 16 accumulators either way */
+        fnn_small_avx512_nv(8, m, N, kc, A, ars, acs, B, brs, C, ldc, acc);
+    else
+        fnn_small_avx512_nv(4, m, N, kc, A, ars, acs, B, brs, C, ldc, acc);
 }
 
+#define FNN_Z256() _mm256_setzero_ps()
+#define FNN_LD256(k, p) _mm256_maskload_ps((p), (k))
+#define FNN_ST256(k, p, v) _mm256_maskstore_ps((p), (k), (v))
+#define FNN_BC256(p) _mm256_broadcast_ss(p)
+__attribute__((target("avx2,fma"))) static inline __m256i fnn_mask8(ptrdiff_t left) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const int n = left >= 8 ? 8 : left <= 0 ? 0 : (int)left;
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane);
+}
+__attribute__((target("avx2,fma"), optimize("no-predictive-commoning"), always_inline))
+static inline void fnn_small_avx2_nv(const int NV, ptrdiff_t m, ptrdiff_t N, ptrdiff_t kc,
+                                     const float *A, ptrdiff_t ars, ptrdiff_t acs,
+                                     const float *B, ptrdiff_t brs, float *C, ptrdiff_t ldc,
+                                     int acc) {
+    FNN_SMALL_BODY(__m256, 8, FNN_Z256, FNN_LD256, FNN_ST256, FNN_BC256, _mm256_fmadd_ps,
+                   _mm256_add_ps, __m256i, fnn_mask8)
+}
 __attribute__((target("avx2,fma"), optimize("no-predictive-commoning"))) static void
 fnn_small_avx2(ptrdiff_t m, ptrdiff_t N, ptrdiff_t kc, const float *A, ptrdiff_t ars,
                ptrdiff_t acs, const float *B, ptrdiff_t brs, float *C, ptrdiff_t ldc, int acc) {
-    for (ptrdiff_t j0 = 0; j0 < N; j0 += 32) {
-        const ptrdiff_t nr = N - j0 < 32 ? N - j0 : 32;
-        __m256i mk[4];
-        for (int v = 0; v < 4; v++) {
-            int lane[8];
-            for (int l = 0; l < 8; l++) lane[l] = 8 * v + l < nr ? -1 : 0;
-            mk[v] = _mm256_loadu_si256((const __m256i *)lane);
-        }
-        __m256 c[4][4];
-        for (int i = 0; i < 4; i++)
-            for (int v = 0; v < 4; v++) c[i][v] = _mm256_setzero_ps();
-        const float *b = B + j0;
-        for (ptrdiff_t p = 0; p < kc; p++, b += brs) {
-            const __m256 b0 = _mm256_maskload_ps(b, mk[0]);
-            const __m256 b1 = _mm256_maskload_ps(b + 8, mk[1]);
-            const __m256 b2 = _mm256_maskload_ps(b + 16, mk[2]);
-            const __m256 b3 = _mm256_maskload_ps(b + 24, mk[3]);
-            for (int i = 0; i < 4; i++) {
-                if (i >= m) break;
-                const __m256 a = _mm256_broadcast_ss(A + i * ars + p * acs);
-                c[i][0] = _mm256_fmadd_ps(a, b0, c[i][0]);
-                c[i][1] = _mm256_fmadd_ps(a, b1, c[i][1]);
-                c[i][2] = _mm256_fmadd_ps(a, b2, c[i][2]);
-                c[i][3] = _mm256_fmadd_ps(a, b3, c[i][3]);
-            }
-        }
-        for (ptrdiff_t i = 0; i < m; i++) {
-            float *cr = C + i * ldc + j0;
-            for (int v = 0; v < 4; v++) {
-                __m256 r = c[i][v];
-                if (acc) r = _mm256_add_ps(_mm256_maskload_ps(cr + 8 * v, mk[v]), r);
-                _mm256_maskstore_ps(cr + 8 * v, mk[v], r);
-            }
-        }
-    }
+    if (m <= 2)  /* 8 accumulators: 16 ymm registers in all */
+        fnn_small_avx2_nv(4, m, N, kc, A, ars, acs, B, brs, C, ldc, acc);
+    else
+        fnn_small_avx2_nv(2, m, N, kc, A, ars, acs, B, brs, C, ldc, acc);
 }
 #endif /* FNN_GEMM_X86 */
 
@@ -347,25 +347,12 @@ static int fnn_sgemm(int level, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const flo
     if (level == FNN_GEMM_AVX512) { ukr = fnn_ukr_avx512; MR = 12; NR = 32; }
     else if (level == FNN_GEMM_AVX2) { ukr = fnn_ukr_avx2; MR = 6; NR = 16; }
 #endif
-#ifdef FNN_GEMM_X86
-    if (M < MR && bcs == 1 && level >= FNN_GEMM_AVX2) {  /* few rows: no packing */
-        for (ptrdiff_t pc = 0; pc < K; pc += FNN_GEMM_KC) {
-            const ptrdiff_t kc = K - pc < FNN_GEMM_KC ? K - pc : FNN_GEMM_KC;
-            for (ptrdiff_t i0 = 0; i0 < M; i0 += 4) {
-                const ptrdiff_t m = M - i0 < 4 ? M - i0 : 4;
-                if (level == FNN_GEMM_AVX512)
-                    fnn_small_avx512(m, N, kc, A + i0 * ars + pc * acs, ars, acs, B + pc * brs,
-                                     brs, C + i0 * ldc, ldc, beta1 || pc > 0);
-                else
-                    fnn_small_avx2(m, N, kc, A + i0 * ars + pc * acs, ars, acs, B + pc * brs,
-                                   brs, C + i0 * ldc, ldc, beta1 || pc > 0);
-            }
-        }
-        return 0;
-    }
-#endif
-    float *Bp = fnn_gemm_bbuf();
-    if (!Bp) return -1;
+    /* rows below a multiple of MR go through the few-rows kernel when B is row-major (no
+     * padding, no packing); the tiles take the rest */
+    const int small_ok = bcs == 1 && level >= FNN_GEMM_AVX2;
+    const ptrdiff_t Mt = small_ok ? (M / MR) * MR : M;
+    float *Bp = NULL;
+    if (Mt > 0 && !(Bp = fnn_gemm_bbuf())) return -1;
     float *Ae = fnn_gemm_edge_a;
     FNN_ALIGN64 float tile[FNN_GEMM_MAXMR * FNN_GEMM_MAXNR];
     for (ptrdiff_t jc = 0; jc < N; jc += FNN_GEMM_NC) {
@@ -373,14 +360,14 @@ static int fnn_sgemm(int level, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const flo
         for (ptrdiff_t pc = 0; pc < K; pc += FNN_GEMM_KC) {
             const ptrdiff_t kc = K - pc < FNN_GEMM_KC ? K - pc : FNN_GEMM_KC;
             const int acc = beta1 || pc > 0;
-            fnn_gemm_pack_b(kc, nc, B + pc * brs + jc * bcs, brs, bcs, Bp, NR);
-            for (ptrdiff_t ic = 0; ic < M; ic += FNN_GEMM_MC) {
-                const ptrdiff_t mc = M - ic < FNN_GEMM_MC ? M - ic : FNN_GEMM_MC;
-                for (ptrdiff_t j0 = 0; j0 < nc; j0 += NR) {
-                    const ptrdiff_t nr = nc - j0 < NR ? nc - j0 : NR;
-                    const float *bp = Bp + (j0 / NR) * kc * NR;
-                    for (ptrdiff_t i0 = 0; i0 < mc; i0 += MR) {
-                        const ptrdiff_t mr = mc - i0 < MR ? mc - i0 : MR;
+            if (Mt > 0) fnn_gemm_pack_b(kc, nc, B + pc * brs + jc * bcs, brs, bcs, Bp, NR);
+            for (ptrdiff_t ic = 0; ic < Mt; ic += FNN_GEMM_MC) {
+                const ptrdiff_t mc = Mt - ic < FNN_GEMM_MC ? Mt - ic : FNN_GEMM_MC;
+                for (ptrdiff_t i0 = 0; i0 < mc; i0 += MR) {
+                    const ptrdiff_t mr = mc - i0 < MR ? mc - i0 : MR;
+                    for (ptrdiff_t j0 = 0; j0 < nc; j0 += NR) {
+                        const ptrdiff_t nr = nc - j0 < NR ? nc - j0 : NR;
+                        const float *bp = Bp + (j0 / NR) * kc * NR;
                         const float *a = A + (ic + i0) * ars + pc * acs;
                         float *c = C + (ic + i0) * ldc + jc + j0;
                         if (mr == MR && nr == NR) {
@@ -404,6 +391,18 @@ static int fnn_sgemm(int level, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const flo
                     }
                 }
             }
+#ifdef FNN_GEMM_X86
+            for (ptrdiff_t i0 = Mt; i0 < M; ) {
+                const ptrdiff_t left = M - i0, m = left >= 4 ? 4 : left;
+                const float *a = A + i0 * ars + pc * acs;
+                const float *b = B + pc * brs + jc;
+                if (level == FNN_GEMM_AVX512)
+                    fnn_small_avx512(m, nc, kc, a, ars, acs, b, brs, C + i0 * ldc + jc, ldc, acc);
+                else
+                    fnn_small_avx2(m, nc, kc, a, ars, acs, b, brs, C + i0 * ldc + jc, ldc, acc);
+                i0 += m;
+            }
+#endif
         }
     }
     return 0;
