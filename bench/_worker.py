@@ -77,14 +77,19 @@ class Worker:
     def setup(self, spec, batch, seed=0, warmup_s=0.5, warmup_min=5, mode="train"):
         self.step = None
         gc.collect()
-        if mode not in ("train", "predict"):
-            raise ValueError(f"mode must be 'train' or 'predict', got {mode!r}")
+        if mode not in ("train", "predict", "epoch"):
+            raise ValueError(f"mode must be 'train', 'predict' or 'epoch', got {mode!r}")
         module = self.module()
-        builder = getattr(module, "build" if mode == "train" else "build_predict", None)
+        name = {"train": "build", "predict": "build_predict", "epoch": "build_epoch"}[mode]
+        builder = getattr(module, name, None)
         if builder is None:
-            return {"unsupported": f"{module.__name__} has no build_predict"}
+            return {"unsupported": f"{module.__name__} has no {name}"}
         self.mode = mode
         step = builder(spec, int(batch), seed=int(seed))
+        if mode == "epoch":  # a step is a whole epoch: the builder warmed up on a few batches
+            self.step = step
+            return {"step_s": 1.0, "warmup_steps": 0, "warmup_s": 0.0, "value_first": None,
+                    "value_after_warmup": None}
         loss0 = self.value(step())
         n, t0 = 1, time.perf_counter()
         while n < warmup_min or time.perf_counter() - t0 < warmup_s:

@@ -125,3 +125,23 @@ def extra_info():
     info = config()
     info.pop("threadpools", None)  # reported by the worker for every implementation
     return {"fastnn_config": info}
+
+
+def build_epoch(spec, batch, seed=0):
+    """Return a callable training one epoch of Fashion-MNIST with ``model.fit(epochs=1)``
+    (shuffling and per-batch gathering included, input checks once per call)."""
+    from .numpy_net import epoch_data
+
+    dtype = np.dtype(spec.get("dtype", "float32"))
+    X, y, n = epoch_data(spec, batch, dtype)
+    model = make_model(spec, seed=seed)
+    for b in range(3):  # warm-up
+        model.train_on_batch(X[b * batch:(b + 1) * batch], y[b * batch:(b + 1) * batch])
+    epochs = [0]
+
+    def epoch():
+        epochs[0] += 1
+        history = model.fit(X, y, epochs=1, batch_size=batch, verbose=0, seed=seed + epochs[0])
+        return history.history["loss"][-1]
+
+    return epoch

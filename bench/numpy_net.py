@@ -430,3 +430,40 @@ def configure_threads(n):
 
 def versions():
     return {"numpy": np.__version__}
+
+
+def epoch_data(spec, batch, dtype=np.float32):
+    """Fashion-MNIST's training set for an end-to-end epoch: ``X`` shaped as the spec's input,
+    labels, and the number of samples used (a multiple of ``batch``: every implementation trains
+    the same full batches; 60,000 // 128 * 128 = 59,904 at batch 128)."""
+    from fastnn.datasets import load_fashion_mnist
+
+    if spec["loss"] == "mse":
+        raise ValueError("the end-to-end epoch needs a classification net (mlp or cnn)")
+    flat = len(spec["input_shape"]) == 1
+    (X, y), _ = load_fashion_mnist(flatten=flat, dtype=dtype)
+    n = X.shape[0] // batch * batch
+    return np.ascontiguousarray(X[:n]), np.ascontiguousarray(y[:n]), n
+
+
+def build_epoch(spec, batch, seed=0):
+    """Return a callable training one epoch of Fashion-MNIST the way a NumPy user writes it: a
+    seeded permutation, each batch gathered with fancy indexing, a train step."""
+    dtype = np.dtype(spec.get("dtype", "float32"))
+    X, y, n = epoch_data(spec, batch, dtype)
+    net = NumpyNet(spec, batch, dtype=dtype, seed=seed,
+                   learning_rate=spec.get("learning_rate", 0.01),
+                   momentum=spec.get("momentum", 0.9))
+    rng = np.random.default_rng(seed)
+    for b in range(3):  # warm-up
+        net.train_step(X[b * batch:(b + 1) * batch], y[b * batch:(b + 1) * batch])
+
+    def epoch():
+        order = rng.permutation(n)
+        loss = 0.0
+        for b in range(n // batch):
+            idx = order[b * batch:(b + 1) * batch]
+            loss = net.train_step(X[idx], y[idx])
+        return loss
+
+    return epoch

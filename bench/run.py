@@ -281,8 +281,15 @@ def profile_repeats(step_s, prof):
     return int(min(hi, max(lo, round(prof["profile_seconds"] / step_s))))
 
 
+#: samples in an end-to-end epoch (Fashion-MNIST's training set; full batches only)
+EPOCH_SAMPLES = 60000
+
+
 def case_flops(spec, mode, batch):
-    """Useful FLOPs of one step of ``mode`` ("train": a train step, "predict": a forward pass)."""
+    """Useful FLOPs of one step of ``mode`` ("train": a train step, "predict": a forward pass,
+    "epoch": the train steps of one Fashion-MNIST epoch)."""
+    if mode == "epoch":
+        return train_step_flops(spec, batch) * (EPOCH_SAMPLES // batch)
     return train_step_flops(spec, batch) if mode == "train" else forward_flops(spec, batch)
 
 
@@ -308,7 +315,9 @@ def bench_threads(impls, threads, spec, cases, prof, seed, loads=None):
                 workers.pop(impl).close()
         for mode, batch in cases:
             flops = case_flops(spec, mode, batch)
-            block_s = prof["block_seconds" if mode == "train" else "predict_block_seconds"]
+            # an epoch case times whole epochs, one per block, no untimed one before
+            block_s = {"train": prof["block_seconds"], "epoch": 0.0}.get(
+                mode, prof["predict_block_seconds"])
             setups = {}
             for impl in list(workers):
                 try:
@@ -330,14 +339,16 @@ def bench_threads(impls, threads, spec, cases, prof, seed, loads=None):
             block_medians = {impl: [] for impl in order}
             values = {}
             settle_s = 0.0
-            pre = {impl: 1 if setups[impl]["step_s"] > SLOW_STEP_S else 2 for impl in order}
+            pre = {impl: 0 if mode == "epoch" else 1 if setups[impl]["step_s"] > SLOW_STEP_S
+                   else 2 for impl in order}
             for r in range(prof["rounds"]):
                 k = r % len(order) if order else 0
                 for impl in order[k:] + order[:k]:
                     if impl not in workers:
                         continue
                     try:
-                        reply = workers[impl].request("run", seconds=block_s, pre=pre[impl])
+                        reply = workers[impl].request("run", seconds=block_s, pre=pre[impl],
+                                                      min_reps=1 if mode == "epoch" else 3)
                     except WorkerError as exc:
                         errors[impl] = str(exc)
                         workers.pop(impl).close()
@@ -466,6 +477,16 @@ def parse_args(argv):
                    help="comma-separated inference (predict) batch sizes for every net "
                         "(default 1,32)")
     p.add_argument("--no-predict", action="store_true", help="no inference rows")
+    p.add_argument("--epoch", action="store_true",
+                   help="end-to-end mode instead of the step tables: one Fashion-MNIST training "
+                        "epoch (batch 128, shuffling and per-batch gathering included) of the MLP "
+                        "and the small CNN, fastnn fit vs a NumPy loop vs a PyTorch loop, 1 and 2 "
+                        "threads (needs Debian's dataset-fashion-mnist; ~5 min)")
+    p.add_argument("--busy", action="store_true",
+                   help="busy-machine mode: with one competing pure-Python process spinning "
+                        "(started and stopped by the bench), fastnn fit steps per second at the "
+                        "default thread count and at 1 thread, MLP and small CNN at batch 128 "
+                        "(~2 min)")
     p.add_argument("--avx2-blas", action="store_true",
                    help="run every worker with OPENBLAS_CORETYPE=Haswell: OpenBLAS's AVX2 kernels, "
                         "as on CPUs without AVX-512 (by default the workers unset "
@@ -495,6 +516,7 @@ def parse_args(argv):
     args = p.parse_args(argv)
     if args.model and args.nets:
         p.error("give --nets or --model, not both")
+    args.nets_given = bool(args.model or args.nets)
     args.nets = [args.model] if args.model else (args.nets or list(DEFAULT_NETS))
     if args.out and len(args.nets) > 1:
         p.error("--out takes one net; use --out-dir for several")
@@ -621,6 +643,10 @@ def main(argv=None):
     global AVX2_BLAS
     args = parse_args(sys.argv[1:] if argv is None else argv)
     AVX2_BLAS = args.avx2_blas
+    if args.epoch or args.busy:
+        from . import modes
+
+        sys.exit(modes.main(args))
     profile = "smoke" if args.smoke else "quick" if args.quick else "default"
     prof = dict(PROFILES[profile], batches=None, predict_batches=None)
     user_set = set()

@@ -94,3 +94,39 @@ def versions():
 
 def extra_info():
     return {"torch_parallel_info": torch.__config__.parallel_info()}
+
+
+def build_epoch(spec, batch, seed=0):
+    """Return a callable training one epoch of Fashion-MNIST the way a PyTorch user writes it
+    without a DataLoader: a seeded ``torch.randperm``, each batch gathered by indexing the
+    tensors (images converted to NCHW once), a train step."""
+    from .numpy_net import epoch_data
+
+    X_np, y_np, n = epoch_data(spec, batch, np.float32)
+    if X_np.ndim == 4:
+        X_np = np.ascontiguousarray(X_np.transpose(0, 3, 1, 2))
+    model, _, _ = _model_and_data(spec, batch, seed)
+    X, y = torch.from_numpy(X_np), torch.from_numpy(y_np)
+    opt = torch.optim.SGD(model.parameters(), lr=spec.get("learning_rate", 0.01),
+                          momentum=spec.get("momentum", 0.9))
+    gen = torch.Generator().manual_seed(seed)
+
+    def train(xb, yb):
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(xb), yb)
+        loss.backward()
+        opt.step()
+        return loss
+
+    for b in range(3):  # warm-up
+        train(X[b * batch:(b + 1) * batch], y[b * batch:(b + 1) * batch])
+
+    def epoch():
+        order = torch.randperm(n, generator=gen)
+        loss = None
+        for b in range(n // batch):
+            idx = order[b * batch:(b + 1) * batch]
+            loss = train(X[idx], y[idx])
+        return float(loss.item())
+
+    return epoch

@@ -203,3 +203,135 @@ def _print_build_info(build: dict[str, Any] | None, out: IO[str]) -> None:
     print(f"{'build_simd_dispatch':20s} {build['simd_dispatch']}", file=out)
     print(f"{'build_tools':20s} Cython {build['cython']}, numpy {build['numpy_build']}, "
           f"{build['platform']}{' (debug)' if build['debug'] else ''}", file=out)
+
+
+# ---- thread count while fit trains (issue 11: a busy machine) -------------------------------
+
+class ThreadTuner:
+    """Run ``fit`` at the faster of the default thread count and one thread, re-checked as it
+    trains.
+
+    fastnn's results do not depend on the thread count (fixed blocks, fixed reduction order), so
+    the count may change between steps without changing any result. On a machine where another
+    process keeps a core busy, the threads of a parallel loop wait for the one that shares its
+    core with it, and 2 threads can run slower than 1 (most steps stay fast, but some take 4x
+    and a few stall for a scheduler time slice); on an idle machine 2 are faster. So, while the
+    user has not fixed the count (:func:`set_num_threads`), ``fit`` times its steps and every so
+    often runs the other count for a while ("probe", at least :attr:`PROBE_STEPS` steps and
+    :attr:`PROBE_S` seconds, or only the steps when they are :attr:`CLEARLY_SLOWER`; its first
+    step, which wakes the threads, is not counted): it keeps
+    whichever has the lower mean step time (the throughput; a median would hide the stalls). The
+    interval between probes doubles after each one, up to :attr:`MAX_INTERVAL_S`, and is
+    never shorter than :attr:`MIN_INTERVAL_STEPS` steps or :attr:`MIN_INTERVAL_MEANS` mean step
+    times, so probing costs a few percent at most.
+
+    Use as a context manager around the training loop and call :meth:`step_done` with each train
+    step's seconds. Inactive (a no-op) when the count is fixed, OpenMP is off, or the default
+    count is 1.
+    """
+
+    PROBE_STEPS = 5
+    PROBE_S = 0.2
+    WINDOW = 64
+    MIN_INTERVAL_S = 0.1
+    MAX_INTERVAL_S = 8.0
+    MIN_INTERVAL_STEPS = 16
+    MIN_INTERVAL_MEANS = 10
+    MARGIN = 1.05
+    CLEARLY_SLOWER = 1.5
+
+    def __init__(self) -> None:
+        default = get_num_threads()
+        self.active = _num_threads is None and _threads.openmp_enabled() and default > 1
+        self.choices = (default, 1)
+        self.current = default
+        self.switches = 0
+        self.probes = 0
+        self._recent: list[float] = []
+        self._probe: list[float] = []
+        self._probing = False
+        self._probe_first = False
+        self._interval = self.MIN_INTERVAL_S
+        self._since_steps = 0
+        self._since_s = 0.0
+
+    _shared: ThreadTuner | None = None
+
+    @classmethod
+    def shared(cls) -> ThreadTuner:
+        """The process's tuner, so that what one ``fit`` call learned carries over to the next
+        (a new one when the default count or the fixed/unfixed state changed)."""
+        t = cls._shared
+        if t is None or t.choices[0] != get_num_threads() or t.active != (
+                _num_threads is None and _threads.openmp_enabled() and get_num_threads() > 1):
+            t = cls._shared = cls()
+        return t
+
+    def __enter__(self) -> ThreadTuner:
+        global _num_threads
+        if self.active:
+            if self._probing:  # a fit that ended during a probe: start it again
+                self._probe = []
+                self._probe_first = True
+                _num_threads = self._other()
+            else:
+                _num_threads = self.current
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        global _num_threads
+        if self.active:
+            _num_threads = None
+
+    @property
+    def threads(self) -> int:
+        """The count the next step runs with."""
+        return _num_threads if self.active and _num_threads is not None else get_num_threads()
+
+    def _mean(self) -> float:
+        return sum(self._recent) / len(self._recent)
+
+    def _other(self) -> int:
+        return self.choices[1] if self.current == self.choices[0] else self.choices[0]
+
+    def step_done(self, seconds: float) -> None:
+        """Record one train step's duration (seconds) and choose the next step's thread count."""
+        global _num_threads
+        if not self.active:
+            return
+        if self._probing:
+            if self._probe_first:  # the step that woke the threads (or let them go)
+                self._probe_first = False
+            else:
+                self._probe.append(seconds)
+            n = len(self._probe)
+            if n >= self.PROBE_STEPS and (
+                    sum(self._probe) >= self.PROBE_S
+                    or sum(self._probe) / n > self.CLEARLY_SLOWER * self._mean()):
+                self._decide()
+            return
+        self._recent.append(seconds)
+        del self._recent[:-self.WINDOW]
+        self._since_steps += 1
+        self._since_s += seconds
+        mean = self._mean()
+        if (self._since_steps >= self.MIN_INTERVAL_STEPS and len(self._recent) >= 16
+                and self._since_s >= max(self._interval, self.MIN_INTERVAL_MEANS * mean)):
+            self._probe = []
+            self._probing = self._probe_first = True
+            self.probes += 1
+            _num_threads = self._other()
+
+    def _decide(self) -> None:
+        global _num_threads
+        mine = self._mean()
+        theirs = sum(self._probe) / len(self._probe)
+        if theirs * self.MARGIN < mine:
+            self.current = self._other()
+            self.switches += 1
+            self._recent = list(self._probe)
+        self._interval = min(2 * self._interval, self.MAX_INTERVAL_S)
+        _num_threads = self.current
+        self._probing = False
+        self._since_steps = 0
+        self._since_s = 0.0

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
-from . import _flat
+from . import _config, _flat
 from . import _validation as V
 from . import io as io_mod
 from . import losses as losses_mod
@@ -369,6 +369,13 @@ class Sequential:
             Refuse NaN and inf in X and y (ValueError). ``False`` skips that check (the loss then
             decides, see ``on_nan``).
 
+        Notes
+        -----
+        Unless the thread count is fixed with :func:`fastnn.set_num_threads`, ``fit`` runs each
+        step at the faster of the default count and one thread, re-checked as it trains
+        (:class:`fastnn._config.ThreadTuner`: on a machine where another process keeps a core
+        busy, one thread is often faster). Results do not depend on the thread count.
+
         Raises
         ------
         ValueError, TypeError
@@ -423,9 +430,9 @@ class Sequential:
         for cb in cbs:
             cb.on_train_begin()
         interrupted = _SigintFlag()
-        with interrupted:
+        with interrupted, _config.ThreadTuner.shared() as tuner:
             self._fit_epochs(X, y, epochs, batch_size, validation_data and (Xv, yv), shuffle,
-                             base_seed, verbose, cbs, on_nan, initial_epoch, interrupted)
+                             base_seed, verbose, cbs, on_nan, initial_epoch, interrupted, tuner)
         for cb in cbs:
             cb.on_train_end()
         if interrupted.hit:
@@ -436,7 +443,8 @@ class Sequential:
     def _fit_epochs(self, X: np.ndarray, y: np.ndarray, epochs: int, batch_size: int,
                     validation: tuple[np.ndarray, np.ndarray] | None, shuffle: bool,
                     base_seed: int, verbose: int, cbs: list[Callback], on_nan: str,
-                    initial_epoch: int, interrupted: _SigintFlag) -> None:
+                    initial_epoch: int, interrupted: _SigintFlag,
+                    tuner: _config.ThreadTuner) -> None:
         assert self.loss is not None  # checked by fit
         n = X.shape[0]
         xbuf = ybuf = None
@@ -463,7 +471,9 @@ class Sequential:
                 assert ybuf is not None  # allocated with xbuf
                 np.take(X, idx, axis=0, out=xbuf)
                 np.take(y, idx, axis=0, out=ybuf)
+                t_step = time.perf_counter()
                 loss, out = self._train_step(xbuf, ybuf)
+                tuner.step_done(time.perf_counter() - t_step)
                 if not np.isfinite(loss):
                     msg = (f"loss became {loss} at epoch {epoch + 1}, batch {b + 1}; the step was "
                            f"not applied (weights are those before this batch)")

@@ -264,6 +264,7 @@ def _reset_fastnn_state():
     fastnn.set_num_threads(None)
     _conv._force_path(None)
     _config.set_gemm_kernel(None)
+    _config.ThreadTuner._shared = None
     _conv._disable_tiled_pool_backward(False)
 
 

@@ -10,6 +10,7 @@ import pytest
 
 import fastnn
 from fastnn import _config
+from fastnn.models import mlp
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -131,3 +132,101 @@ def test_show_config_reports_explicit_setting():
     fastnn.show_config(file=buf)
     n_line = [line for line in buf.getvalue().splitlines() if line.split()[0] == "num_threads"]
     assert int(n_line[0].split()[1]) == 1
+
+
+# ---- ThreadTuner: fit's choice between the default thread count and one thread ---------------
+
+def _fake_training(tuner, seconds_at, steps):
+    """Feed the tuner ``steps`` steps whose duration is ``seconds_at(threads)``; returns the
+    thread count of every step."""
+    used = []
+    for i in range(steps):
+        t = tuner.threads
+        used.append(t)
+        tuner.step_done(seconds_at(t, i))
+    return used
+
+
+needs_two = pytest.mark.skipif(
+    fastnn.get_num_threads() < 2 or not _config._threads.openmp_enabled(),
+    reason="needs OpenMP and 2 default threads")
+
+
+@needs_two
+def test_tuner_moves_to_one_thread_when_it_is_faster():
+    with _config.ThreadTuner() as tuner:
+        default = tuner.choices[0]
+        assert tuner.threads == default
+        # one thread is twice as fast (a busy machine): after the first probe fit stays there
+        used = _fake_training(tuner, lambda t, i: 0.02 if t == 1 else 0.04, 400)
+    assert tuner.switches == 1 and tuner.current == 1
+    assert used[-200:].count(1) >= 180  # the default only in short probes
+    assert fastnn.get_num_threads() == default  # the default is back after fit
+
+
+@needs_two
+def test_tuner_keeps_the_default_when_it_is_faster_and_follows_a_change():
+    def seconds_at(t, i):
+        busy = i >= 300  # another process starts at step 300
+        if busy:
+            return 0.02 if t == 1 else 0.05
+        return 0.02 if t > 1 else 0.035
+
+    with _config.ThreadTuner() as tuner:
+        used = _fake_training(tuner, seconds_at, 900)
+    assert used[:300].count(1) <= 30  # probes only
+    assert used[-200:].count(1) >= 180
+    assert tuner.switches == 1 and tuner.current == 1
+
+
+@needs_two
+def test_tuner_probes_rarely_while_the_choice_holds():
+    with _config.ThreadTuner() as tuner:
+        used = _fake_training(tuner, lambda t, i: 0.01 if t > 1 else 0.03, 5000)
+    # 50 s of training: probes after 0.1, 0.2, 0.4, ..., 6.4, 8, 8, ... s, each 0.2 s long
+    assert tuner.probes <= 15
+    assert used.count(1) * 0.03 <= 0.05 * 50  # under 5% of the time at the slower count
+    assert tuner.switches == 0
+
+
+def test_tuner_is_off_when_the_count_is_fixed():
+    fastnn.set_num_threads(2)
+    with _config.ThreadTuner() as tuner:
+        used = _fake_training(tuner, lambda t, i: 0.01 if t == 1 else 1.0, 500)
+    assert not tuner.active and set(used) == {2}
+    assert fastnn.get_num_threads() == 2
+
+
+@needs_two
+def test_fit_results_do_not_depend_on_the_tuner(monkeypatch):
+    """The tuner switching every few steps trains the same weights, bit for bit, as one thread."""
+    monkeypatch.setattr(_config.ThreadTuner, "MIN_INTERVAL_S", 0.0)
+    monkeypatch.setattr(_config.ThreadTuner, "MIN_INTERVAL_STEPS", 1)
+    monkeypatch.setattr(_config.ThreadTuner, "MIN_INTERVAL_MEANS", 0)
+    monkeypatch.setattr(_config.ThreadTuner, "PROBE_S", 0.0)
+    monkeypatch.setattr(_config.ThreadTuner, "MARGIN", 0.0)  # switch at every probe
+    monkeypatch.setattr(_config.ThreadTuner, "PROBE_STEPS", 2)
+    monkeypatch.setattr(_config.ThreadTuner, "WINDOW", 16)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((600, 40)).astype(np.float32)
+    y = rng.integers(0, 5, 600)
+    weights = []
+    switches = []
+    for fixed in (None, 1):
+        fastnn.set_num_threads(fixed)
+        model = mlp((40, 64, 32, 5), seed=3)
+        model.compile(fastnn.SGD(0.05, momentum=0.9), fastnn.SoftmaxCrossEntropy())
+        orig = _config.ThreadTuner.step_done
+
+        def spy(self, seconds, _orig=orig):
+            _orig(self, seconds)
+            switches.append(self.switches)
+
+        monkeypatch.setattr(_config.ThreadTuner, "step_done", spy)
+        model.fit(X, y, epochs=3, batch_size=16, verbose=0, seed=1)
+        monkeypatch.setattr(_config.ThreadTuner, "step_done", orig)
+        weights.append([w for layer in model.get_weights() for w in layer.values()])
+    fastnn.set_num_threads(None)
+    assert max(switches) >= 3  # it did switch, several times
+    for a, b in zip(*weights):
+        assert np.array_equal(a, b)
