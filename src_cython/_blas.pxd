@@ -12,6 +12,7 @@ cdef extern from "fnn_omp.h" nogil:
     int fnn_omp_version()
     void fnn_install_blas_hook(size_t addr)
     int fnn_blas_single_begin()
+    void fnn_blas_single_enter()
     void fnn_blas_single_end(int previous)
 
 cdef extern from "gemm.h" nogil:

@@ -42,7 +42,7 @@ Parallel design ("one pool", as dense.pyx)
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.string cimport memcpy, memset
-from _blas cimport gemm_rm, gemm_kernel_name, fnn_blas_single_begin, fnn_blas_single_end, fnn_install_blas_hook
+from _blas cimport gemm_rm, gemm_kernel_name, fnn_blas_single_begin, fnn_blas_single_enter, fnn_blas_single_end, fnn_install_blas_hook
 from _simd cimport act_forward, act_backward, col_sum
 
 cdef extern from "conv.h" nogil:
@@ -298,6 +298,7 @@ def conv_forward(const floating[:, :, :, ::1] X not None, const floating[:, ::1]
     cdef floating *cp
     cdef floating *out
     with nogil:
+        prev = fnn_blas_single_begin()  # the main thread; see fnn_omp.h
         for blk in prange(nb, num_threads=nt, schedule='dynamic', chunksize=1,
                           use_threads_if=R * g.Wo * g.K * g.M >= PAR_MIN_MACS):
             tid = threadid()
@@ -308,7 +309,7 @@ def conv_forward(const floating[:, :, :, ::1] X not None, const floating[:, ::1]
             if path == PATH_DIRECT:
                 conv_direct(Xp, Wp, bp, Ap, &g, g0, rows)
             else:
-                prev = fnn_blas_single_begin()
+                fnn_blas_single_enter()
                 bias_rows(out, npos, g.M, bp)
                 if path == PATH_POINTWISE:
                     cp = <floating *>(Xp + g0 * g.Wo * g.K)
@@ -317,9 +318,9 @@ def conv_forward(const floating[:, :, :, ::1] X not None, const floating[:, ::1]
                     im2col(Xp, cp, &g, g0, rows)
                 gemm_rm(False, False, <int>npos, <int>g.M, <int>g.K, <floating>1, cp, <int>g.K,
                         Wp, <int>g.M, <floating>1, out, <int>g.M)
-                fnn_blas_single_end(prev)
             if kind != 0:
                 act_forward(out, npos * g.M, kind, a)
+        fnn_blas_single_end(prev)
 
 
 def conv_backward(const floating[:, :, :, ::1] X not None, const floating[:, ::1] W not None,
@@ -386,10 +387,11 @@ def conv_backward(const floating[:, :, :, ::1] X not None, const floating[:, ::1
     cdef floating *row
     cdef Py_ssize_t img = g.H * g.W * g.C
     with nogil:
+        prev = fnn_blas_single_begin()  # the main thread; see fnn_omp.h
         for c in prange(nchunks, num_threads=nt, schedule='dynamic', chunksize=1,
                         use_threads_if=use_threads):
             tid = threadid()
-            prev = fnn_blas_single_begin()
+            fnn_blas_single_enter()
             n0 = c * cb
             n1 = n0 + cb if n0 + cb < g.N else g.N
             rows_c = (n1 - n0) * g.Ho
@@ -428,7 +430,6 @@ def conv_backward(const floating[:, :, :, ::1] X not None, const floating[:, ::1
                         gemm_rm(False, True, <int>npos, <int>g.K, <int>g.M, <floating>1, z, <int>g.M,
                                 Wp, <int>g.M, <floating>0, cp, <int>g.K)
                         col2im(cp, dXp, &g, g0, rows)
-            fnn_blas_single_end(prev)
 
         # dW = sum of the chunk partials, in chunk order (rows of dW in parallel)
         for k in prange(g.K, num_threads=nt, schedule='static',
@@ -442,6 +443,7 @@ def conv_backward(const floating[:, :, :, ::1] X not None, const floating[:, ::1
         for j in range(1, nchunks):
             for m in range(g.M):
                 db[m] += pdb[j, m]
+        fnn_blas_single_end(prev)
 
 
 # ---- pooling (no padding; windows always inside the input) -----------------------------------

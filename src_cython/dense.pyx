@@ -10,7 +10,7 @@ what gets packed twice, not the weight matrix).
 """
 from cython cimport floating
 from cython.parallel cimport prange
-from _blas cimport gemm_rm, gemm_kernel_name, fnn_blas_single_begin, fnn_blas_single_end, fnn_install_blas_hook
+from _blas cimport gemm_rm, gemm_kernel_name, fnn_blas_single_begin, fnn_blas_single_enter, fnn_blas_single_end, fnn_install_blas_hook
 from _simd cimport act_forward, act_backward, fill_rows, col_sum
 
 # Below this many multiply-adds a kernel runs on one thread (OpenMP fork/join costs ~2-5 us).
@@ -68,16 +68,17 @@ def forward(const floating[:, ::1] X not None, const floating[:, ::1] W not None
             act_forward(&A[0, 0], N * M, kind, a)
         return
     with nogil:
+        prev = fnn_blas_single_begin()  # the main thread; see fnn_omp.h
         for i in prange(nb, num_threads=num_threads, schedule='static',
                         use_threads_if=N * K * M >= PAR_MIN_MACS):
-            prev = fnn_blas_single_begin()
+            fnn_blas_single_enter()
             start = i * bs
             size = min(bs, total - start)
             if by_cols:
                 forward_block(X, W, b, A, 0, N, start, size, kind, a)
             else:
                 forward_block(X, W, b, A, start, size, 0, M, kind, a)
-            fnn_blas_single_end(prev)
+        fnn_blas_single_end(prev)
 
 
 def backward(const floating[:, ::1] X not None, const floating[:, ::1] W not None,
@@ -128,6 +129,7 @@ def backward(const floating[:, ::1] X not None, const floating[:, ::1] W not Non
             col_sum(&dZ[0, 0], N, M, M, &db[0], False)
         return
     with nogil:
+        prev = fnn_blas_single_begin()  # the main thread; see fnn_omp.h
         # 1) dZ, elementwise in row blocks
         if kind != 0 or &dZ[0, 0] != &dA[0, 0]:
             for i in prange(nrb, num_threads=num_threads, schedule='static',
@@ -138,7 +140,7 @@ def backward(const floating[:, ::1] X not None, const floating[:, ::1] W not Non
         # 2) independent GEMM blocks of dX and dW, and the bias sum, as one list of tasks
         for i in prange(ntasks, num_threads=num_threads, schedule='dynamic', chunksize=1,
                         use_threads_if=use_threads):
-            prev = fnn_blas_single_begin()
+            fnn_blas_single_enter()
             if i < dxn:
                 start = i * dxb
                 if dx_by_cols:
@@ -161,7 +163,7 @@ def backward(const floating[:, ::1] X not None, const floating[:, ::1] W not Non
                             <int>K, &dZ[0, 0], <int>M, <floating>0, &dW[start, 0], <int>M)
             else:
                 col_sum(&dZ[0, 0], N, M, M, &db[0], False)
-            fnn_blas_single_end(prev)
+        fnn_blas_single_end(prev)
 
 
 def install_blas_hook(size_t addr):

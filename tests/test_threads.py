@@ -230,3 +230,34 @@ def test_fit_results_do_not_depend_on_the_tuner(monkeypatch):
     assert max(switches) >= 3  # it did switch, several times
     for a, b in zip(*weights):
         assert np.array_equal(a, b)
+
+
+OMP_LOOP_SCRIPT = r"""
+import numpy as np, fastnn
+from fastnn import _config
+from fastnn.models import small_cnn
+_config.set_gemm_kernel("blas")  # float32 through OpenBLAS too, as on CPUs without AVX-512
+fastnn.set_num_threads(2)
+for dtype in ("float32", "float64"):
+    m = small_cnn(dtype=dtype, seed=0)
+    m.compile(fastnn.SGD(0.01, momentum=0.9), fastnn.SoftmaxCrossEntropy())
+    rng = np.random.default_rng(0)
+    X = rng.random((64, 28, 28, 1)).astype(dtype)
+    y = rng.integers(0, 10, 64)
+    for i in range(15):
+        m.train_on_batch(X, y)
+    m.predict(X)
+print("done")
+"""
+
+
+def test_no_openblas_threads_inside_openmp_regions():
+    """OpenBLAS prints "Detect OpenMP Loop and this application may hang" when it starts its own
+    threads inside an OpenMP parallel region: fastnn's BLAS calls run with 2 OpenMP threads and
+    every GEMM going through OpenBLAS (src_cython/fnn_omp.h keeps it on one thread there)."""
+    env = dict(os.environ, OMP_NUM_THREADS="2", OPENBLAS_NUM_THREADS="2")
+    proc = subprocess.run([sys.executable, "-c", OMP_LOOP_SCRIPT], capture_output=True,
+                          text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "done" in proc.stdout
+    assert "OpenMP Loop" not in proc.stderr + proc.stdout
