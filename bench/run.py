@@ -222,9 +222,28 @@ class WorkerProcess:
                 self.proc.wait()
 
 
+_PEAK = []
+
+
+def fma_peak():
+    """One core's float32 FMA peak in GFLOP/s (fastnn._gemm.fma_peak_gflops: 12 independent
+    chains on the widest vectors), measured once per run in a child process; None if fastnn is
+    not importable."""
+    if not _PEAK:
+        try:
+            out = subprocess.run([sys.executable, "-c", "from fastnn._gemm import fma_peak_gflops;"
+                                  "print(fma_peak_gflops(0.5))"], capture_output=True, text=True,
+                                 cwd=REPO_ROOT, timeout=60, check=True)
+            _PEAK.append(float(out.stdout.strip().splitlines()[-1]))
+        except (subprocess.SubprocessError, ValueError, IndexError, OSError):
+            _PEAK.append(None)
+    return _PEAK[0]
+
+
 def machine_facts():
     facts = {"platform": platform.platform(), "python": platform.python_version(),
-             "cpu_count": os.cpu_count(), "executable": sys.executable}
+             "cpu_count": os.cpu_count(), "executable": sys.executable,
+             "fma_peak_gflops": fma_peak()}
     try:
         facts["cpus_available"] = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
@@ -580,6 +599,12 @@ def run_net(net, impls, prof, profile, args, user_set=(), skipped=None):
     print(f"\n## {net}\n\n{spec['description']}: ms per train step, median (IQR){note}"
           f"{roof_note}\n")
     print(table)
+    peak = facts.get("fma_peak_gflops")
+    if peak:
+        pct = [f"B={r['batch']} {r['threads']}T {100 * r['gflops'] / (peak * r['threads']):.0f}%"
+               for r in train if r["impl"] == "fastnn"]
+        print(f"\nfastnn's useful GFLOP/s as a share of the FMA peak ({peak:.0f} GFLOP/s per core, "
+              f"measured in this run; threads x peak for 2 threads): {', '.join(pct)}")
     if itable:
         what = ", ".join(INFERENCE_CALLS[i] for i in real if i in INFERENCE_CALLS)
         print(f"\nInference ({net}), ms per call, median (IQR): {what}{note}"

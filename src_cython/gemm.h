@@ -136,6 +136,54 @@ fnn_ukr_avx512(ptrdiff_t kc, const float *A, ptrdiff_t ars, ptrdiff_t acs, const
         fnn_ukr_avx512_body(kc, A, ars, acs, B, C, ldc, acc);
 }
 
+static inline __mmask16 fnn_mask16(ptrdiff_t left) {
+    return left >= 16 ? (__mmask16)0xFFFF : left <= 0 ? (__mmask16)0
+                                                      : (__mmask16)((1u << left) - 1);
+}
+/* ---- AVX-512 edge tiles: mr < 12 rows and/or nr < 32 columns, from the same packed B --------
+ * The same sums in the same order as fnn_ukr_avx512 (bit-identical), R a constant per
+ * instantiation so the accumulators stay in registers; columns past nr are masked off. */
+__attribute__((target("avx512f"), optimize("no-predictive-commoning"), always_inline))
+static inline void fnn_ukr_avx512_rows(const int R, ptrdiff_t kc, const float *A, ptrdiff_t ars,
+                                       ptrdiff_t acs, const float *B, float *C, ptrdiff_t ldc,
+                                       int acc, ptrdiff_t nr) {
+    __m512 c0[12], c1[12];
+    for (int i = 0; i < R; i++) c0[i] = c1[i] = _mm512_setzero_ps();
+    const float *pa = A;
+    for (ptrdiff_t p = 0; p < kc; p++, B += 32, pa += acs) {
+        const __m512 b0 = _mm512_loadu_ps(B), b1 = _mm512_loadu_ps(B + 16);
+        for (int i = 0; i < R; i++) {
+            const __m512 a = _mm512_set1_ps(pa[i * ars]);
+            c0[i] = _mm512_fmadd_ps(a, b0, c0[i]);
+            c1[i] = _mm512_fmadd_ps(a, b1, c1[i]);
+        }
+    }
+    const __mmask16 k0 = fnn_mask16(nr), k1 = fnn_mask16(nr - 16);
+    for (int i = 0; i < R; i++) {
+        float *c = C + i * ldc;
+        if (acc) {
+            c0[i] = _mm512_add_ps(_mm512_maskz_loadu_ps(k0, c), c0[i]);
+            c1[i] = _mm512_add_ps(_mm512_maskz_loadu_ps(k1, c + 16), c1[i]);
+        }
+        _mm512_mask_storeu_ps(c, k0, c0[i]);
+        _mm512_mask_storeu_ps(c + 16, k1, c1[i]);
+    }
+}
+
+#define FNN_EDGE_CASE(R) \
+    case R: fnn_ukr_avx512_rows(R, kc, A, ars, acs, B, C, ldc, acc, nr); break;
+__attribute__((target("avx512f"), optimize("no-predictive-commoning"))) static void
+fnn_ukr_avx512_edge(int mr, ptrdiff_t nr, ptrdiff_t kc, const float *A, ptrdiff_t ars,
+                    ptrdiff_t acs, const float *B, float *C, ptrdiff_t ldc, int acc) {
+    switch (mr) {
+        FNN_EDGE_CASE(1) FNN_EDGE_CASE(2) FNN_EDGE_CASE(3) FNN_EDGE_CASE(4) FNN_EDGE_CASE(5)
+        FNN_EDGE_CASE(6) FNN_EDGE_CASE(7) FNN_EDGE_CASE(8) FNN_EDGE_CASE(9) FNN_EDGE_CASE(10)
+        FNN_EDGE_CASE(11) FNN_EDGE_CASE(12)
+        default: break;
+    }
+}
+#undef FNN_EDGE_CASE
+
 /* ---- few rows (predict at batch 1, the rows left below a multiple of MR): B read in place ----
  * C[0:m, 0:N] = (acc ? C : 0) + A[0:m, 0:kc] B[0:kc, 0:N], B row-major (row stride brs), m <= 4,
  * NV vectors of columns per pass (m * NV accumulators: enough independent FMA chains to hide
@@ -144,22 +192,21 @@ fnn_ukr_avx512(ptrdiff_t kc, const float *A, ptrdiff_t ars, ptrdiff_t acs, const
 #define FNN_SMALL_BODY(V, W, SETZERO, LOAD, STORE, BCAST, FMA, ADD, MASKT, MKMASK)                \
     for (ptrdiff_t j0 = 0; j0 < N; j0 += NV * (W)) {                                              \
         const ptrdiff_t nr = N - j0 < NV * (W) ? N - j0 : NV * (W);                               \
-        MASKT mk[NV];                                                                             \
+        MASKT mk[8]; /* fixed sizes (not VLAs): the arrays become registers */                   \
         for (int v = 0; v < NV; v++) mk[v] = MKMASK(nr - (W) * v);                                \
-        V c[4][NV];                                                                               \
-        for (int i = 0; i < 4; i++)                                                               \
+        V c[4][8];                                                                                \
+        for (int i = 0; i < MROWS; i++)                                                           \
             for (int v = 0; v < NV; v++) c[i][v] = SETZERO();                                     \
         const float *b = B + j0;                                                                  \
         for (ptrdiff_t p = 0; p < kc; p++, b += brs) {                                            \
-            V bv[NV];                                                                             \
+            V bv[8];                                                                              \
             for (int v = 0; v < NV; v++) bv[v] = LOAD(mk[v], b + (W) * v);                        \
-            for (int i = 0; i < 4; i++) {                                                         \
-                if (i >= m) break;                                                                \
+            for (int i = 0; i < MROWS; i++) {                                                     \
                 const V a = BCAST(A + i * ars + p * acs);                                         \
                 for (int v = 0; v < NV; v++) c[i][v] = FMA(a, bv[v], c[i][v]);                    \
             }                                                                                     \
         }                                                                                         \
-        for (ptrdiff_t i = 0; i < m; i++) {                                                       \
+        for (int i = 0; i < MROWS; i++) {                                                         \
             float *cr = C + i * ldc + j0;                                                         \
             for (int v = 0; v < NV; v++) {                                                        \
                 V r = c[i][v];                                                                    \
@@ -173,12 +220,8 @@ fnn_ukr_avx512(ptrdiff_t kc, const float *A, ptrdiff_t ars, ptrdiff_t acs, const
 #define FNN_LD512(k, p) _mm512_maskz_loadu_ps((k), (p))
 #define FNN_ST512(k, p, v) _mm512_mask_storeu_ps((p), (k), (v))
 #define FNN_BC512(p) _mm512_set1_ps(*(p))
-static inline __mmask16 fnn_mask16(ptrdiff_t left) {
-    return left >= 16 ? (__mmask16)0xFFFF : left <= 0 ? (__mmask16)0
-                                                      : (__mmask16)((1u << left) - 1);
-}
 __attribute__((target("avx512f"), optimize("no-predictive-commoning"), always_inline))
-static inline void fnn_small_avx512_nv(const int NV, ptrdiff_t m, ptrdiff_t N, ptrdiff_t kc,
+static inline void fnn_small_avx512_nv(const int NV, const int MROWS, ptrdiff_t N, ptrdiff_t kc,
                                        const float *A, ptrdiff_t ars, ptrdiff_t acs,
                                        const float *B, ptrdiff_t brs, float *C, ptrdiff_t ldc,
                                        int acc) {
@@ -188,10 +231,12 @@ static inline void fnn_small_avx512_nv(const int NV, ptrdiff_t m, ptrdiff_t N, p
 __attribute__((target("avx512f"), optimize("no-predictive-commoning"))) static void
 fnn_small_avx512(ptrdiff_t m, ptrdiff_t N, ptrdiff_t kc, const float *A, ptrdiff_t ars,
                  ptrdiff_t acs, const float *B, ptrdiff_t brs, float *C, ptrdiff_t ldc, int acc) {
-    if (m <= 2)  /* 16 accumulators either way */
-        fnn_small_avx512_nv(8, m, N, kc, A, ars, acs, B, brs, C, ldc, acc);
-    else
-        fnn_small_avx512_nv(4, m, N, kc, A, ars, acs, B, brs, C, ldc, acc);
+    switch (m) {  /* m x NV accumulators, a constant: they stay in registers */
+    case 1: fnn_small_avx512_nv(8, 1, N, kc, A, ars, acs, B, brs, C, ldc, acc); break;
+    case 2: fnn_small_avx512_nv(8, 2, N, kc, A, ars, acs, B, brs, C, ldc, acc); break;
+    case 3: fnn_small_avx512_nv(4, 3, N, kc, A, ars, acs, B, brs, C, ldc, acc); break;
+    default: fnn_small_avx512_nv(4, 4, N, kc, A, ars, acs, B, brs, C, ldc, acc); break;
+    }
 }
 
 #define FNN_Z256() _mm256_setzero_ps()
@@ -204,7 +249,7 @@ __attribute__((target("avx2,fma"))) static inline __m256i fnn_mask8(ptrdiff_t le
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane);
 }
 __attribute__((target("avx2,fma"), optimize("no-predictive-commoning"), always_inline))
-static inline void fnn_small_avx2_nv(const int NV, ptrdiff_t m, ptrdiff_t N, ptrdiff_t kc,
+static inline void fnn_small_avx2_nv(const int NV, const int MROWS, ptrdiff_t N, ptrdiff_t kc,
                                      const float *A, ptrdiff_t ars, ptrdiff_t acs,
                                      const float *B, ptrdiff_t brs, float *C, ptrdiff_t ldc,
                                      int acc) {
@@ -214,12 +259,61 @@ static inline void fnn_small_avx2_nv(const int NV, ptrdiff_t m, ptrdiff_t N, ptr
 __attribute__((target("avx2,fma"), optimize("no-predictive-commoning"))) static void
 fnn_small_avx2(ptrdiff_t m, ptrdiff_t N, ptrdiff_t kc, const float *A, ptrdiff_t ars,
                ptrdiff_t acs, const float *B, ptrdiff_t brs, float *C, ptrdiff_t ldc, int acc) {
-    if (m <= 2)  /* 8 accumulators: 16 ymm registers in all */
-        fnn_small_avx2_nv(4, m, N, kc, A, ars, acs, B, brs, C, ldc, acc);
-    else
-        fnn_small_avx2_nv(2, m, N, kc, A, ars, acs, B, brs, C, ldc, acc);
+    switch (m) {  /* at most 8 accumulators: 16 ymm registers in all */
+    case 1: fnn_small_avx2_nv(4, 1, N, kc, A, ars, acs, B, brs, C, ldc, acc); break;
+    case 2: fnn_small_avx2_nv(4, 2, N, kc, A, ars, acs, B, brs, C, ldc, acc); break;
+    case 3: fnn_small_avx2_nv(2, 3, N, kc, A, ars, acs, B, brs, C, ldc, acc); break;
+    default: fnn_small_avx2_nv(2, 4, N, kc, A, ars, acs, B, brs, C, ldc, acc); break;
+    }
 }
 #endif /* FNN_GEMM_X86 */
+
+/* ---- the FMA peak of one core: independent FMA chains on registers ----------------------- */
+#ifdef FNN_GEMM_X86
+#define FNN_PEAK_CHAINS(T, FMA, SET1) \
+    T a0 = SET1(1.f), a1 = SET1(2.f), a2 = SET1(3.f), a3 = SET1(4.f), a4 = SET1(5.f);           \
+    T a5 = SET1(6.f), a6 = SET1(7.f), a7 = SET1(8.f), a8 = SET1(9.f), a9 = SET1(10.f);          \
+    T a10 = SET1(11.f), a11 = SET1(12.f);                                                       \
+    const T x = SET1(0.999f), y = SET1(1e-7f);                                                  \
+    for (long r = 0; r < reps; r++) {                                                           \
+        a0 = FMA(a0, x, y); a1 = FMA(a1, x, y); a2 = FMA(a2, x, y); a3 = FMA(a3, x, y);         \
+        a4 = FMA(a4, x, y); a5 = FMA(a5, x, y); a6 = FMA(a6, x, y); a7 = FMA(a7, x, y);         \
+        a8 = FMA(a8, x, y); a9 = FMA(a9, x, y); a10 = FMA(a10, x, y); a11 = FMA(a11, x, y);     \
+    }
+__attribute__((target("avx512f"), noipa)) static float fnn_peak_avx512(long reps) {
+    FNN_PEAK_CHAINS(__m512, _mm512_fmadd_ps, _mm512_set1_ps)
+    __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)),
+                             _mm512_add_ps(_mm512_add_ps(a4, a5), _mm512_add_ps(a6, a7)));
+    s = _mm512_add_ps(s, _mm512_add_ps(_mm512_add_ps(a8, a9), _mm512_add_ps(a10, a11)));
+    return _mm512_reduce_add_ps(s);
+}
+__attribute__((target("avx2,fma"), noipa)) static float fnn_peak_avx2(long reps) {
+    FNN_PEAK_CHAINS(__m256, _mm256_fmadd_ps, _mm256_set1_ps)
+    __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)),
+                             _mm256_add_ps(_mm256_add_ps(a4, a5), _mm256_add_ps(a6, a7)));
+    s = _mm256_add_ps(s, _mm256_add_ps(_mm256_add_ps(a8, a9), _mm256_add_ps(a10, a11)));
+    float o[8];
+    _mm256_storeu_ps(o, s);
+    return o[0];
+}
+#undef FNN_PEAK_CHAINS
+#endif
+/* Run reps iterations of 12 independent float32 FMA chains of the widest vectors (AVX-512, else
+ * AVX2); returns the FLOPs done (0 without AVX2). *sink receives the result. The chains are
+ * noipa: otherwise gcc proves them pure and drops a call whose result is not used. */
+static double fnn_fma_peak_run(long reps, float *sink) {
+#ifdef FNN_GEMM_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) { *sink = fnn_peak_avx512(reps); return 12.0 * 32 * reps; }
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        *sink = fnn_peak_avx2(reps);
+        return 12.0 * 16 * reps;
+    }
+#endif
+    (void)reps;
+    *sink = 0.f;
+    return 0.0;
+}
 
 /* ---- kernel selection ---------------------------------------------------------------------- */
 /* The level in use, detected on first call: AVX-512 CPUs run fastnn's kernels for every float32
@@ -316,15 +410,13 @@ static void fnn_gemm_pack_b(ptrdiff_t kc, ptrdiff_t nc, const float *B, ptrdiff_
                 for (; j < nr; j++) Bp[j] = b[j];
                 for (; j < NR; j++) Bp[j] = 0.0f;
             }
-        } else {
-            for (ptrdiff_t p = 0; p < kc; p++) {
-                for (ptrdiff_t j = nr; j < NR; j++) Bp[p * NR + j] = 0.0f;
+        } else {  /* B^T row-major: column j is contiguous in p; nr streams read in step */
+            const float *b = B + j0 * bcs;
+            for (ptrdiff_t p = 0; p < kc; p++, Bp += NR) {
+                ptrdiff_t j = 0;
+                for (; j < nr; j++) Bp[j] = b[j * bcs + p * brs];
+                for (; j < NR; j++) Bp[j] = 0.0f;
             }
-            for (ptrdiff_t j = 0; j < nr; j++) {  /* B^T row-major: column j is contiguous in p */
-                const float *b = B + (j0 + j) * bcs;
-                for (ptrdiff_t p = 0; p < kc; p++) Bp[p * NR + j] = b[p * brs];
-            }
-            Bp += kc * NR;
         }
     }
 }
@@ -347,9 +439,11 @@ static int fnn_sgemm(int level, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const flo
     if (level == FNN_GEMM_AVX512) { ukr = fnn_ukr_avx512; MR = 12; NR = 32; }
     else if (level == FNN_GEMM_AVX2) { ukr = fnn_ukr_avx2; MR = 6; NR = 16; }
 #endif
-    /* rows below a multiple of MR go through the few-rows kernel when B is row-major (no
-     * padding, no packing); the tiles take the rest */
-    const int small_ok = bcs == 1 && level >= FNN_GEMM_AVX2;
+    /* fewer rows than MR (AVX2: the rows below a multiple of MR) go through the few-rows kernel
+     * when B is row-major (no packing); the tiles take the rest, AVX-512 edges through
+     * fnn_ukr_avx512_edge (no padded copy) */
+    const int small_ok = bcs == 1 && level >= FNN_GEMM_AVX2 &&
+                         (M < MR || level == FNN_GEMM_AVX2);
     const ptrdiff_t Mt = small_ok ? (M / MR) * MR : M;
     float *Bp = NULL;
     if (Mt > 0 && !(Bp = fnn_gemm_bbuf())) return -1;
@@ -374,6 +468,12 @@ static int fnn_sgemm(int level, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const flo
                             ukr(kc, a, ars, acs, bp, c, ldc, acc);
                             continue;
                         }
+#ifdef FNN_GEMM_X86
+                        if (level == FNN_GEMM_AVX512) {
+                            fnn_ukr_avx512_edge((int)mr, nr, kc, a, ars, acs, bp, c, ldc, acc);
+                            continue;
+                        }
+#endif
                         ptrdiff_t as = ars, ac = acs;
                         if (mr < MR) {  /* copy the rows, zero-padded (row-major, ld kc) */
                             for (ptrdiff_t i = 0; i < MR; i++)

@@ -118,3 +118,15 @@ def test_layers_bit_identical_across_threads_with_each_kernel(kernel, make):
     for other in results[1:]:
         for a, b in zip(results[0], other):
             assert np.array_equal(a, b)
+
+
+def test_fma_peak_is_measured():
+    """The bench's FMA peak: a positive rate where AVX2 or AVX-512 exists, and the same order
+    of magnitude twice (the chains are really run, not optimised away)."""
+    a = _gemm.fma_peak_gflops(0.05)
+    if _config.set_gemm_kernel("avx2") == "generic":  # no AVX2: nothing to measure
+        assert a == 0.0
+        return
+    b = _gemm.fma_peak_gflops(0.05)
+    assert 1.0 < a < 1e5 and 1.0 < b < 1e5
+    assert 0.1 < a / b < 10
