@@ -506,6 +506,9 @@ def parse_args(argv):
                         "(started and stopped by the bench), fastnn fit steps per second at the "
                         "default thread count and at 1 thread, MLP and small CNN at batch 128 "
                         "(~2 min)")
+    p.add_argument("--no-extras", action="store_true",
+                   help="the full run (no --quick / --smoke) without its closing --epoch and "
+                        "--busy sections")
     p.add_argument("--avx2-blas", action="store_true",
                    help="run every worker with OPENBLAS_CORETYPE=Haswell: OpenBLAS's AVX2 kernels, "
                         "as on CPUs without AVX-512 (by default the workers unset "
@@ -725,6 +728,13 @@ def main(argv=None):
                 json.dump(payload, f, indent=1)
                 f.write("\n")
             log(f"wrote {out}")
+    if profile == "default" and not args.no_extras:
+        # the full run ends with the end-to-end and busy-machine rows (bench.modes)
+        from . import modes
+
+        if any(MODELS[n]["loss"] != "mse" for n in args.nets):
+            failed = modes.run_epoch(args) != 0 or failed
+        failed = modes.run_busy(args) != 0 or failed
     if len(args.nets) > 1:
         print(f"\nall nets: {time.perf_counter() - t0:.0f} s")
     return 1 if failed else 0

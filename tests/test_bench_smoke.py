@@ -305,3 +305,41 @@ def test_chart_draws_a_payload(tmp_path):
     path = tmp_path / "c.png"
     assert chart.write_chart(payload, str(path)) == str(path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_busy_worker_counts_fit_steps():
+    """bench --busy's worker: fastnn fit for a fixed time at a fixed thread count, steps counted."""
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    out = subprocess.run([sys.executable, "-m", "bench.modes", "busy-worker", "fastnn", "mlp",
+                          "1", "0.3"], capture_output=True, text=True, env=env, cwd=ROOT,
+                         timeout=300, check=True)
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["impl"] == "fastnn" and res["net"] == "mlp" and res["steps"] >= 1
+    assert 0.3 <= res["seconds"] < 60
+
+
+def _have_fashion_mnist():
+    from fastnn.datasets import load_fashion_mnist
+
+    try:
+        load_fashion_mnist()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _have_fashion_mnist(), reason="needs Debian's dataset-fashion-mnist")
+def test_epoch_builders_train_one_epoch():
+    """bench --epoch's builders: the NumPy loop and fastnn fit each train a full epoch of the
+    MLP on Fashion-MNIST (59,904 samples at batch 128) and end with a loss well below ln(10)."""
+    from bench import fastnn_net, numpy_net
+
+    fastnn_set = __import__("fastnn").set_num_threads
+    fastnn_set(1)
+    try:
+        for module in (numpy_net, fastnn_net):
+            epoch = module.build_epoch(MODELS["mlp"], 128, seed=0)
+            loss = epoch()
+            assert np.isfinite(loss) and loss < 1.0, (module.__name__, loss)
+    finally:
+        fastnn_set(None)
