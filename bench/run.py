@@ -146,8 +146,9 @@ class WorkerProcess:
             env[var] = str(threads)
         for var in BLAS_GUARD_VARS:
             env.pop(var, None)
-        if AVX2_BLAS:
+        if AVX2_BLAS:  # a CPU without AVX-512: OpenBLAS's and fastnn's AVX2 paths
             env["OPENBLAS_CORETYPE"] = "Haswell"
+            env["FASTNN_GEMM"] = "avx2+blas"
         env.update(VARIANT_ENV.get(impl, {}))
         env["PYTHONPATH"] = REPO_ROOT + (os.pathsep + env["PYTHONPATH"]
                                          if env.get("PYTHONPATH") else "")
@@ -510,8 +511,10 @@ def parse_args(argv):
                    help="the full run (no --quick / --smoke) without its closing --epoch and "
                         "--busy sections")
     p.add_argument("--avx2-blas", action="store_true",
-                   help="run every worker with OPENBLAS_CORETYPE=Haswell: OpenBLAS's AVX2 kernels, "
-                        "as on CPUs without AVX-512 (by default the workers unset "
+                   help="run every worker with OPENBLAS_CORETYPE=Haswell and "
+                        "FASTNN_GEMM=avx2+blas: OpenBLAS's and fastnn's AVX2 paths, as on CPUs "
+                        "without AVX-512 (by "
+                        "default the workers unset "
                         f"{' and '.join(BLAS_GUARD_VARS)})")
     p.add_argument("--threads", type=_int_list,
                    help="comma-separated thread counts (default 1,2)")

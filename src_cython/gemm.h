@@ -320,7 +320,8 @@ static double fnn_fma_peak_run(long reps, float *sink) {
  * GEMM; AVX2+FMA CPUs run them for GEMMs of fewer than 6 rows (predict at small batches, where
  * OpenBLAS's AVX2 path is 4-5x slower) and the system BLAS for the rest (its AVX2 kernels are
  * faster than ours there); older CPUs use the system BLAS. FASTNN_GEMM=blas|generic|avx2|avx512
- * forces a level (clamped to what the CPU runs), and then every GEMM uses it. */
+ * forces a level (clamped to what the CPU runs), and then every GEMM uses it; avx2+blas is the
+ * automatic AVX2 choice on any CPU that runs AVX2. */
 static int fnn_gemm_level = -1;
 static int fnn_gemm_auto = 1;
 
@@ -346,6 +347,9 @@ static inline int fnn_gemm_get_level(void) {
                     fnn_gemm_level = i < cpu ? i : cpu;
                     fnn_gemm_auto = 0;
                 }
+            /* what an AVX2 CPU does by itself (the bench's --avx2-blas) */
+            if (strcmp(env, "avx2+blas") == 0 && cpu >= FNN_GEMM_AVX2)
+                fnn_gemm_level = FNN_GEMM_AVX2;
         }
     }
     return fnn_gemm_level;

@@ -1,6 +1,10 @@
 """fastnn's own float32 GEMM (src_cython/gemm.h, fastnn._gemm): every kernel level against a
 float64 NumPy reference, the few-rows path against the tiled one, and the layers' thread-count
 bit-identity with each kernel."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -130,3 +134,12 @@ def test_fma_peak_is_measured():
     b = _gemm.fma_peak_gflops(0.05)
     assert 1.0 < a < 1e5 and 1.0 < b < 1e5
     assert 0.1 < a / b < 10
+
+
+def test_env_avx2_blas_is_the_automatic_avx2_choice():
+    """FASTNN_GEMM=avx2+blas (bench --avx2-blas) gives what an AVX2 CPU picks by itself."""
+    code = "from fastnn import _gemm; print(_gemm.gemm_kernel())"
+    env = dict(os.environ, FASTNN_GEMM="avx2+blas")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=120, check=True).stdout.strip()
+    assert out in ("avx2+blas", "blas")  # "blas": a CPU without AVX2
