@@ -14,6 +14,7 @@ it and one thread, :class:`fastnn._config.ThreadTuner`) and fixed at one thread;
 train loop at its default count and at one thread, when torch is importable. The same runs
 without the competing process are the reference. Steps per second, median of the rounds.
 """
+import importlib.util
 import json
 import os
 import statistics
@@ -26,6 +27,7 @@ from .models import MODELS
 BUSY_SECONDS = 8.0
 BUSY_ROUNDS = 3
 BUSY_BATCH = 128
+BATCH_NOTE = f"{BUSY_BATCH}; fastnn: model.fit, PyTorch: its train step in a loop"
 
 
 # ---- --epoch ---------------------------------------------------------------------------------
@@ -35,7 +37,7 @@ def run_epoch(args):
 
     impls = args.impls or [i for i, pkg in IMPLEMENTATIONS.items()
                            if i != ROOFLINE and i not in OPT_IN
-                           and __import__("importlib.util").util.find_spec(pkg) is not None]
+                           and importlib.util.find_spec(pkg) is not None]
     impls = [i for i in impls if i != ROOFLINE]
     nets = [n for n in args.nets if MODELS[n]["loss"] != "mse"]
     threads = args.threads or [1, 2]
@@ -154,8 +156,6 @@ def busy_worker(impl, net, threads, seconds):
 
 
 def run_busy(args):
-    import importlib.util
-
     from .run import log, machine_facts
 
     facts = machine_facts()
@@ -198,9 +198,6 @@ def run_busy(args):
     print("\n".join(lines))
     _write(args, "busy", {"mode": "busy", "machine": facts, "results": rows})
     return 0
-
-
-BATCH_NOTE = f"{BUSY_BATCH}; fastnn: model.fit, PyTorch: its train step in a loop"
 
 
 def _write(args, name, payload):

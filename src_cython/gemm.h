@@ -13,7 +13,9 @@
  *   unless accumulating).
  * - Results are a function of (M, N, K, the data, the kernel) only: every C element is summed
  *   over k in the same order whatever the row/column split of the caller, so results do not
- *   depend on the number of threads. Edge tiles go through a zero-padded copy and the same kernel.
+ *   depend on the number of threads. AVX-512 edge tiles (fewer rows or columns) use the same
+ *   sums with masked stores (fnn_ukr_avx512_edge); the other kernels' edge tiles go through a
+ *   zero-padded copy. Fewer rows than MR: fnn_small_*, B read in place, the same sums again.
  * - Single-threaded: fastnn's OpenMP loops call it per block. The pack buffers are per thread
  *   (thread-local, grown on demand, kept for the thread's life).
  * The kernel is chosen once at first use from cpuid (see fnn_gemm_get_level below).
