@@ -16,9 +16,9 @@ __version__ = "0.1.0"
 from typing import TYPE_CHECKING  # noqa: E402
 
 from ._config import get_num_threads, set_num_threads, show_config  # noqa: E402
-from . import datasets, schedules  # noqa: E402
-from .callbacks import (Callback, EarlyStopping, History, LearningRateScheduler,  # noqa: E402
-                        ModelCheckpoint, TerminateOnNaN)
+from . import datasets, metrics, schedules  # noqa: E402
+from .callbacks import (Callback, CSVLogger, EarlyStopping, History,  # noqa: E402
+                        LearningRateScheduler, ModelCheckpoint, TerminateOnNaN)
 from .gradcheck import gradient_check  # noqa: E402
 from .io import load  # noqa: E402
 from .layers import LAYERS, Layer  # noqa: E402
@@ -45,7 +45,7 @@ minibatches = datasets.minibatches
 
 __all__ = [
     "Sequential", "Layer", "Loss", "Optimizer", "Callback", "History", "EarlyStopping",
-    "ModelCheckpoint", "TerminateOnNaN", "LearningRateScheduler", "gradient_check", "load",
+    "ModelCheckpoint", "TerminateOnNaN", "LearningRateScheduler", "CSVLogger", "metrics", "gradient_check", "load",
     "one_hot", "minibatches", "datasets", "schedules", "set_num_threads", "get_num_threads",
     "show_config", "profile", "format_profile",
 ]

@@ -1,7 +1,8 @@
 """Training callbacks (Keras conventions): History, EarlyStopping, TerminateOnNaN,
-ModelCheckpoint, LearningRateScheduler."""
+ModelCheckpoint, CSVLogger, LearningRateScheduler."""
 from __future__ import annotations
 
+import csv
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,14 @@ class Callback:
         pass
 
 
+def _resolve_mode(mode: str, monitor: str, owner: str) -> bool:
+    """True when ``monitor`` is to be maximised: ``mode="max"``, or ``"auto"`` with a name that
+    contains "acc" (Keras' rule)."""
+    if mode not in ("auto", "min", "max"):
+        raise ValueError(f"{owner}: mode must be 'auto', 'min' or 'max', got {mode!r}")
+    return mode == "max" or (mode == "auto" and "acc" in monitor)
+
+
 class History(Callback):
     """What ``fit`` returns: ``history[key]`` is a list with one value per epoch (keys ``loss``,
     ``accuracy`` where the loss has it, ``val_loss``, ``val_accuracy``, ``seconds``)."""
@@ -61,6 +70,53 @@ class History(Callback):
     def __repr__(self) -> str:
         return f"History(epochs={len(self.epoch)}, keys={sorted(self.history)})"
 
+    def plot(self, path: str | os.PathLike[str], metrics: list[str] | None = None) -> None:
+        """Write a PNG of the learning curves: one panel per metric (``loss``, ``accuracy``,
+        ...), its ``val_`` curve in the same panel, against the epoch (1-based).
+
+        Parameters
+        ----------
+        path : str or path-like
+            The PNG file to write.
+        metrics : list of str, optional
+            Which curves (without ``val_``); default every logged one except ``seconds`` and
+            ``lr``.
+
+        Raises
+        ------
+        ImportError
+            Without matplotlib (``pip install fastnn[plot]``).
+        ValueError
+            If nothing was recorded, or a requested metric was not.
+        """
+        try:
+            import matplotlib
+        except ImportError:
+            raise ImportError("History.plot needs matplotlib: pip install fastnn[plot]") from None
+        if not self.epoch:
+            raise ValueError("History.plot: no epoch was recorded")
+        names = metrics or [k for k in self.history
+                            if not k.startswith("val_") and k not in ("seconds", "lr")]
+        for k in names:
+            if k not in self.history and f"val_{k}" not in self.history:
+                raise ValueError(f"History.plot: {k!r} was not recorded; recorded: "
+                                 f"{sorted(self.history)}")
+        matplotlib.use("Agg", force=False)  # a file, no window (keeps a backend already chosen)
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(4.5 * len(names), 3.5), layout="constrained")
+        axes = fig.subplots(1, len(names), squeeze=False)[0]
+        x = [e + 1 for e in self.epoch]
+        for ax, k in zip(axes, names):
+            for key, label in ((k, "train"), (f"val_{k}", "validation")):
+                if key in self.history:
+                    ax.plot(x, self.history[key], marker="o", markersize=3, label=label)
+            ax.set_xlabel("epoch")
+            ax.set_title(k)
+            ax.grid(alpha=0.3)
+            ax.legend()
+        fig.savefig(os.fspath(path), dpi=100)
+
 
 class EarlyStopping(Callback):
     """Stop training when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs.
@@ -68,20 +124,34 @@ class EarlyStopping(Callback):
     Parameters
     ----------
     monitor : str, default="val_loss"
-        A key of the epoch logs. Names containing "acc" are maximised, others minimised.
+        A key of the epoch logs (``fit`` checks before the first epoch that it will be logged).
+    mode : {"auto", "min", "max"}, default="auto"
+        Whether ``monitor`` improves by going down or up; "auto" maximises names containing
+        "acc" and minimises the others (Keras).
     min_delta : float, default=0.0
+        The smallest change counted as an improvement.
     patience : int, default=0
+        Epochs without improvement before stopping.
     restore_best_weights : bool, default=False
-        Put back the weights of the best epoch when training stops.
+        Put back the weights of the best epoch when it stops training (as Keras: not when
+        training runs to its last epoch).
+
+    Raises
+    ------
+    ValueError
+        A bad mode or negative patience; at the start of ``fit``, a monitor it will not log.
     """
 
     def __init__(self, monitor: str = "val_loss", min_delta: float = 0.0, patience: int = 0,
-                 restore_best_weights: bool = False) -> None:
+                 restore_best_weights: bool = False, mode: str = "auto") -> None:
         self.monitor = monitor
         self.min_delta = abs(float(min_delta))
+        if int(patience) < 0:
+            raise ValueError(f"patience must be >= 0, got {patience!r}")
         self.patience = int(patience)
         self.restore_best_weights = bool(restore_best_weights)
-        self.mode_max = "acc" in monitor
+        self.mode = mode
+        self.mode_max = _resolve_mode(mode, monitor, "EarlyStopping")
 
     def on_train_begin(self, logs: Logs | None = None) -> None:
         self._check_monitor(self.monitor)
@@ -108,8 +178,13 @@ class EarlyStopping(Callback):
                 assert self.model is not None  # set by fit
                 self.model.stop_training = True
                 self.stopped_epoch = epoch
-                if self.restore_best_weights and self.best_weights is not None:
-                    self.model.set_weights(self.best_weights)
+                self._restore()
+
+    def _restore(self) -> None:
+        if self.restore_best_weights and self.best_weights is not None:
+            assert self.model is not None  # set by fit
+            self.model.set_weights(self.best_weights)
+            self.best_weights = None
 
 
 class TerminateOnNaN(Callback):
@@ -130,9 +205,11 @@ class ModelCheckpoint(Callback):
     path : str or path-like
         File to write; may contain ``{epoch}`` (1-based), formatted per epoch.
     monitor : str, default="val_loss"
-        Used with ``save_best_only``; names containing "acc" are maximised.
+        Used with ``save_best_only``.
     save_best_only : bool, default=False
         Only save when ``monitor`` improved.
+    mode : {"auto", "min", "max"}, default="auto"
+        As :class:`EarlyStopping`.
 
     Notes
     -----
@@ -141,11 +218,11 @@ class ModelCheckpoint(Callback):
     """
 
     def __init__(self, path: str | os.PathLike[str], monitor: str = "val_loss",
-                 save_best_only: bool = False) -> None:
+                 save_best_only: bool = False, mode: str = "auto") -> None:
         self.path = path
         self.monitor = monitor
         self.save_best_only = bool(save_best_only)
-        self.mode_max = "acc" in monitor
+        self.mode_max = _resolve_mode(mode, monitor, "ModelCheckpoint")
         self.best: float | None = None
 
     def on_train_begin(self, logs: Logs | None = None) -> None:
@@ -166,6 +243,59 @@ class ModelCheckpoint(Callback):
         assert self.model is not None  # set by fit
         self.model.epochs_completed = epoch + 1
         self.model.save(str(self.path).format(epoch=epoch + 1))
+
+
+class CSVLogger(Callback):
+    """Write each epoch's logs as a CSV row (Keras' ``CSVLogger``): a header ``epoch`` and the
+    epoch logs' keys (``loss``, metrics, ``val_`` metrics, ``seconds``), then one row per epoch
+    (``epoch`` 0-based, as Keras), flushed as it is written.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The CSV file.
+    separator : str, default=","
+    append : bool, default=False
+        Append to an existing file (no second header) instead of overwriting it; for resumed
+        runs.
+
+    Raises
+    ------
+    OSError
+        If the file cannot be opened (at the start of ``fit``).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], separator: str = ",",
+                 append: bool = False) -> None:
+        self.path = path
+        self.separator = separator
+        self.append = bool(append)
+        self._file: Any = None
+        self._writer: Any = None
+        self._keys: list[str] | None = None
+
+    def on_train_begin(self, logs: Logs | None = None) -> None:
+        exists = self.append and os.path.exists(self.path) and os.path.getsize(self.path) > 0
+        self._file = open(self.path, "a" if self.append else "w", newline="")
+        self._keys = None
+        if exists:  # continue under the existing header
+            with open(self.path, newline="") as f:
+                header = next(csv.reader(f, delimiter=self.separator), None)
+            self._keys = header[1:] if header else None
+        self._writer = csv.writer(self._file, delimiter=self.separator)
+
+    def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
+        logs = logs or {}
+        if self._keys is None:
+            self._keys = list(logs)
+            self._writer.writerow(["epoch"] + self._keys)
+        self._writer.writerow([epoch] + [logs.get(k, "") for k in self._keys])
+        self._file.flush()
+
+    def on_train_end(self, logs: Logs | None = None) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 class LearningRateScheduler(Callback):

@@ -138,6 +138,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                        help="dtype of the weights and computations (default: %(default)s)")
     train.add_argument("--save", default=None, metavar="PATH",
                        help="save the trained model (.npz) to PATH")
+    train.add_argument("--plot", default=None, metavar="PNG",
+                       help="write the learning curves (loss and accuracy per epoch, training and "
+                            "test) to this PNG file (needs matplotlib: pip install fastnn[plot])")
     train.add_argument("--quiet", action="store_true",
                        help="no progress bar and no per-epoch lines; print the final result only")
     # undocumented: train on the first N training samples only (fast tests, quick experiments)
@@ -316,6 +319,12 @@ def cmd_train(args: argparse.Namespace, out: IO[str] | None = None) -> int:
     out = out or sys.stdout
     if args.save:
         _check_save_path(args.save)  # fail before training, not after
+    if args.plot:
+        _check_save_path(args.plot)
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise CLIError("--plot needs matplotlib: pip install fastnn[plot]") from None
     _set_threads(args.threads)
     import fastnn
     from .losses import SoftmaxCrossEntropy
@@ -361,6 +370,10 @@ def cmd_train(args: argparse.Namespace, out: IO[str] | None = None) -> int:
         print(f"training time: {total:.1f} s ({total / max(epochs_run, 1):.2f} s/epoch)",
               file=out)
     print(f"test accuracy: {test_acc:.4f} (loss {test_loss:.4f})", file=out, flush=True)
+    if args.plot:
+        history.plot(args.plot)
+        if not args.quiet:
+            print(f"wrote learning curves to {args.plot}", file=out)
     if args.save:
         try:
             model.save(args.save)

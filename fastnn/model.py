@@ -7,7 +7,7 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -18,6 +18,7 @@ from . import _config, _flat
 from . import _validation as V
 from . import io as io_mod
 from . import losses as losses_mod
+from . import metrics as metrics_mod
 from . import optimizers as optimizers_mod
 from ._registry import MODELS
 from .callbacks import Callback, History
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from .losses import Loss
+    from .metrics import Metric
     from .optimizers import Optimizer
 
 
@@ -127,6 +129,7 @@ class Sequential:
             self.output_shape(self.input_shape)
         self.loss: Loss | None = None
         self.optimizer: Optimizer | None = None
+        self.metrics: list[Metric] = []
         self.stop_training = False
         self.epochs_completed = 0
         self.history: History | None = None
@@ -203,11 +206,67 @@ class Sequential:
         return shape
 
     def compile(self, optimizer: Optimizer | str = "sgd",
-                loss: Loss | type[Loss] | str = "softmax_cross_entropy") -> Self:
-        """Set the optimizer and the loss (instances or names, see fastnn.optimizers/losses)."""
+                loss: Loss | type[Loss] | str = "softmax_cross_entropy",
+                metrics: Sequence[Metric | str] | None = None) -> Self:
+        """Set the optimizer, the loss and the metrics.
+
+        Parameters
+        ----------
+        optimizer : Optimizer or str, default="sgd"
+            An instance or a name of ``fastnn.optimizers.OPTIMIZERS`` (default settings).
+        loss : Loss, Loss subclass or str, default="softmax_cross_entropy"
+            An instance, a class or a name of ``fastnn.losses.LOSSES``.
+        metrics : list of Metric or str, optional
+            Reported by ``fit`` (History, progress bar, ``val_`` versions with validation data)
+            and ``evaluate`` besides the loss: names of ``fastnn.metrics.METRICS``
+            (``"accuracy"``, ``"top_k_accuracy"``, ``"mae"``, ``"mse"``) or instances (e.g.
+            ``TopKAccuracy(k=3)``). Default: the loss's own metric (accuracy for the
+            classification losses), none for the others; ``[]`` reports the loss only.
+
+        Raises
+        ------
+        ValueError
+            An unknown name, a metric that does not apply to the loss (accuracy with a
+            regression loss), or two metrics of the same name.
+
+        Warns
+        -----
+        UserWarning
+            When the last layer applies softmax (sigmoid) and the loss is one that applies it
+            itself (SoftmaxCrossEntropy / KLDivergence: logits expected; BinaryCrossEntropy):
+            the function would be applied twice.
+        """
         self.optimizer = optimizers_mod.get(optimizer)
         self.loss = losses_mod.get(loss)
+        if metrics is None:
+            metrics = [self.loss.metric] if self.loss.metric else []
+        if isinstance(metrics, (str, metrics_mod.Metric)):
+            metrics = [metrics]
+        resolved = [metrics_mod.get(m) for m in metrics]
+        names = [m.name for m in resolved]
+        for m in resolved:
+            if names.count(m.name) > 1 or m.name == "loss":
+                raise ValueError(f"metrics must have distinct names other than 'loss', got "
+                                 f"{names}")
+            m.check_loss(self.loss)
+        self.metrics = resolved
+        self._warn_double_output_function()
         return self
+
+    def _warn_double_output_function(self) -> None:
+        last = self.layers[-1]
+        activation = getattr(last, "activation", None)
+        logit_losses = ("SoftmaxCrossEntropy", "KLDivergence")
+        loss_name = type(self.loss).__name__
+        if activation == "softmax" and loss_name in logit_losses:
+            warnings.warn(f"the last layer ({type(last).__name__}) applies softmax and "
+                          f"{loss_name} applies softmax to its input again; give the last layer "
+                          f"no activation (the loss takes logits)", UserWarning, stacklevel=3)
+        elif activation == "sigmoid" and loss_name == "BinaryCrossEntropy":
+            warnings.warn(f"the last layer ({type(last).__name__}) applies sigmoid and "
+                          f"BinaryCrossEntropy applies sigmoid to its input again; give the last "
+                          f"layer no activation (the loss takes logits)", UserWarning,
+                          stacklevel=3)
 
     def _require_compiled(self) -> None:
         if self.loss is None or self.optimizer is None:
@@ -216,17 +275,51 @@ class Sequential:
     def count_params(self) -> int:
         return int(sum(p.size for layer in self.layers for p in layer.params.values()))
 
-    def summary(self, input_shape: Sequence[int] | None = None) -> str:
-        """A printable table of layers, output shapes and parameter counts."""
-        shape = input_shape or self.input_shape
-        lines = [f"{'layer':32s} {'output':18s} {'params':>10s}"]
+    def summary(self, input_shape: Sequence[int] | None = None,
+                print_fn: Callable[[str], Any] | None = print) -> str | None:
+        """Print a Keras-like table: each layer (its full constructor call), its output shape
+        (``None`` for the batch axis) and parameter count, then the total, trainable and
+        non-trainable (e.g. BatchNorm's running statistics) counts.
+
+        Parameters
+        ----------
+        input_shape : tuple of int, optional
+            Per-sample input shape; default the model's ``input_shape``. Without either, output
+            shapes show as ``?``.
+        print_fn : callable or None, default=print
+            Called with the table (one string), as Keras' ``summary(print_fn=...)``.
+
+        Returns
+        -------
+        str or None
+            The table when ``print_fn`` is None (nothing is printed then), else None.
+        """
+        shape = tuple(input_shape) if input_shape is not None else self.input_shape
+        rows = []
         for layer in self.layers:
             if shape is not None:
                 shape = layer.output_shape(shape)
             n = sum(p.size for p in layer.params.values())
-            lines.append(f"{repr(layer)[:32]:32s} {str(shape):18s} {n:10d}")
-        lines.append(f"total params: {self.count_params()}  dtype: {self.dtype}")
-        return "\n".join(lines)
+            out = "(None, " + ", ".join(map(str, shape)) + ")" if shape is not None else "?"
+            rows.append((repr(layer), out, f"{n:,}"))
+        trainable = self.count_params()
+        fixed = int(sum(b.size for layer in self.layers
+                        for b in getattr(layer, "buffers", {}).values()))
+        heads = ("Layer", "Output shape", "Param #")
+        w0 = max(len(heads[0]), *(len(r[0]) for r in rows))
+        w1 = max(len(heads[1]), *(len(r[1]) for r in rows))
+        w2 = max(len(heads[2]), *(len(r[2]) for r in rows))
+        rule = "=" * (w0 + w1 + w2 + 4)
+        lines = [f'Model: "{type(self).__name__}" ({self.dtype})', rule,
+                 f"{heads[0]:<{w0}}  {heads[1]:<{w1}}  {heads[2]:>{w2}}", rule]
+        lines += [f"{a:<{w0}}  {b:<{w1}}  {c:>{w2}}" for a, b, c in rows]
+        lines += [rule, f"Total params: {trainable + fixed:,}",
+                  f"Trainable params: {trainable:,}", f"Non-trainable params: {fixed:,}"]
+        table = "\n".join(lines)
+        if print_fn is None:
+            return table
+        print_fn(table)
+        return None
 
     def get_weights(self) -> list[dict[str, np.ndarray]]:
         """A list (per layer) of dicts of copies of the parameters."""
@@ -305,18 +398,25 @@ class Sequential:
                 break
         return grad
 
-    def _train_step(self, Xb: np.ndarray, yb: np.ndarray) -> tuple[float, np.ndarray]:
+    def _train_step(self, Xb: np.ndarray, yb: np.ndarray,
+                    wb: np.ndarray | None = None) -> tuple[float, np.ndarray]:
         assert self.loss is not None and self.optimizer is not None  # checked by the callers
         out = self._forward(Xb, training=True)
-        loss = self.loss.forward(out, yb, prepared=True)
+        if wb is None:
+            loss = self.loss.forward(out, yb, prepared=True)
+        else:
+            loss = self.loss.forward(out, yb, prepared=True, sample_weight=wb)
         if not np.isfinite(loss):
             return loss, out  # the caller decides; weights are untouched
         self.backward(self.loss.backward())
         self.optimizer.step(self.layers)
         return loss, out
 
-    def train_on_batch(self, X: ArrayLike, y: ArrayLike, check_finite: bool = True) -> float:
-        """One optimisation step on a batch; returns the mean loss (float).
+    def train_on_batch(self, X: ArrayLike, y: ArrayLike, check_finite: bool = True,
+                       sample_weight: ArrayLike | None = None,
+                       class_weight: Mapping[int, float] | None = None) -> float:
+        """One optimisation step on a batch; returns the mean loss (float), weighted as in
+        ``fit`` when ``sample_weight`` or ``class_weight`` is given.
 
         Raises
         ------
@@ -330,15 +430,63 @@ class Sequential:
         self._require_compiled()
         X, out_shape = self._check_X(X, check_finite=bool(check_finite))
         yb = self._prepare_y(y, X.shape[0], out_shape)
-        loss, _ = self._train_step(X, yb)
+        wb = self._sample_weights(sample_weight, class_weight, yb, X.shape[0])
+        loss, _ = self._train_step(X, yb, wb)
         if not np.isfinite(loss):
             raise FloatingPointError(f"loss is {loss}; the step was not applied")
         return float(loss)
 
+    def _sample_weights(self, sample_weight: ArrayLike | None,
+                        class_weight: Mapping[int, float] | None, y: np.ndarray,
+                        n: int) -> np.ndarray | None:
+        """Per-sample weights ``(n,)`` float64 from ``sample_weight`` times ``class_weight`` of
+        each sample's class, or None when neither is given."""
+        if sample_weight is None and class_weight is None:
+            return None
+        assert self.loss is not None  # callers check that the model is compiled
+        w = np.ones(n, dtype=np.float64)
+        if sample_weight is not None:
+            sw = V.as_float_array(sample_weight, "sample_weight", np.float64, ndim=1)
+            if sw.shape[0] != n:
+                raise ValueError(f"sample_weight must have shape ({n},) (one weight per sample), "
+                                 f"got {sw.shape}")
+            if np.any(sw < 0):
+                raise ValueError(f"sample_weight must be >= 0, got a minimum of {sw.min()}")
+            w *= sw
+        if class_weight is not None:
+            if not isinstance(class_weight, Mapping):
+                raise TypeError(f"class_weight must be a dict {{class index: weight}}, got "
+                                f"{type(class_weight).__name__}")
+            if y.ndim == 1:
+                labels = y.astype(np.int64)
+                n_classes = None
+            elif y.shape[1] == 1:  # binary targets in [0, 1]: class 1 where target >= 0.5
+                labels = (y[:, 0] >= 0.5).astype(np.int64)
+                n_classes = 2
+            else:
+                labels = np.argmax(y, axis=1)
+                n_classes = y.shape[1]
+            n_classes = n_classes or (int(labels.max()) + 1 if labels.size else 0)
+            table = np.ones(max(n_classes, 1), dtype=np.float64)
+            for c, cw in class_weight.items():
+                if isinstance(c, bool) or not isinstance(c, (int, np.integer)):
+                    raise TypeError(f"class_weight keys must be class indices (int), got {c!r}")
+                cw = V.check_float(cw, f"class_weight[{c}]", minimum=0.0)
+                if 0 <= c < table.shape[0]:
+                    table[c] = cw
+                elif c < 0:
+                    raise ValueError(f"class_weight key {c} is negative")
+            w *= table[labels]
+        if not np.any(w > 0):
+            raise ValueError("the sample weights (sample_weight times class_weight) are all 0")
+        return w
+
     def fit(self, X: ArrayLike, y: ArrayLike, epochs: int = 1, batch_size: int = 32,
             validation_data: tuple[ArrayLike, ArrayLike] | None = None, shuffle: bool = True,
             seed: int | None = None, verbose: int = 1, callbacks: Iterable[Callback] | None = None,
-            on_nan: str = "raise", initial_epoch: int = 0, check_finite: bool = True) -> History:
+            on_nan: str = "raise", initial_epoch: int = 0, check_finite: bool = True,
+            validation_split: float = 0.0, sample_weight: ArrayLike | None = None,
+            class_weight: Mapping[int, float] | None = None) -> History:
         """Train with mini-batches; returns a :class:`~fastnn.callbacks.History`.
 
         Parameters
@@ -351,9 +499,11 @@ class Sequential:
         epochs : int, default=1
             ``>= 1``.
         batch_size : int, default=32
-            ``1 <= batch_size <= N``.
+            ``>= 1``; a value above the number of training samples is clipped to it with a
+            warning (as Keras and scikit-learn).
         validation_data : tuple (X_val, y_val), optional
-            Evaluated after each epoch (``val_loss``, ``val_accuracy``).
+            Evaluated after each epoch (``val_loss`` and ``val_`` + each metric). Takes
+            precedence over ``validation_split`` (as Keras).
         shuffle : bool, default=True
         seed : int, optional
             Seed of the shuffling (defaults to the model's seed).
@@ -368,9 +518,23 @@ class Sequential:
         check_finite : bool, default=True
             Refuse NaN and inf in X and y (ValueError). ``False`` skips that check (the loss then
             decides, see ``on_nan``).
+        validation_split : float, default=0.0
+            In ``[0, 1)``: the last ``int(N * validation_split)`` samples (taken before
+            shuffling, as Keras) are held out and evaluated after each epoch; the rest is trained
+            on.
+        sample_weight : array_like, shape ``(N,)``, optional
+            Non-negative weight of each sample in the training loss.
+        class_weight : dict of int -> float, optional
+            Weight of each class (classes not listed weigh 1); a sample's weight is its class's,
+            times its ``sample_weight`` if both are given (as Keras). The class is the label, the
+            argmax of a one-hot row, or ``target >= 0.5`` for one binary output.
 
         Notes
         -----
+        With weights, each batch's loss is the weighted mean ``sum_n w_n l_n / sum_n w_n`` of
+        the samples' losses ``l_n``, computed in the loss kernel (PyTorch's convention for class
+        weights); metrics and validation losses are unweighted.
+
         Unless the thread count is fixed with :func:`fastnn.set_num_threads`, ``fit`` runs each
         step at the faster of the default count and one thread, re-checked as it trains
         (:class:`fastnn._config.ThreadTuner`: on a machine where another process keeps a core
@@ -387,16 +551,17 @@ class Sequential:
         X, out_shape = self._check_X(X, check_finite=bool(check_finite))
         n = X.shape[0]
         y = self._prepare_y(y, n, out_shape)
+        weights = self._sample_weights(sample_weight, class_weight, y, n)
         epochs = V.check_int(epochs, "epochs", minimum=1)
         batch_size = V.check_int(batch_size, "batch_size", minimum=1)
-        if batch_size > n:
-            raise ValueError(f"batch_size ({batch_size}) is larger than the number of samples "
-                             f"({n})")
+        validation_split = V.check_float(validation_split, "validation_split", minimum=0.0,
+                                         maximum=1.0, max_inclusive=False)
         initial_epoch = V.check_int(initial_epoch, "initial_epoch", minimum=0)
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
         if on_nan not in ("raise", "stop"):
             raise ValueError(f"on_nan must be 'raise' or 'stop', got {on_nan!r}")
+        validation: tuple[np.ndarray, np.ndarray] | None = None
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("validation_data must be a tuple (X_val, y_val)")
@@ -407,11 +572,29 @@ class Sequential:
             except (ValueError, TypeError) as exc:
                 raise type(exc)(f"validation_data[1] (the validation targets; X means "
                                 f"validation_data[0]): {exc}") from None
+            validation = (Xv, yv)
+        elif validation_split > 0:
+            split = int(n * (1.0 - validation_split))
+            if split == n or split == 0:
+                raise ValueError(f"validation_split={validation_split} of {n} samples leaves "
+                                 f"{n - split} for validation and {split} for training; both "
+                                 f"need at least 1")
+            validation = (X[split:], y[split:])
+            X, y = X[:split], y[:split]
+            if weights is not None:
+                weights = weights[:split]
+                if not np.any(weights > 0):
+                    raise ValueError("the sample weights of the training part are all 0")
+            n = split
+        if batch_size > n:
+            warnings.warn(f"batch_size ({batch_size}) is larger than the number of training "
+                          f"samples ({n}); using batch_size={n}", UserWarning, stacklevel=2)
+            batch_size = n
         history = History()
         cbs = [history] + list(callbacks or [])
         assert self.loss is not None  # _require_compiled
-        metrics = ["loss"] + ([self.loss.metric] if self.loss.metric else [])
-        if validation_data is not None:
+        metrics = ["loss"] + [m.name for m in self.metrics]
+        if validation is not None:
             metrics += [f"val_{k}" for k in metrics]
         params = {"epochs": epochs, "batch_size": batch_size, "verbose": verbose,
                   "metrics": metrics + ["seconds"]}
@@ -431,7 +614,7 @@ class Sequential:
             cb.on_train_begin()
         interrupted = _SigintFlag()
         with interrupted, _config.ThreadTuner.shared() as tuner:
-            self._fit_epochs(X, y, epochs, batch_size, validation_data and (Xv, yv), shuffle,
+            self._fit_epochs(X, y, weights, epochs, batch_size, validation, shuffle,
                              base_seed, verbose, cbs, on_nan, initial_epoch, interrupted, tuner)
         for cb in cbs:
             cb.on_train_end()
@@ -440,14 +623,15 @@ class Sequential:
                                     "last completed batch and model.history the epochs so far")
         return history
 
-    def _fit_epochs(self, X: np.ndarray, y: np.ndarray, epochs: int, batch_size: int,
+    def _fit_epochs(self, X: np.ndarray, y: np.ndarray, weights: np.ndarray | None,
+                    epochs: int, batch_size: int,
                     validation: tuple[np.ndarray, np.ndarray] | None, shuffle: bool,
                     base_seed: int, verbose: int, cbs: list[Callback], on_nan: str,
                     initial_epoch: int, interrupted: _SigintFlag,
                     tuner: _config.ThreadTuner) -> None:
         assert self.loss is not None  # checked by fit
         n = X.shape[0]
-        xbuf = ybuf = None
+        xbuf = ybuf = wbuf = None
         for epoch in range(initial_epoch, epochs):
             t0 = time.perf_counter()
             if shuffle:
@@ -460,7 +644,8 @@ class Sequential:
                 from tqdm.auto import tqdm
 
                 bar = tqdm(total=nb, desc=f"epoch {epoch + 1}/{epochs}", leave=False, unit="batch")
-            loss_sum = score_sum = 0.0
+            loss_sum = 0.0
+            metric_sums = dict.fromkeys((m.name for m in self.metrics), 0.0)
             seen = 0
             for b in range(nb):
                 idx = order[b * batch_size:(b + 1) * batch_size]
@@ -468,11 +653,17 @@ class Sequential:
                 if xbuf is None or xbuf.shape[0] != m:
                     xbuf = np.empty((m,) + X.shape[1:], dtype=X.dtype)
                     ybuf = np.empty((m,) + y.shape[1:], dtype=y.dtype)
+                    wbuf = np.empty(m, dtype=np.float64) if weights is not None else None
                 assert ybuf is not None  # allocated with xbuf
                 np.take(X, idx, axis=0, out=xbuf)
                 np.take(y, idx, axis=0, out=ybuf)
+                if weights is not None:
+                    assert wbuf is not None  # allocated with xbuf
+                    np.take(weights, idx, out=wbuf)
+                    if not np.any(wbuf > 0):  # a batch of zero weights: nothing to learn from
+                        continue
                 t_step = time.perf_counter()
-                loss, out = self._train_step(xbuf, ybuf)
+                loss, out = self._train_step(xbuf, ybuf, wbuf)
                 tuner.step_done(time.perf_counter() - t_step)
                 if not np.isfinite(loss):
                     msg = (f"loss became {loss} at epoch {epoch + 1}, batch {b + 1}; the step was "
@@ -490,16 +681,15 @@ class Sequential:
                     break
                 loss_sum += loss * m
                 seen += m
-                if self.loss.metric:
-                    score = self.loss.score(out, ybuf)
-                    assert score is not None  # a loss with a metric scores it
-                    score_sum += score * m
+                for metric in self.metrics:
+                    metric_sums[metric.name] += metric(out, ybuf, self.loss) * m
                 for cb in cbs:
                     cb.on_batch_end(b, {"loss": loss})
                 if bar is not None:
                     bar.update(1)
                     if b % 20 == 0:
-                        bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+                        bar.set_postfix({"loss": f"{loss_sum / seen:.4f}"} | {
+                            k: f"{v / seen:.4f}" for k, v in metric_sums.items()})
                 if self.stop_training or interrupted.hit:
                     break
             if bar is not None:
@@ -507,8 +697,7 @@ class Sequential:
             if interrupted.hit:
                 return
             logs = {"loss": loss_sum / max(seen, 1)}
-            if self.loss.metric:
-                logs[self.loss.metric] = score_sum / max(seen, 1)
+            logs.update({k: v / max(seen, 1) for k, v in metric_sums.items()})
             if validation is not None:
                 vlogs = self._evaluate_prepared(*validation)
                 logs.update({f"val_{k}": v for k, v in vlogs.items()})
@@ -575,25 +764,23 @@ class Sequential:
                            batch_size: int = 1024) -> dict[str, float]:
         assert self.loss is not None  # checked by the callers
         n = X.shape[0]
-        loss_sum = score_sum = 0.0
+        loss_sum = 0.0
+        sums = dict.fromkeys((m.name for m in self.metrics), 0.0)
         for s in range(0, n, batch_size):
             out = self._forward(X[s:s + batch_size], training=False)
             yb = y[s:s + batch_size]
             m = out.shape[0]
             loss_sum += self.loss.forward(out, yb, prepared=True) * m
-            if self.loss.metric:
-                score = self.loss.score(out, yb)
-                assert score is not None  # a loss with a metric scores it
-                score_sum += score * m
+            for metric in self.metrics:
+                sums[metric.name] += metric(out, yb, self.loss) * m
         res = {"loss": loss_sum / n}
-        if self.loss.metric:
-            res[self.loss.metric] = score_sum / n
+        res.update({k: v / n for k, v in sums.items()})
         return res
 
     def evaluate(self, X: ArrayLike, y: ArrayLike, batch_size: int = 1024,
                  check_finite: bool = True) -> dict[str, float]:
-        """Mean loss (and accuracy for classification losses) over X: a dict
-        ``{"loss": float, "accuracy": float}``.
+        """Mean loss and metrics (see :meth:`compile`) over X: a dict ``{"loss": float,
+        <metric name>: float, ...}`` (e.g. ``{"loss": 0.31, "accuracy": 0.89}``).
 
         Raises
         ------
