@@ -28,6 +28,7 @@ import numpy as np
 from ._registry import MODELS, Registry, T
 from .layers.base import LAYERS
 from .losses import LOSSES
+from .metrics import METRICS
 from .optimizers import OPTIMIZERS
 
 #: a model of a class in ``MODELS`` (``Sequential``; not imported here, see the docstring)
@@ -78,6 +79,8 @@ def save_model(model: Model, path: str | os.PathLike[str],
         "loss": ({"class": LOSSES.name_of(type(model.loss)), "config": model.loss.get_config()}
                  if model.loss is not None else None),
         "optimizer": opt,
+        "metrics": [{"class": METRICS.name_of(type(m)), "config": m.get_config()}
+                    for m in getattr(model, "metrics", [])],
         "seed": config["seed"],
         "epochs_completed": int(getattr(model, "epochs_completed", 0)),
         "arrays": {k: {"shape": list(a.shape), "dtype": str(a.dtype), "sha256": _digest(a)}
@@ -340,6 +343,12 @@ def _build_from_header(path: str, header: dict[str, Any],
             layer.params[name] = arrays[key]
     if header.get("loss"):
         model.loss = _from_registry(LOSSES, header["loss"], "loss")
+        metrics = header.get("metrics")
+        if metrics is None:  # a file from before compile(metrics=): the loss's own metric
+            metrics = [{"class": model.loss.metric}] if model.loss.metric else []
+        if not isinstance(metrics, list):
+            _fail(path, f"the metrics entry is not a list: {metrics!r}")
+        model.metrics = [_from_registry(METRICS, m, "metric") for m in metrics]
     model.epochs_completed = int(header.get("epochs_completed", 0) or 0)
     opt = header.get("optimizer")
     if opt:

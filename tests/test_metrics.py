@@ -142,3 +142,14 @@ def test_compile_rejects_metrics_that_do_not_apply():
     with pytest.raises(ValueError, match="independent sigmoids"):
         Sequential([Dense(6, 3)]).compile("sgd", BinaryCrossEntropy(),
                                           metrics=["top_k_accuracy"])
+
+
+def test_metrics_are_saved_with_the_model(tmp_path):
+    import fastnn
+    X, y = data(n=40)
+    m = model().compile("sgd", "softmax_cross_entropy", metrics=[M.TopKAccuracy(k=2), "acc"])
+    m.save(tmp_path / "m.npz")
+    back = fastnn.load(tmp_path / "m.npz")
+    assert [(type(x), x.get_config()) for x in back.metrics] == \
+        [(M.TopKAccuracy, {"k": 2}), (M.Accuracy, {})]
+    assert back.evaluate(X, y) == m.evaluate(X, y)
