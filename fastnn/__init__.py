@@ -45,7 +45,8 @@ minibatches = datasets.minibatches
 
 __all__ = [
     "Sequential", "Layer", "Loss", "Optimizer", "Callback", "History", "EarlyStopping",
-    "ModelCheckpoint", "TerminateOnNaN", "LearningRateScheduler", "CSVLogger", "metrics", "gradient_check", "load",
+    "ModelCheckpoint", "TerminateOnNaN", "LearningRateScheduler", "CSVLogger", "metrics",
+    "gradient_check", "load",
     "one_hot", "minibatches", "datasets", "schedules", "set_num_threads", "get_num_threads",
     "show_config", "profile", "format_profile",
 ]

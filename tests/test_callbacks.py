@@ -82,7 +82,7 @@ def test_early_stopping_restores_best_weights_and_validates():
         ModelCheckpoint("x.npz", mode="best")
 
 
-# -- CSVLogger and History.plot ---------------------------------------------------------------------
+# -- CSVLogger and History.plot ------------------------------------------------------------------
 def test_csv_logger_writes_the_history(tmp_path):
     X, y = data()
     m = model().compile("adam", "softmax_cross_entropy")
@@ -116,7 +116,7 @@ def test_history_plot_writes_a_png(tmp_path):
         History().plot(tmp_path / "y.png")
 
 
-# -- fit options ------------------------------------------------------------------------------------
+# -- fit options ---------------------------------------------------------------------------------
 def test_validation_split_holds_out_the_last_fraction_before_shuffling():
     X, y = data(n=100)
     a = model().compile("sgd", "softmax_cross_entropy")
