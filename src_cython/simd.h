@@ -15,6 +15,15 @@
 #include <stdint.h>
 #include <string.h>
 
+/* The scalar helpers below are inlined into every loop that uses them (always_inline): the loops
+ * of fnn_act_forward_* grew past gcc's inlining limits, and a helper left out of line is compiled
+ * for the baseline ISA only, so the AVX-512 clone then called scalar SSE2 code (measured: gelu). */
+#if defined(__GNUC__) || defined(__clang__)
+#define FNN_INLINE static inline __attribute__((always_inline))
+#else
+#define FNN_INLINE static inline
+#endif
+
 #if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(_M_X64)) && !defined(FNN_NO_CLONES)
 #define FNN_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
@@ -56,7 +65,7 @@ static const int fnn_activation_from_z[] = { FNN_ACTIVATION_LIST(FNN_FROM_Z_ENTR
 /* exp(x) = 2^n exp(r), n = round(x / ln2), r = x - n ln2 in [-ln2/2, ln2/2] (ln2 split in two for
  * accuracy). 2^n is applied as 2^(n/2) 2^(n - n/2) so that n = 128 (x up to ln FLT_MAX = 88.7228)
  * stays finite. Below -87.33 the result is 0 (no subnormals), above 88.7228 it is +inf. */
-static inline float fnn_expf(float x) {
+FNN_INLINE float fnn_expf(float x) {
     const float hi = 88.7228f, lo = -87.33f;
     float xc = x > hi ? hi : x;
     xc = xc < lo ? lo : xc;
@@ -83,10 +92,10 @@ static inline float fnn_expf(float x) {
 }
 
 /* sigmoid(x) = 1 / (1 + exp(-x)): exactly 0 below -88.72 (exp(-x) = inf), 1 above 17 */
-static inline float fnn_sigmoidf(float x) { return 1.0f / (1.0f + fnn_expf(-x)); }
+FNN_INLINE float fnn_sigmoidf(float x) { return 1.0f / (1.0f + fnn_expf(-x)); }
 
 /* tanh(x) = sign(x) (1 - t) / (1 + t), t = exp(-2|x|); near 0 its Taylor series (no cancellation) */
-static inline float fnn_tanhf(float x) {
+FNN_INLINE float fnn_tanhf(float x) {
     float ax = fabsf(x);
     float t = fnn_expf(-2.0f * ax);
     float big = (1.0f - t) / (1.0f + t);
@@ -96,7 +105,7 @@ static inline float fnn_tanhf(float x) {
     return copysignf(y, x);
 }
 
-static inline double fnn_sigmoid(double x) {
+FNN_INLINE double fnn_sigmoid(double x) {
     /* stable for both signs */
     if (x >= 0) return 1.0 / (1.0 + exp(-x));
     double e = exp(x);
@@ -106,7 +115,7 @@ static inline double fnn_sigmoid(double x) {
 /* expm1(x) = exp(x) - 1 without the cancellation near 0: for |x| < 0.5 its Taylor series to x^8
  * (truncation < 1.1e-8 relative), else fnn_expf(x) - 1 (|result| > 0.39 there, ~2 ulp). Used by
  * elu (x <= 0) and the softplus derivative (x <= 0). */
-static inline float fnn_expm1f(float x) {
+FNN_INLINE float fnn_expm1f(float x) {
     float p = 2.48015873e-5f;               /* 1/8! */
     p = p * x + 1.98412698e-4f;             /* 1/7! */
     p = p * x + 1.38888889e-3f;             /* 1/6! */
@@ -124,7 +133,7 @@ static inline float fnn_expm1f(float x) {
  * [sqrt(1/2) - 1, sqrt(2) - 1]), then Goldberg's correction log(u) * t / (u - 1) for the rounding
  * of 1 + t (Goldberg 1991, "What every computer scientist should know about floating-point",
  * Theorem 4); t itself when 1 + t rounds to 1. */
-static inline float fnn_log1pf01(float t) {
+FNN_INLINE float fnn_log1pf01(float t) {
     float u = 1.0f + t;
     int hi = u > 1.41421356f;
     float x = hi ? 0.5f * u - 1.0f : u - 1.0f;
@@ -151,7 +160,7 @@ static inline float fnn_log1pf01(float t) {
 /* softplus(z) = log(1 + exp(z)) = max(z, 0) + log1p(exp(-|z|)) (no overflow), z above the
  * threshold 20 returned as is (torch.nn.Softplus(beta=1, threshold=20)). Below z = -87.33 the
  * float32 result is 0 (exp flushed, see fnn_expf), not the subnormal exp(z). */
-static inline float fnn_softplusf(float z) {
+FNN_INLINE float fnn_softplusf(float z) {
     float y = (z > 0.0f ? z : 0.0f) + fnn_log1pf01(fnn_expf(-fabsf(z)));
     return z > (float)FNN_SOFTPLUS_THRESHOLD ? z : y;
 }
@@ -169,7 +178,7 @@ static inline float fnn_softplusf(float z) {
  * ah^2 is exact and the rounding of a^2 (relative error up to a^2 * 6e-8 in the result) does not
  * occur. Measured over a dense grid of float32 z: see tests/test_kernels_activations.py. Phi(z) = 0
  * for z <= -12.95 (where it would be below FLT_MIN: no subnormals, as fnn_expf) and 1 above 5.4. */
-static inline float fnn_ncdff(float z) {
+FNN_INLINE float fnn_ncdff(float z) {
     float a = fabsf(z);
     float z2 = z * z;
     float c = 1.074289976e-04f;
@@ -219,21 +228,21 @@ static inline float fnn_ncdff(float z) {
 
 /* gelu(z) = z Phi(z) (torch.nn.GELU(approximate="none")) and its derivative from z,
  * gelu'(z) = Phi(z) + z phi(z), phi(z) = exp(-z^2 / 2) / sqrt(2 pi). */
-static inline float fnn_geluf(float z) { return z * fnn_ncdff(z); }
-static inline float fnn_gelu_gradf(float z) {
+FNN_INLINE float fnn_geluf(float z) { return z * fnn_ncdff(z); }
+FNN_INLINE float fnn_gelu_gradf(float z) {
     return fnn_ncdff(z) + z * (0.398942280f * fnn_expf(-0.5f * z * z));
 }
-static inline double fnn_gelu(double z) { return 0.5 * z * erfc(-z * 0.70710678118654752440); }
-static inline double fnn_gelu_grad(double z) {
+FNN_INLINE double fnn_gelu(double z) { return 0.5 * z * erfc(-z * 0.70710678118654752440); }
+FNN_INLINE double fnn_gelu_grad(double z) {
     return 0.5 * erfc(-z * 0.70710678118654752440)
            + z * (0.39894228040143267794 * exp(-0.5 * z * z));
 }
 
 /* elu(z) = z if z > 0 else alpha (exp(z) - 1) (torch.nn.ELU), expm1 for accuracy near 0 */
-static inline float fnn_eluf(float z, float alpha) { return z > 0.0f ? z : alpha * fnn_expm1f(z); }
-static inline double fnn_elu(double z, double alpha) { return z > 0.0 ? z : alpha * expm1(z); }
+FNN_INLINE float fnn_eluf(float z, float alpha) { return z > 0.0f ? z : alpha * fnn_expm1f(z); }
+FNN_INLINE double fnn_elu(double z, double alpha) { return z > 0.0 ? z : alpha * expm1(z); }
 
-static inline double fnn_softplus(double z) {
+FNN_INLINE double fnn_softplus(double z) {
     if (z > FNN_SOFTPLUS_THRESHOLD) return z;
     return (z > 0.0 ? z : 0.0) + log1p(exp(-fabs(z)));
 }
@@ -242,8 +251,8 @@ static inline double fnn_softplus(double z) {
 /* silu(z) = z sigmoid(z) (torch.nn.SiLU; Elfwing et al. 2018, "swish" of Ramachandran et al.),
  * silu'(z) = s (1 + z (1 - s)), s = sigmoid(z), with 1 - s = sigmoid(-z) computed as such (not as
  * 1 - s, which cancels for large z: z (1 - s) is ~1e-6 there, 16 ulp of 1 off in float32). */
-static inline float fnn_siluf(float z) { return z * fnn_sigmoidf(z); }
-static inline float fnn_silu_gradf(float z) {
+FNN_INLINE float fnn_siluf(float z) { return z * fnn_sigmoidf(z); }
+FNN_INLINE float fnn_silu_gradf(float z) {
     float e = fnn_expf(-fabsf(z));
     float p = 1.0f / (1.0f + e);        /* sigmoid(|z|) */
     float m = e * p;                    /* sigmoid(-|z|) = e / (1 + e) */
@@ -251,21 +260,20 @@ static inline float fnn_silu_gradf(float z) {
     float c = z >= 0.0f ? m : p;        /* 1 - s */
     return s * (1.0f + z * c);
 }
-static inline double fnn_silu(double z) { return z * fnn_sigmoid(z); }
-static inline double fnn_silu_grad(double z) {
+FNN_INLINE double fnn_silu(double z) { return z * fnn_sigmoid(z); }
+FNN_INLINE double fnn_silu_grad(double z) {
     double s = fnn_sigmoid(z);
     return s * (1.0 + z * fnn_sigmoid(-z));
 }
-static inline double fnn_expm1(double x) { return expm1(x); }
+FNN_INLINE double fnn_expm1(double x) { return expm1(x); }
 
 /* ---- activations, in place: A = g(Z) --------------------------------------------------------
  * One body for both precisions; SIGMOID, TANH, ... name the scalar functions of each (float32:
  * the polynomial exp above, float64: libm). NaN passes through relu, as in NumPy and PyTorch.
  * Zs: where to keep the pre-activation for the activations whose derivative needs it (FROM_Z in
  * the list: gelu, silu), written in the same loop; NULL (or any other activation) writes nothing,
- * so the others run exactly as without it. fnn_act_forward_* is the call without Zs. */
-#define FNN_ACT_FORWARD(T, SUF, SIGMOID, TANH, ELU, SOFTPLUS, GELU, SILU)                         \
-FNN_CLONES static void fnn_act_forward_keep_##SUF(T *Z, T *Zs, long n, int kind, T alpha) {       \
+ * so the others run exactly as without it. fnn_act_forward_* is the same without Zs. */
+#define FNN_ACT_FORWARD_BODY(T, Zs, SIGMOID, TANH, ELU, SOFTPLUS, GELU, SILU)                     \
     long i;                                                                                       \
     switch (kind) {                                                                               \
     case FNN_RELU:                                                                                \
@@ -296,10 +304,17 @@ FNN_CLONES static void fnn_act_forward_keep_##SUF(T *Z, T *Zs, long n, int kind,
         break;                                                                                    \
     default:                                                                                      \
         break;                                                                                    \
-    }                                                                                             \
+    }
+/* Two exported functions (each cloned per ISA), not one calling the other: gcc may specialise a
+ * call with a constant argument (Zs = NULL) into a direct call of the baseline clone, bypassing
+ * the run-time dispatch (measured: the AVX-512 machine then ran the SSE2 code). */
+#define FNN_ACT_FORWARD(T, SUF, ...)                                                              \
+FNN_CLONES static void fnn_act_forward_##SUF(T *Z, long n, int kind, T alpha) {                  \
+    T *const Zs = (T *)0;                                                                         \
+    FNN_ACT_FORWARD_BODY(T, Zs, __VA_ARGS__)                                                      \
 }                                                                                                 \
-static inline void fnn_act_forward_##SUF(T *Z, long n, int kind, T alpha) {                      \
-    fnn_act_forward_keep_##SUF(Z, (T *)0, n, kind, alpha);                                        \
+FNN_CLONES static void fnn_act_forward_keep_##SUF(T *Z, T *Zs, long n, int kind, T alpha) {       \
+    FNN_ACT_FORWARD_BODY(T, Zs, __VA_ARGS__)                                                      \
 }
 FNN_ACT_FORWARD(float, f32, fnn_sigmoidf, fnn_tanhf, fnn_eluf, fnn_softplusf, fnn_geluf, fnn_siluf)
 FNN_ACT_FORWARD(double, f64, fnn_sigmoid, tanh, fnn_elu, fnn_softplus, fnn_gelu, fnn_silu)
