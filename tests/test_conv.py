@@ -509,7 +509,7 @@ def test_direct_forward_two_position_pass_matches_definition(case, dtype):
     assert rel_error(got, want) < tol
 
 
-# ---- activations fused into the kernel: elu, softplus, gelu, silu ---------------------------------
+# ---- activations fused into the kernel: elu, softplus, gelu, silu ------------------------------
 # gelu and silu: the forward kernel keeps the pre-activation Z (its backward needs it)
 
 NEW_ACTIVATIONS = ["elu", "softplus", "gelu", "silu"]

@@ -16,7 +16,8 @@ clone; fast_expf through its test wrapper, which is compiled for the x86-64 base
     silu f32, [-87, 100]: max rel error 2.02e-7 (at z = -16.7)
     gelu f32: its normal CDF Phi (gelu(z) / z), over z in (-12.95, 100] where Phi >= FLT_MIN:
       max rel error 3.96e-7 (at z = -2.15; 2.8e-7 for -2 < z < -0.6, 1.5e-7 for -0.6 < z < 2,
-      9.2e-8 for z > 2); gelu itself the same relative error; below z = -12.95 Phi and gelu are 0 (no subnormals)
+      9.2e-8 for z > 2); gelu itself the same relative error; below z = -12.95 Phi and gelu
+      are 0 (no subnormals)
     derivatives f32 (backward, dA = 1), max abs error: elu 4.5e-8, softplus 6.2e-8,
       gelu 1.4e-7, silu 2.2e-7
 

@@ -212,7 +212,7 @@ def test_forward_extreme_preactivations_stay_finite(dtype):
         assert np.array_equal(dZ[:, :2], np.zeros((2, 2), dtype=dtype))
 
 
-# ---- the pre-activation kept for gelu and silu ----------------------------------------------------
+# ---- the pre-activation kept for gelu and silu -------------------------------------------------
 
 @pytest.mark.parametrize("kind", KINDS, ids=KIND_IDS)
 @pytest.mark.parametrize("shape", [(1, 1, 1), (7, 784, 256), (64, 13, 33), (257, 33, 256)],
