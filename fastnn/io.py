@@ -6,8 +6,8 @@ under ``"buffer/<layer index>.<name>"``), and ``"__header__"``: a JSON document 
 array) with the format name and version, the fastnn version, the model class, dtype and input
 shape, every layer's class and config, each layer's JSON state (``"layer_state"``, e.g.
 Dropout's step counter; absent from older files), the loss's and the optimizer's class and
-config, and, for every array, its shape, dtype and SHA-256. Classes are looked up by name in the registries
-(``fastnn._registry.MODELS``, ``fastnn.layers.LAYERS``, ``fastnn.losses.LOSSES``,
+config, and, for every array, its shape, dtype and SHA-256. Classes are looked up by name in
+the registries (``fastnn._registry.MODELS``, ``fastnn.layers.LAYERS``, ``fastnn.losses.LOSSES``,
 ``fastnn.optimizers.OPTIMIZERS``), so a user's own subclass loads once its module is imported;
 this module never imports the model module. ``load`` opens
 the file with ``allow_pickle=False``, checks each array against the header before using it and

@@ -579,7 +579,7 @@ def test_header_member_declaring_a_huge_numeric_array_is_refused_unallocated(tmp
     assert peak < 64 and "malformed header" in msg
 
 
-# -- non-trainable state: BatchNorm's running statistics, Dropout's step ----------------------------
+# -- non-trainable state: BatchNorm's running statistics, Dropout's step --------------------------
 def make_norm_model(dtype="float32", seed=0):
     m = Sequential([Dense(6, 12, activation="relu"), BatchNorm(12, momentum=0.2), Dropout(0.3),
                     LayerNorm(12), Dense(12, 4)], dtype=dtype, seed=seed)

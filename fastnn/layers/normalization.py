@@ -74,8 +74,8 @@ class _ChannelNorm(Layer):
         X = self._check_input(X)
         return X, X.reshape(-1, self.num_features)
 
-    def _grad_rows(self, grad_output: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray,
-                                                           np.ndarray | None]:
+    def _grad_rows(self, grad_output: ArrayLike) -> tuple[
+            np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
         """The checks of ``backward``: ``(X2, dY2, dX, dX2)`` (2-D views; ``dX`` and ``dX2``
         ``None`` when ``need_input_grad`` is False).
 
