@@ -102,7 +102,7 @@ def test_masks_are_not_correlated_between_steps_or_neighbours():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_same_seed_and_step_same_mask_at_1_and_2_threads(dtype):
-    X = np.random.default_rng(0).standard_normal((256, 32, 3)).astype(dtype)  # > one block
+    X = np.random.default_rng(0).standard_normal((512, 32, 3)).astype(dtype)  # threaded
     out = {}
     for nt in (1, 2):
         fastnn.set_num_threads(nt)
