@@ -402,10 +402,8 @@ class Sequential:
                     wb: np.ndarray | None = None) -> tuple[float, np.ndarray]:
         assert self.loss is not None and self.optimizer is not None  # checked by the callers
         out = self._forward(Xb, training=True)
-        if wb is None:
-            loss = self.loss.forward(out, yb, prepared=True)
-        else:
-            loss = self.loss.forward(out, yb, prepared=True, sample_weight=wb)
+        # through Loss.__call__: a loss without sample-weight support gets a clear TypeError
+        loss = self.loss(out, yb, prepared=True, sample_weight=wb)
         if not np.isfinite(loss):
             return loss, out  # the caller decides; weights are untouched
         self.backward(self.loss.backward())
