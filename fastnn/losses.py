@@ -17,6 +17,7 @@ Also :func:`entropy` and :func:`kl_divergence` of probability arrays (NumPy, no 
 """
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -470,14 +471,21 @@ class Huber(Loss):
         return loss
 
 
+def _as_float64(p: ArrayLike, name: str, axis: int,
+                ndim: int | tuple[int, ...] | None = None) -> np.ndarray:
+    """float64 array of at least 1 dimension (a scalar is refused before the conversion, which
+    would make it 1-D)."""
+    if isinstance(p, (numbers.Number, np.generic)) or (isinstance(p, np.ndarray) and p.ndim == 0):
+        raise ValueError(f"{name} must have at least 1 dimension (probability vectors along "
+                         f"axis {axis}), got a scalar")
+    return V.as_float_array(p, name, np.float64, ndim=ndim, allow_empty=True)
+
+
 def _check_probabilities(p: ArrayLike, name: str, axis: int = -1,
                          ndim: int | tuple[int, ...] | None = None) -> np.ndarray:
     """float64 array of probability vectors along ``axis``: finite, >= 0, summing to 1 within
     :data:`PROB_ATOL`."""
-    a = V.as_float_array(p, name, np.float64, ndim=ndim, allow_empty=True)
-    if a.ndim == 0:
-        raise ValueError(f"{name} must have at least 1 dimension (probability vectors along "
-                         f"axis {axis}), got a scalar")
+    a = _as_float64(p, name, axis, ndim)
     axis = V.check_int(axis, "axis")
     if not -a.ndim <= axis < a.ndim:
         raise ValueError(f"axis {axis} is out of range for {name} with {a.ndim} dimensions")
@@ -558,8 +566,8 @@ def kl_divergence(p: ArrayLike, q: ArrayLike, axis: int = -1) -> float | np.ndar
     TypeError
         Non-numeric input, non-integer ``axis``.
     """
-    a = V.as_float_array(p, "p", np.float64, allow_empty=True)
-    b = V.as_float_array(q, "q", np.float64, allow_empty=True)
+    a = _as_float64(p, "p", axis)
+    b = _as_float64(q, "q", axis)
     try:
         shape = np.broadcast_shapes(a.shape, b.shape)
     except ValueError:
