@@ -746,3 +746,12 @@ def test_the_helpers_match_the_loss():
 def test_helpers_check_their_input(call, err, match):
     with pytest.raises(err, match=match):
         call()
+
+
+@pytest.mark.parametrize("loss", ["kld", "huber"])
+def test_random_batch_fits_the_new_losses(loss):
+    """fastnn.datasets.random_batch (profile, smoke tests) makes targets the loss accepts."""
+    model = fastnn.Sequential([fastnn.Dense(3, 4)], dtype="float32", seed=0).compile("sgd", loss)
+    X, y = fastnn.datasets.random_batch(model, 16, seed=1)
+    assert y.shape == (16, 4)
+    assert np.isfinite(model.train_on_batch(X, y))
