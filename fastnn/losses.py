@@ -9,9 +9,10 @@ Sample weights: ``forward(output, target, sample_weight=w)`` with ``w`` an ``(N,
 non-negative weights gives the weighted mean over samples ``sum_n w_n l_n / sum_n w_n``, where
 ``l_n`` is sample n's loss (for the elementwise losses the mean over its K elements), and its
 gradient. This is PyTorch's weighted-mean convention (as ``CrossEntropyLoss(weight=...)`` with
-class weights, ``reduction="mean"``: divided by the sum of the weights), and Keras'
-``sample_weight`` with the ``"sum_over_batch_size"`` reduction replaced by a division by the
-weights' sum. ``sample_weight=None`` is the plain mean (the same arithmetic as without weights).
+class weights, ``reduction="mean"``: divided by the sum of the weights; Keras' default
+``"sum_over_batch_size"`` divides the weighted sum by N instead). ``sample_weight=None`` is the
+plain mean, computed exactly as without weights; weights of 1 give bit-identical results for
+SoftmaxCrossEntropy, MeanSquaredError, Huber and KLDivergence.
 
 Also :func:`entropy` and :func:`kl_divergence` of probability arrays (NumPy, no gradient).
 """
@@ -49,7 +50,8 @@ class Loss:
     Sample weights: a subclass whose ``forward`` accepts ``sample_weight=None`` (an ``(N,)``
     float64 array, checked by :meth:`check_sample_weight`) sets ``supports_sample_weight =
     True``. For any other subclass :meth:`check_sample_weight` and ``loss(..., sample_weight=w)``
-    raise a TypeError naming the class, so ``fit(sample_weight=...)`` fails before training.
+    raise a TypeError naming the class (a weighted ``fit`` / ``train_on_batch`` stops at its
+    first step, before any update).
     """
 
     #: name of the metric reported by ``fit``/``evaluate`` besides the loss (or None)
@@ -136,6 +138,10 @@ class Loss:
         """
         if not self.supports_sample_weight:
             raise TypeError(self._no_weights_message())
+        if isinstance(sample_weight, (numbers.Number, np.generic)) \
+                or (isinstance(sample_weight, np.ndarray) and sample_weight.ndim == 0):
+            raise ValueError(f"sample_weight must have shape ({n},) (one weight per sample), got "
+                             f"a scalar")
         w = V.as_float_array(sample_weight, "sample_weight", np.float64, allow_empty=True,
                              check_finite=False)
         if w.shape != (n,):

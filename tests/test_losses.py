@@ -605,6 +605,7 @@ def test_weighted_losses_bit_identical_with_1_and_2_threads(name):
 @pytest.mark.parametrize("bad,err,match", [
     (np.ones(4), ValueError, r"shape \(5,\)"),
     (np.ones((5, 1)), ValueError, r"shape \(5,\)"),
+    (2.0, ValueError, "a scalar"),
     ([1, 1, np.nan, 1, 1], ValueError, "NaN"),
     ([1, 1, np.inf, 1, 1], ValueError, "NaN or inf"),
     ([1, 1, -0.5, 1, 1], ValueError, ">= 0"),
