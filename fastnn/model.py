@@ -427,10 +427,8 @@ class Sequential:
         assert self.loss is not None and self.optimizer is not None  # checked by the callers
         saved = self._training_state() if self._has_state else None
         out = self._forward(Xb, training=True)
-        if wb is None:
-            loss = self.loss.forward(out, yb, prepared=True)
-        else:
-            loss = self.loss.forward(out, yb, prepared=True, sample_weight=wb)
+        # through Loss.__call__: a loss without sample-weight support gets a clear TypeError
+        loss = self.loss(out, yb, prepared=True, sample_weight=wb)
         if not np.isfinite(loss):  # the caller decides; weights and running statistics untouched
             if saved:
                 self._restore_training_state(saved)
