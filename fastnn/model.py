@@ -346,7 +346,7 @@ class Sequential:
         for i, (layer, w) in enumerate(zip(self.layers, weights)):
             expected = set(layer.params) | set(layer.buffers)
             if set(w) != expected:
-                raise ValueError(f"layer {i}: expected arrays {sorted(expected)}, got "
+                raise ValueError(f"layer {i}: expected parameters and buffers {sorted(expected)}, got "
                                  f"{sorted(w)}")
             for k, v in w.items():
                 target = layer.params[k] if k in layer.params else layer.buffers[k]
@@ -504,6 +504,8 @@ class Sequential:
             w *= table[labels]
         if not np.any(w > 0):
             raise ValueError("the sample weights (sample_weight times class_weight) are all 0")
+        if not self.loss.supports_sample_weight:  # before training, not at the first step
+            self.loss.check_sample_weight(w, n)
         return w
 
     def fit(self, X: ArrayLike, y: ArrayLike, epochs: int = 1, batch_size: int = 32,
@@ -769,18 +771,18 @@ class Sequential:
         return self._predict_checked(X, batch_size)
 
     def predict_proba(self, X: ArrayLike, batch_size: int = 1024) -> np.ndarray:
-        """Class probabilities: softmax of the logits (SoftmaxCrossEntropy) or sigmoid
-        (BinaryCrossEntropy). Shape ``(N, K)``.
+        """Class probabilities: softmax of the logits (SoftmaxCrossEntropy, KLDivergence) or
+        sigmoid (BinaryCrossEntropy). Shape ``(N, K)``.
 
         Raises
         ------
         RuntimeError
             If the model is not compiled with a classification loss.
         """
-        if not isinstance(self.loss, (losses_mod.SoftmaxCrossEntropy,
+        if not isinstance(self.loss, (losses_mod.SoftmaxCrossEntropy, losses_mod.KLDivergence,
                                       losses_mod.BinaryCrossEntropy)):
-            raise RuntimeError("predict_proba needs a model compiled with SoftmaxCrossEntropy or "
-                               "BinaryCrossEntropy")
+            raise RuntimeError("predict_proba needs a model compiled with SoftmaxCrossEntropy, "
+                               "KLDivergence or BinaryCrossEntropy")
         return self.loss.probabilities(self.predict(X, batch_size))
 
     def predict_classes(self, X: ArrayLike, batch_size: int = 1024) -> np.ndarray:
