@@ -346,8 +346,8 @@ class Sequential:
         for i, (layer, w) in enumerate(zip(self.layers, weights)):
             expected = set(layer.params) | set(layer.buffers)
             if set(w) != expected:
-                raise ValueError(f"layer {i}: expected parameters and buffers {sorted(expected)}, got "
-                                 f"{sorted(w)}")
+                raise ValueError(f"layer {i}: expected parameters and buffers "
+                                 f"{sorted(expected)}, got {sorted(w)}")
             for k, v in w.items():
                 target = layer.params[k] if k in layer.params else layer.buffers[k]
                 if np.shape(v) != target.shape:

@@ -597,7 +597,7 @@ def test_callback_monitoring_a_metric_fit_never_logs_fails_before_training(cb):
     np.testing.assert_array_equal(m.get_weights()[0]["weight"], before[0]["weight"])
 
 
-# -- sample_weight / class_weight ------------------------------------------------------------------
+# -- sample_weight / class_weight ---------------------------------------------------------------
 @pytest.mark.parametrize("loss", ["softmax_cross_entropy", "mse", "huber"])
 def test_integer_sample_weights_equal_repeating_the_samples(loss):
     """The weighted mean sum(w l) / sum(w) with integer weights is the plain mean over the batch
@@ -671,7 +671,7 @@ def test_zero_weight_samples_do_not_train():
         np.testing.assert_allclose(pa, pb, rtol=1e-12)
 
 
-# -- models with running statistics and dropout -----------------------------------------------------
+# -- models with running statistics and dropout --------------------------------------------------
 def bn_model(seed=0, dtype="float32"):
     from fastnn import BatchNorm, Dropout
     return Sequential([Dense(20, 16), BatchNorm(16), Activation("relu"), Dropout(0.3),
