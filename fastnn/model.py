@@ -57,6 +57,27 @@ class _SigintFlag:
         return False
 
 
+def _short_repr(layer: Layer) -> str:
+    """``Class(args)`` with the arguments that differ from the constructor's defaults (the
+    initialisers and seeds left out), for :meth:`Sequential.summary`."""
+    import inspect
+
+    try:
+        defaults = {k: p.default for k, p in inspect.signature(type(layer)).parameters.items()}
+    except (TypeError, ValueError):
+        defaults = {}
+    args = []
+    for k, v in layer.get_config().items():
+        if k in ("weight_init", "bias_init", "seed"):
+            continue
+        d = defaults.get(k, inspect.Parameter.empty)
+        if isinstance(v, (list, tuple)) and len(set(v)) == 1 and not isinstance(d, (list, tuple)):
+            v = v[0]  # (3, 3) written as 3, as the constructor accepts
+        if d is inspect.Parameter.empty or v != d:
+            args.append(f"{k}={v!r}")
+    return f"{type(layer).__name__}({', '.join(args)})"
+
+
 class Sequential:
     """A linear stack of layers.
 
@@ -283,7 +304,8 @@ class Sequential:
 
     def summary(self, input_shape: Sequence[int] | None = None,
                 print_fn: Callable[[str], Any] | None = print) -> str | None:
-        """Print a Keras-like table: each layer (its full constructor call), its output shape
+        """Print a Keras-like table: each layer (its index, class and the constructor arguments
+        that differ from the defaults, never truncated), its output shape
         (``None`` for the batch axis) and parameter count, then the total, trainable and
         non-trainable (e.g. BatchNorm's running statistics) counts.
 
@@ -302,12 +324,12 @@ class Sequential:
         """
         shape = tuple(input_shape) if input_shape is not None else self.input_shape
         rows = []
-        for layer in self.layers:
+        for i, layer in enumerate(self.layers):
             if shape is not None:
                 shape = layer.output_shape(shape)
             n = sum(p.size for p in layer.params.values())
             out = "(None, " + ", ".join(map(str, shape)) + ")" if shape is not None else "?"
-            rows.append((repr(layer), out, f"{n:,}"))
+            rows.append((f"{i}: {_short_repr(layer)}", out, f"{n:,}"))
         trainable = self.count_params()
         fixed = int(sum(b.size for layer in self.layers
                         for b in getattr(layer, "buffers", {}).values()))
