@@ -8,23 +8,22 @@ so that layers keep only A for the backward pass; gelu and silu need the pre-act
 (``from_z``): the fused forward kernels then also write Z into a buffer of the layer (in the
 activation's own loop), and the backward kernels read Z where the others read A.
 
-============  ===============================  ================================================
-name          g(z)                             g'(z) from a = g(z), or from z (gelu, silu)
-============  ===============================  ================================================
-identity      z                                1
-relu          max(z, 0)                        1 if a > 0 else 0
-leaky_relu    z if z > 0 else alpha z          1 if a > 0 else alpha  (alpha default 0.01)
-sigmoid       1 / (1 + exp(-z))                a (1 - a)
-tanh          tanh(z)                          1 - a^2
-elu           z if z > 0 else                  1 if a > 0 else a + alpha  (alpha default 1.0)
-              alpha (exp(z) - 1)
-softplus      log(1 + exp(z));                 1 if a > 20 else 1 - exp(-a)  (= sigmoid(z))
-              z itself for z > 20
-gelu          z Phi(z) = z (1 + erf(z/√2)) / 2 from z: Phi(z) + z exp(-z^2 / 2) / √(2 pi)
-silu          z sigmoid(z)                     from z: s (1 + z (1 - s)), s = sigmoid(z)
-softmax       exp(z) / sum exp(z)              the row Jacobian-vector product,
-                                               :func:`softmax_backward`
-============  ===============================  ================================================
+============  ==================================  ===========================================
+name          g(z)                                g'(z) from a = g(z), or from z (gelu, silu)
+============  ==================================  ===========================================
+identity      z                                   1
+relu          max(z, 0)                           1 if a > 0 else 0
+leaky_relu    z if z > 0 else alpha z             1 if a > 0 else alpha (alpha default 0.01)
+sigmoid       1 / (1 + exp(-z))                   a (1 - a)
+tanh          tanh(z)                             1 - a^2
+elu           z if z > 0 else alpha (exp(z) - 1)  1 if a > 0 else a + alpha (alpha default 1)
+softplus      log(1 + exp(z)); z if z > 20        1 if a > 20 else 1 - exp(-a) (= sigmoid(z))
+gelu          z Phi(z) = z (1 + erf(z / sqrt 2))  from z: Phi(z) + z phi(z),
+              / 2                                 phi(z) = exp(-z^2 / 2) / sqrt(2 pi)
+silu          z sigmoid(z)                        from z: s (1 + z (1 - s)), s = sigmoid(z)
+softmax       exp(z) / sum exp(z)                 the row Jacobian-vector product,
+                                                  :func:`softmax_backward`
+============  ==================================  ===========================================
 
 Sources: torch.nn.ReLU, LeakyReLU, Sigmoid, Tanh, ELU (alpha=1.0; Clevert et al., "Fast and
 Accurate Deep Network Learning by Exponential Linear Units", ICLR 2016), Softplus (beta=1,
@@ -34,7 +33,10 @@ et al., "Sigmoid-Weighted Linear Units", 2018). Phi is the standard normal CDF. 
 vectorised polynomial approximations (``src_cython/simd.h``; the errors measured are stated in
 ``tests/test_kernels_activations.py``), float64 libm (``exp``, ``tanh``, ``expm1``, ``log1p``,
 ``erfc``). Unlike PyTorch's ``1 + erf`` form, gelu evaluates Phi(z) for z < 0 through erfc, so it
-keeps its relative accuracy for strongly negative inputs.
+keeps its relative accuracy for strongly negative inputs. float32 results that would be below the
+normal range are 0 (no subnormals): softplus and silu for z < -87.33, gelu for z <= -12.95. Large
+finite inputs give finite outputs and derivatives (the limits z and 0, elu -alpha); -inf gives NaN
+for gelu and silu (-inf * 0), as in PyTorch.
 
 Adding an activation: one ``FNN_ACTIVATION_LIST`` entry (name, and whether its derivative needs
 Z) and one case in each of the two loops of ``simd.h``, a row of :data:`PROPERTIES` here only if
