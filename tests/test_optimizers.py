@@ -173,7 +173,7 @@ def test_optimizers_get():
     opt = SGD(0.3)
     assert optimizers_mod.get(opt) is opt
     with pytest.raises(ValueError, match="unknown optimizer"):
-        optimizers_mod.get("rmsprop")
+        optimizers_mod.get("lbfgs")
 
 
 def test_get_config_round_trips():
