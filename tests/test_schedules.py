@@ -307,7 +307,8 @@ def test_reduce_lr_on_plateau_in_fit():
 def test_reduce_lr_on_plateau_errors():
     X, y = _data()
     with pytest.raises(ValueError, match="val_loss"):
-        _model(SGD(0.1)).fit(X, y, epochs=1, batch_size=16, verbose=0, callbacks=[ReduceLROnPlateau()])
+        _model(SGD(0.1)).fit(X, y, epochs=1, batch_size=16, verbose=0,
+                             callbacks=[ReduceLROnPlateau()])
     with pytest.raises(TypeError, match="schedule"):
         _model(RMSprop(CosineDecay(0.01, 5))).fit(
             X, y, epochs=1, verbose=0, callbacks=[ReduceLROnPlateau(monitor="loss")])
