@@ -429,7 +429,8 @@ class ReduceLROnPlateau(Callback):
             self.wait += 1
             if self.wait >= self.patience:
                 optimizer = self.model.optimizer
-                old = float(optimizer.learning_rate)  # a float: checked at train begin
+                old = optimizer.learning_rate
+                assert isinstance(old, float)  # not a Schedule: checked at train begin
                 if old > self.min_lr:
                     new = max(old * self.factor, self.min_lr)
                     if new > 0:

@@ -112,7 +112,7 @@ class Optimizer:
 
     def __init__(self, learning_rate: LearningRate, clipnorm: float | None = None,
                  clipvalue: float | None = None) -> None:
-        self.learning_rate = learning_rate  # type: ignore[assignment]  # the setter checks it
+        self.learning_rate = learning_rate  # the setter checks and converts it
         self.clipnorm = _check_clip(clipnorm, "clipnorm")
         self.clipvalue = _check_clip(clipvalue, "clipvalue")
         if self.clipnorm is not None and self.clipvalue is not None:
