@@ -311,7 +311,7 @@ def test_reduce_lr_on_plateau_errors():
                              callbacks=[ReduceLROnPlateau()])
     with pytest.raises(TypeError, match="schedule"):
         _model(RMSprop(CosineDecay(0.01, 5))).fit(
-            X, y, epochs=1, verbose=0, callbacks=[ReduceLROnPlateau(monitor="loss")])
+            X, y, epochs=1, batch_size=16, verbose=0, callbacks=[ReduceLROnPlateau(monitor="loss")])
     for bad in (dict(factor=1.0), dict(factor=0.0), dict(factor=float("nan")),
                 dict(patience=-1), dict(cooldown=-1), dict(min_lr=-1e-3), dict(min_delta=-1.0),
                 dict(mode="up")):
