@@ -37,7 +37,8 @@ if TYPE_CHECKING:
     from .losses import KLDivergence as KLDivergence
     from .losses import MeanSquaredError as MeanSquaredError
     from .losses import SoftmaxCrossEntropy as SoftmaxCrossEntropy
-    from .optimizers import SGD as SGD, Adam as Adam
+    from .optimizers import SGD as SGD, Adam as Adam, Adagrad as Adagrad, AdamW as AdamW
+    from .optimizers import RMSprop as RMSprop
 
 _REGISTERED = {cls.__name__: cls for registry in (LAYERS, LOSSES, OPTIMIZERS)
                for cls in registry.values() if cls.__module__.startswith("fastnn.")}
