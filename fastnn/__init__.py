@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING  # noqa: E402
 from ._config import get_num_threads, set_num_threads, show_config  # noqa: E402
 from . import datasets, metrics, schedules  # noqa: E402
 from .callbacks import (Callback, CSVLogger, EarlyStopping, History,  # noqa: E402
-                        LearningRateScheduler, ModelCheckpoint, TerminateOnNaN)
+                        LearningRateScheduler, ModelCheckpoint, ReduceLROnPlateau,
+                        TerminateOnNaN)
 from .gradcheck import gradient_check  # noqa: E402
 from .io import load  # noqa: E402
 from .layers import LAYERS, Layer  # noqa: E402
@@ -48,7 +49,8 @@ minibatches = datasets.minibatches
 
 __all__ = [
     "Sequential", "Layer", "Loss", "Optimizer", "Callback", "History", "EarlyStopping",
-    "ModelCheckpoint", "TerminateOnNaN", "LearningRateScheduler", "CSVLogger", "metrics",
+    "ModelCheckpoint", "TerminateOnNaN", "LearningRateScheduler", "CSVLogger", "ReduceLROnPlateau",
+    "metrics",
     "gradient_check", "load",
     "one_hot", "minibatches", "datasets", "schedules", "set_num_threads", "get_num_threads",
     "show_config", "profile", "format_profile", "entropy", "kl_divergence",
