@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     # globals().update below (tests/test_source_rules.py checks that the two lists agree)
     from .layers import Activation as Activation, AvgPool2D as AvgPool2D, Conv2D as Conv2D
     from .layers import Dense as Dense, Flatten as Flatten, MaxPool2D as MaxPool2D
+    from .layers import GlobalAvgPool2D as GlobalAvgPool2D
     from .losses import BinaryCrossEntropy as BinaryCrossEntropy
     from .losses import MeanSquaredError as MeanSquaredError
     from .losses import SoftmaxCrossEntropy as SoftmaxCrossEntropy

@@ -5,7 +5,7 @@ from .base import LAYERS, Layer, ParamDict, ParamLayer
 from .conv import Conv2D
 from .dense import Dense
 from .flatten import Flatten
-from .pooling import AvgPool2D, MaxPool2D
+from .pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 
 __all__ = ["LAYERS", "Layer", "ParamLayer", "ParamDict", "Dense", "Activation", "Conv2D",
-           "MaxPool2D", "AvgPool2D", "Flatten"]
+           "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D", "Flatten"]
