@@ -22,7 +22,7 @@ from .callbacks import (Callback, CSVLogger, EarlyStopping, History,  # noqa: E4
 from .gradcheck import gradient_check  # noqa: E402
 from .io import load  # noqa: E402
 from .layers import LAYERS, Layer  # noqa: E402
-from .losses import LOSSES, Loss  # noqa: E402
+from .losses import LOSSES, Loss, entropy, kl_divergence  # noqa: E402
 from .model import Sequential  # noqa: E402
 from .optimizers import OPTIMIZERS, Optimizer  # noqa: E402
 from .profiler import format_profile, profile  # noqa: E402
@@ -32,8 +32,10 @@ if TYPE_CHECKING:
     # globals().update below (tests/test_source_rules.py checks that the two lists agree)
     from .layers import Activation as Activation, AvgPool2D as AvgPool2D, Conv2D as Conv2D
     from .layers import Dense as Dense, Flatten as Flatten, MaxPool2D as MaxPool2D
+    from .layers import BatchNorm as BatchNorm, Dropout as Dropout, LayerNorm as LayerNorm
     from .layers import GlobalAvgPool2D as GlobalAvgPool2D
-    from .losses import BinaryCrossEntropy as BinaryCrossEntropy
+    from .losses import BinaryCrossEntropy as BinaryCrossEntropy, Huber as Huber
+    from .losses import KLDivergence as KLDivergence
     from .losses import MeanSquaredError as MeanSquaredError
     from .losses import SoftmaxCrossEntropy as SoftmaxCrossEntropy
     from .optimizers import SGD as SGD, Adam as Adam
@@ -49,6 +51,6 @@ __all__ = [
     "ModelCheckpoint", "TerminateOnNaN", "LearningRateScheduler", "CSVLogger", "metrics",
     "gradient_check", "load",
     "one_hot", "minibatches", "datasets", "schedules", "set_num_threads", "get_num_threads",
-    "show_config", "profile", "format_profile",
+    "show_config", "profile", "format_profile", "entropy", "kl_divergence",
 ]
 __all__ += sorted(_REGISTERED)  # a statement of its own, so type checkers read the list above

@@ -42,7 +42,8 @@ MLP_SIZES = (784, 256, 128, 10)
 #: Outputs (actions) of the DQN that ``profile --model dqn`` builds (as in bench/).
 DQN_ACTIONS = 6
 #: Loss of each built-in network: softmax cross-entropy on labels, the DQN's MSE on Q-targets.
-MODEL_LOSSES = {"mlp": "softmax_cross_entropy", "cnn": "softmax_cross_entropy", "dqn": "mse"}
+MODEL_LOSSES = {"mlp": "softmax_cross_entropy", "cnn": "softmax_cross_entropy",
+                "cnn-bn": "softmax_cross_entropy", "dqn": "mse"}
 #: Learning rates of ``profile`` per network when ``--learning-rate`` is not given (the DQN
 #: diverges with SGD at 0.05 on random targets; 1e-4 is ``fastnn.models.dqn``'s default).
 PROFILE_LEARNING_RATES = {"dqn": {"adam": 1e-4, "sgd": 1e-4}}
@@ -117,9 +118,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "train", parents=[common], help="train a model on Fashion-MNIST",
         description="Train on the 60,000 Fashion-MNIST training images, reporting loss, train "
                     "accuracy, test accuracy and seconds per epoch, then the final test accuracy.")
-    train.add_argument("--model", choices=("mlp", "cnn"), default="mlp",
-                       help="mlp: Dense 784-256-128-10 with ReLU; cnn: fastnn.models.small_cnn "
-                            "(default: %(default)s)")
+    train.add_argument("--model", choices=("mlp", "cnn", "cnn-bn"), default="mlp",
+                       help="mlp: Dense 784-256-128-10 with ReLU; cnn: fastnn.models.small_cnn; "
+                            "cnn-bn: fastnn.models.cnn_bn (three convolutions with BatchNorm, "
+                            "Dropout) (default: %(default)s)")
     train.add_argument("--epochs", type=_positive_int, default=10, metavar="N",
                        help="passes over the training set (default: %(default)s)")
     train.add_argument("--batch-size", type=_positive_int, default=64, metavar="N",
@@ -163,7 +165,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                "mean squared error on random Q-targets; a --model-file keeps its saved loss "
                "(softmax cross-entropy if it has none). Inputs are uniform in [0, 1).")
     which = prof.add_mutually_exclusive_group()
-    which.add_argument("--model", choices=("mlp", "cnn", "dqn"), default=None,
+    which.add_argument("--model", choices=("mlp", "cnn", "cnn-bn", "dqn"), default=None,
                        help="mlp: Dense 784-256-128-10 with ReLU; cnn: fastnn.models.small_cnn; "
                             f"dqn: fastnn.models.dqn with {DQN_ACTIONS} actions (default: mlp)")
     which.add_argument("--model-file", default=None, metavar="PATH",
@@ -218,8 +220,9 @@ def build_model(name: str, dtype: str = "float32", seed: int = 0) -> Sequential:
 
     Parameters
     ----------
-    name : {"mlp", "cnn", "dqn"}
-        ``fastnn.models.mlp`` (784-256-128-10), ``small_cnn`` or ``dqn`` (:data:`DQN_ACTIONS`).
+    name : {"mlp", "cnn", "cnn-bn", "dqn"}
+        ``fastnn.models.mlp`` (784-256-128-10), ``small_cnn``, ``cnn_bn`` or ``dqn``
+        (:data:`DQN_ACTIONS`).
     dtype : {"float32", "float64"}, default="float32"
     seed : int, default=0
         Seed of the initial weights.
@@ -241,7 +244,7 @@ def build_model(name: str, dtype: str = "float32", seed: int = 0) -> Sequential:
 
     builders: dict[str, Callable[..., Sequential]]
     builders = {"mlp": lambda **kw: models.mlp(MLP_SIZES, **kw), "cnn": models.small_cnn,
-                "dqn": lambda **kw: models.dqn(DQN_ACTIONS, **kw)}
+                "cnn-bn": models.cnn_bn, "dqn": lambda **kw: models.dqn(DQN_ACTIONS, **kw)}
     if name not in builders:
         raise ValueError(f"unknown model {name!r}; expected one of {sorted(builders)}")
     return builders[name](dtype=dtype, seed=seed)

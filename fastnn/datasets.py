@@ -363,15 +363,16 @@ def random_batch(model: Sequential, batch_size: int,
         Uniform in ``[0, 1)``.
     y : ndarray
         Softmax cross-entropy: int64 labels ``(batch_size,)`` in ``[0, K)``; binary
-        cross-entropy: ``(batch_size, K)`` uniform in ``[0, 1)``; other losses (mean squared
-        error): ``(batch_size, K)`` standard normal, the model's dtype.
+        cross-entropy: ``(batch_size, K)`` uniform in ``[0, 1)``; KL divergence: ``(batch_size,
+        K)`` probability rows (Dirichlet(1)); other losses (mean squared error, Huber):
+        ``(batch_size, K)`` standard normal; floats in the model's dtype.
 
     Raises
     ------
     ValueError
         If the model has no input shape or its output is not ``(N, K)``.
     """
-    from .losses import BinaryCrossEntropy, SoftmaxCrossEntropy
+    from .losses import BinaryCrossEntropy, KLDivergence, SoftmaxCrossEntropy
 
     batch_size = V.check_int(batch_size, "batch_size", minimum=1)
     if model.input_shape is None:
@@ -393,6 +394,8 @@ def random_batch(model: Sequential, batch_size: int,
         y = rng.integers(0, k, size=batch_size, dtype=np.int64)
     elif isinstance(model.loss, BinaryCrossEntropy):
         y = rng.random((batch_size, k)).astype(dtype)
+    elif isinstance(model.loss, KLDivergence):
+        y = rng.dirichlet(np.ones(k), size=batch_size).astype(dtype)
     else:
         y = rng.standard_normal((batch_size, k)).astype(dtype)
     return X, y

@@ -56,7 +56,12 @@ def gradient_check(model: Sequential, X: ArrayLike, y: ArrayLike, eps: float = 1
     X, out_shape = m64._check_X(X)
     yp = loss.prepare_target(y, (X.shape[0],) + tuple(out_shape))
 
+    # every evaluation replays the same training state (Dropout draws its mask from its step)
+    states = [layer.get_state() for layer in m64.layers]
+
     def value() -> float:
+        for layer, state in zip(m64.layers, states):
+            layer.set_state(state)
         return loss.forward(m64._forward(X, training=True), yp, prepared=True)
 
     value()

@@ -1,11 +1,13 @@
 """Model files: a versioned ``.npz`` that never unpickles.
 
 Layout: one array per parameter, named ``"<layer index>.<name>"`` (optimizer state under
-``"opt/<key>/<slot>"``), and ``"__header__"``: a JSON document (a 0-d unicode array) with the
-format name and version, the fastnn version, the model class, dtype and input shape, every
-layer's class and config, the loss's and the optimizer's class and config, and, for every array,
-its shape, dtype and SHA-256. Classes are looked up by name in the registries
-(``fastnn._registry.MODELS``, ``fastnn.layers.LAYERS``, ``fastnn.losses.LOSSES``,
+``"opt/<key>/<slot>"``, a layer's non-trainable arrays, e.g. BatchNorm's running statistics,
+under ``"buffer/<layer index>.<name>"``), and ``"__header__"``: a JSON document (a 0-d unicode
+array) with the format name and version, the fastnn version, the model class, dtype and input
+shape, every layer's class and config, each layer's JSON state (``"layer_state"``, e.g.
+Dropout's step counter; absent from older files), the loss's and the optimizer's class and
+config, and, for every array, its shape, dtype and SHA-256. Classes are looked up by name in
+the registries (``fastnn._registry.MODELS``, ``fastnn.layers.LAYERS``, ``fastnn.losses.LOSSES``,
 ``fastnn.optimizers.OPTIMIZERS``), so a user's own subclass loads once its module is imported;
 this module never imports the model module. ``load`` opens
 the file with ``allow_pickle=False``, checks each array against the header before using it and
@@ -38,6 +40,8 @@ FORMAT = "fastnn-model"
 #: 2: the loss is saved as ``{"class", "config"}`` and the model class is named (1: loss name)
 FORMAT_VERSION = 2
 HEADER = "__header__"
+#: prefix of the keys of the layers' non-trainable arrays (``Layer.buffers``)
+BUFFER_PREFIX = "buffer/"
 
 
 def _digest(a: np.ndarray) -> str:
@@ -59,6 +63,8 @@ def save_model(model: Model, path: str | os.PathLike[str],
     for i, layer in enumerate(model.layers):
         for name, p in layer.params.items():
             arrays[f"{i}.{name}"] = p
+        for name, b in layer.buffers.items():
+            arrays[f"{BUFFER_PREFIX}{i}.{name}"] = b
     opt = None
     if model.optimizer is not None:
         # without its state, a restored optimizer starts afresh (step 0, zero moments)
@@ -76,6 +82,7 @@ def save_model(model: Model, path: str | os.PathLike[str],
         "dtype": config["dtype"],
         "input_shape": config["input_shape"],
         "layers": config["layers"],
+        "layer_state": [layer.get_state() for layer in model.layers],
         "loss": ({"class": LOSSES.name_of(type(model.loss)), "config": model.loss.get_config()}
                  if model.loss is not None else None),
         "optimizer": opt,
@@ -199,16 +206,20 @@ def _expected_arrays(header: dict[str, Any]) -> dict[str, tuple[tuple[int, ...],
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     dtype = np.dtype(dtype).newbyteorder("<")
     expected = {}
+    buffers = {}
     for i, entry in enumerate(header.get("layers") or []):
         layer = _from_registry(LAYERS, entry, f"layer {i}")
         for name, shape in layer.param_shapes().items():
             expected[f"{i}.{name}"] = (tuple(shape), dtype)
+        for name, shape in layer.buffer_shapes().items():
+            buffers[f"{BUFFER_PREFIX}{i}.{name}"] = (tuple(shape), dtype)
     opt = header.get("optimizer")
     if opt and opt.get("iterations", 0):
         optimizer = _from_registry(OPTIMIZERS, opt, "optimizer")
         for key, (shape, _) in list(expected.items()):
             for slot in optimizer.active_slots():
                 expected[f"opt/{key}/{slot}"] = (shape, dtype)
+    expected.update(buffers)  # not trained: no optimizer slots
     return expected
 
 
@@ -341,6 +352,23 @@ def _build_from_header(path: str, header: dict[str, Any],
             if arrays[key].shape != p.shape or arrays[key].dtype != p.dtype:
                 _fail(path, f"array {key!r} does not fit layer {i}")
             layer.params[name] = arrays[key]
+        for name, b in layer.buffers.items():
+            key = f"{BUFFER_PREFIX}{i}.{name}"
+            if key not in arrays:
+                _fail(path, f"array {key!r} is missing")
+            if arrays[key].shape != b.shape or arrays[key].dtype != b.dtype:
+                _fail(path, f"array {key!r} does not fit layer {i}")
+            layer.buffers[name] = arrays[key]
+    states = header.get("layer_state")
+    if states is not None:  # absent from files written before layers had state
+        if not isinstance(states, list) or len(states) != len(model.layers):
+            _fail(path, f"layer_state must be a list of {len(model.layers)} entries, got "
+                        f"{states!r:.200}")
+        for i, (layer, state) in enumerate(zip(model.layers, states)):
+            try:
+                layer.set_state(state)
+            except (TypeError, ValueError) as exc:
+                _fail(path, f"layer {i} state is invalid ({exc})")
     if header.get("loss"):
         model.loss = _from_registry(LOSSES, header["loss"], "loss")
         metrics = header.get("metrics")

@@ -57,6 +57,27 @@ class _SigintFlag:
         return False
 
 
+def _short_repr(layer: Layer) -> str:
+    """``Class(args)`` with the arguments that differ from the constructor's defaults (the
+    initialisers and seeds left out), for :meth:`Sequential.summary`."""
+    import inspect
+
+    try:
+        defaults = {k: p.default for k, p in inspect.signature(type(layer)).parameters.items()}
+    except (TypeError, ValueError):
+        defaults = {}
+    args = []
+    for k, v in layer.get_config().items():
+        if k in ("weight_init", "bias_init", "seed"):
+            continue
+        d = defaults.get(k, inspect.Parameter.empty)
+        if isinstance(v, (list, tuple)) and len(set(v)) == 1 and not isinstance(d, (list, tuple)):
+            v = v[0]  # (3, 3) written as 3, as the constructor accepts
+        if d is inspect.Parameter.empty or v != d:
+            args.append(f"{k}={v!r}")
+    return f"{type(layer).__name__}({', '.join(args)})"
+
+
 class Sequential:
     """A linear stack of layers.
 
@@ -138,6 +159,12 @@ class Sequential:
         """Pack every parameter into the model's flat buffers (values kept)."""
         self._params = _flat.ParamGroup(self.layers)
         self._params.owner = weakref.ref(self)
+        #: whether a training step changes more than the parameters (BatchNorm, Dropout)
+        self._has_state = any(layer.buffers or layer.get_state() for layer in self.layers)
+        #: whether a batch of one sample cannot train (BatchNorm of (N, C) inputs needs 2 values
+        #: per channel): fit then drops a last batch of one sample
+        self._drops_single_sample = any(type(layer).__name__ == "BatchNorm"
+                                        for layer in self.layers)
 
     def __getstate__(self) -> dict[str, Any]:  # the flat buffers are rebuilt from the copied values
         state = self.__dict__.copy()
@@ -277,7 +304,8 @@ class Sequential:
 
     def summary(self, input_shape: Sequence[int] | None = None,
                 print_fn: Callable[[str], Any] | None = print) -> str | None:
-        """Print a Keras-like table: each layer (its full constructor call), its output shape
+        """Print a Keras-like table: each layer (its index, class and the constructor arguments
+        that differ from the defaults, never truncated), its output shape
         (``None`` for the batch axis) and parameter count, then the total, trainable and
         non-trainable (e.g. BatchNorm's running statistics) counts.
 
@@ -296,12 +324,12 @@ class Sequential:
         """
         shape = tuple(input_shape) if input_shape is not None else self.input_shape
         rows = []
-        for layer in self.layers:
+        for i, layer in enumerate(self.layers):
             if shape is not None:
                 shape = layer.output_shape(shape)
             n = sum(p.size for p in layer.params.values())
             out = "(None, " + ", ".join(map(str, shape)) + ")" if shape is not None else "?"
-            rows.append((repr(layer), out, f"{n:,}"))
+            rows.append((f"{i}: {_short_repr(layer)}", out, f"{n:,}"))
         trainable = self.count_params()
         fixed = int(sum(b.size for layer in self.layers
                         for b in getattr(layer, "buffers", {}).values()))
@@ -322,8 +350,10 @@ class Sequential:
         return None
 
     def get_weights(self) -> list[dict[str, np.ndarray]]:
-        """A list (per layer) of dicts of copies of the parameters."""
-        return [{k: v.copy() for k, v in layer.params.items()} for layer in self.layers]
+        """A list (per layer) of dicts of copies of the parameters and of the non-trainable
+        arrays (``layer.buffers``, e.g. BatchNorm's running statistics), as Keras' weights."""
+        return [{**{k: v.copy() for k, v in layer.params.items()},
+                 **{k: v.copy() for k, v in layer.buffers.items()}} for layer in self.layers]
 
     def set_weights(self, weights: Sequence[Mapping[str, ArrayLike]]) -> None:
         """Copy weights (as returned by get_weights) into the layers.
@@ -336,14 +366,16 @@ class Sequential:
         if len(weights) != len(self.layers):
             raise ValueError(f"expected weights for {len(self.layers)} layers, got {len(weights)}")
         for i, (layer, w) in enumerate(zip(self.layers, weights)):
-            if set(w) != set(layer.params):
-                raise ValueError(f"layer {i}: expected parameters {sorted(layer.params)}, got "
-                                 f"{sorted(w)}")
+            expected = set(layer.params) | set(layer.buffers)
+            if set(w) != expected:
+                raise ValueError(f"layer {i}: expected parameters and buffers "
+                                 f"{sorted(expected)}, got {sorted(w)}")
             for k, v in w.items():
-                if np.shape(v) != layer.params[k].shape:
-                    raise ValueError(f"layer {i} {k}: expected shape {layer.params[k].shape}, got "
+                target = layer.params[k] if k in layer.params else layer.buffers[k]
+                if np.shape(v) != target.shape:
+                    raise ValueError(f"layer {i} {k}: expected shape {target.shape}, got "
                                      f"{np.shape(v)}")
-                np.copyto(layer.params[k], v, casting="same_kind")
+                np.copyto(target, v, casting="same_kind")
 
     # -- input checks -------------------------------------------------------------------------
     def _check_X(self, X: ArrayLike, name: str = "X",
@@ -398,16 +430,31 @@ class Sequential:
                 break
         return grad
 
+    def _training_state(self) -> list[tuple[dict[str, np.ndarray], dict[str, Any]]]:
+        """Copies of every layer's non-trainable arrays and state (running statistics, Dropout's
+        step), to put back when a step is not applied."""
+        return [({k: v.copy() for k, v in layer.buffers.items()}, layer.get_state())
+                for layer in self.layers if layer.buffers or layer.get_state()]
+
+    def _restore_training_state(self, saved: list[tuple[dict[str, np.ndarray],
+                                                          dict[str, Any]]]) -> None:
+        layers = [layer for layer in self.layers if layer.buffers or layer.get_state()]
+        for layer, (buffers, state) in zip(layers, saved):
+            for k, v in buffers.items():
+                layer.buffers[k] = v
+            layer.set_state(state)
+
     def _train_step(self, Xb: np.ndarray, yb: np.ndarray,
                     wb: np.ndarray | None = None) -> tuple[float, np.ndarray]:
         assert self.loss is not None and self.optimizer is not None  # checked by the callers
+        saved = self._training_state() if self._has_state else None
         out = self._forward(Xb, training=True)
-        if wb is None:
-            loss = self.loss.forward(out, yb, prepared=True)
-        else:
-            loss = self.loss.forward(out, yb, prepared=True, sample_weight=wb)
-        if not np.isfinite(loss):
-            return loss, out  # the caller decides; weights are untouched
+        # through Loss.__call__: a loss without sample-weight support gets a clear TypeError
+        loss = self.loss(out, yb, prepared=True, sample_weight=wb)
+        if not np.isfinite(loss):  # the caller decides; weights and running statistics untouched
+            if saved:
+                self._restore_training_state(saved)
+            return loss, out
         self.backward(self.loss.backward())
         self.optimizer.step(self.layers)
         return loss, out
@@ -479,6 +526,8 @@ class Sequential:
             w *= table[labels]
         if not np.any(w > 0):
             raise ValueError("the sample weights (sample_weight times class_weight) are all 0")
+        if not self.loss.supports_sample_weight:  # before training, not at the first step
+            self.loss.check_sample_weight(w, n)
         return w
 
     def fit(self, X: ArrayLike, y: ArrayLike, epochs: int = 1, batch_size: int = 32,
@@ -531,6 +580,10 @@ class Sequential:
 
         Notes
         -----
+        In a model with BatchNorm, a last batch of a single sample (``N % batch_size == 1``) is
+        left out of the epoch, as PyTorch's ``drop_last`` would: batch statistics need at least
+        2 values per channel (a different sample each epoch when shuffling).
+
         With weights, each batch's loss is the weighted mean ``sum_n w_n l_n / sum_n w_n`` of
         the samples' losses ``l_n``, computed in the loss kernel (PyTorch's convention for class
         weights); metrics and validation losses are unweighted.
@@ -639,6 +692,8 @@ class Sequential:
             else:
                 order = np.arange(n)
             nb = (n + batch_size - 1) // batch_size
+            if nb > 1 and n % batch_size == 1 and self._drops_single_sample:
+                nb -= 1  # BatchNorm cannot train on one sample: drop a last batch of one
             bar = None
             if verbose == 1:
                 from tqdm.auto import tqdm
@@ -738,18 +793,18 @@ class Sequential:
         return self._predict_checked(X, batch_size)
 
     def predict_proba(self, X: ArrayLike, batch_size: int = 1024) -> np.ndarray:
-        """Class probabilities: softmax of the logits (SoftmaxCrossEntropy) or sigmoid
-        (BinaryCrossEntropy). Shape ``(N, K)``.
+        """Class probabilities: softmax of the logits (SoftmaxCrossEntropy, KLDivergence) or
+        sigmoid (BinaryCrossEntropy). Shape ``(N, K)``.
 
         Raises
         ------
         RuntimeError
             If the model is not compiled with a classification loss.
         """
-        if not isinstance(self.loss, (losses_mod.SoftmaxCrossEntropy,
+        if not isinstance(self.loss, (losses_mod.SoftmaxCrossEntropy, losses_mod.KLDivergence,
                                       losses_mod.BinaryCrossEntropy)):
-            raise RuntimeError("predict_proba needs a model compiled with SoftmaxCrossEntropy or "
-                               "BinaryCrossEntropy")
+            raise RuntimeError("predict_proba needs a model compiled with SoftmaxCrossEntropy, "
+                               "KLDivergence or BinaryCrossEntropy")
         return self.loss.probabilities(self.predict(X, batch_size))
 
     def predict_classes(self, X: ArrayLike, batch_size: int = 1024) -> np.ndarray:

@@ -300,6 +300,32 @@ def test_train_cnn_when_available(tmp_path, capsys):
     assert ACC_RE.search(out).group(1) == m.group(1)
 
 
+@pytest.mark.slow
+@have_data
+def test_train_cnn_bn_with_plot_and_resaved_statistics(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    path, png = tmp_path / "cnnbn.npz", tmp_path / "curves.png"
+    rc, out, err = run(["train", "--model", "cnn-bn", "--epochs", "2", "--limit", "96",
+                        "--batch-size", "32", "--threads", "1", "--quiet", "--save", str(path),
+                        "--plot", str(png)], capsys)
+    assert rc == 0, err
+    m = ACC_RE.search(out)
+    assert m, out
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    model = fastnn.load(path)
+    assert model.layers[1].buffers["running_var"].shape == (32,)
+    assert not np.all(model.layers[1].buffers["running_var"] == 1.0)  # trained statistics saved
+    rc, out, err = run(["evaluate", str(path), "--threads", "1"], capsys)
+    assert rc == 0, err
+    assert ACC_RE.search(out).group(1) == m.group(1)  # inference mode: the same test accuracy
+
+
+def test_plot_without_matplotlib_or_folder_is_an_error(tmp_path, capsys):
+    rc, out, err = run(["train", "--plot", str(tmp_path / "no" / "c.png"), "--epochs", "1"],
+                       capsys)
+    assert rc != 0 and "does not exist" in err
+
+
 def test_build_mlp_architecture():
     model = cli.build_model("mlp", "float32", seed=0)
     dense = [layer for layer in model.layers if isinstance(layer, fastnn.Dense)]
@@ -327,6 +353,7 @@ def _check_profile_table(out, n_layers):
 
 @pytest.mark.parametrize("name,n_layers,loss", [("mlp", 3, "SoftmaxCrossEntropy"),
                                                 ("cnn", 6, "SoftmaxCrossEntropy"),
+                                                ("cnn-bn", 18, "SoftmaxCrossEntropy"),
                                                 ("dqn", 6, "MeanSquaredError")])
 def test_profile_each_model(name, n_layers, loss, capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("FASTNN_DATA", str(tmp_path))  # no dataset there: not needed

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn import (SGD, Activation, Adam, BinaryCrossEntropy, Dense, Sequential,
-                    SoftmaxCrossEntropy)
+from fastnn import (SGD, Activation, Adam, BatchNorm, BinaryCrossEntropy, Dense, Dropout,
+                    LayerNorm, Sequential, SoftmaxCrossEntropy)
 from fastnn import io as fio
 
 INVALID = "not a valid fastnn model file"
@@ -275,9 +275,9 @@ def test_newer_format_version_raises(tmp_path):
 def test_unknown_layer_class_or_bad_config_raises(tmp_path):
     _, path = trained(tmp_path)
     header, arrays = read_npz(path)
-    header["layers"][1]["class"] = "Dropout"
+    header["layers"][1]["class"] = "Dropout3D"
     write_npz(tmp_path / "bad.npz", header, arrays)
-    with pytest.raises(ValueError, match="unknown layer .Dropout."):
+    with pytest.raises(ValueError, match="unknown layer .Dropout3D."):
         fastnn.load(tmp_path / "bad.npz")
     header, arrays = read_npz(path)
     header["layers"][0]["config"]["activation"] = "swish"
@@ -577,3 +577,105 @@ def test_header_member_declaring_a_huge_numeric_array_is_refused_unallocated(tmp
     path, _ = _hostile(tmp_path, {fio.HEADER: (_npy_header((3165727488,), "<f8"), 64)})
     peak, msg = _peak_load_mib(path)
     assert peak < 64 and "malformed header" in msg
+
+
+# -- non-trainable state: BatchNorm's running statistics, Dropout's step --------------------------
+def make_norm_model(dtype="float32", seed=0):
+    m = Sequential([Dense(6, 12, activation="relu"), BatchNorm(12, momentum=0.2), Dropout(0.3),
+                    LayerNorm(12), Dense(12, 4)], dtype=dtype, seed=seed)
+    return m.compile(Adam(1e-2), SoftmaxCrossEntropy())
+
+
+def norm_trained(tmp_path, dtype="float32", epochs=2):
+    m = make_norm_model(dtype)
+    X, y = data()
+    m.fit(X, y, epochs=epochs, batch_size=8, verbose=0)
+    path = tmp_path / "norm.npz"
+    m.save(path)
+    return m, path
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_running_statistics_and_dropout_step_round_trip(tmp_path, dtype):
+    m, path = norm_trained(tmp_path, dtype)
+    header, arrays = read_npz(path)
+    assert set(k for k in arrays if k.startswith(fio.BUFFER_PREFIX)) == {
+        "buffer/1.running_mean", "buffer/1.running_var"}
+    assert not any(k.startswith("opt/buffer") or "running" in k for k in arrays
+                   if k.startswith("opt/"))  # not trained: no optimizer slots
+    assert header["layer_state"] == [{}, {}, {"step": 10}, {}, {}]
+    loaded = fastnn.load(path)
+    bn, lbn = m.layers[1], loaded.layers[1]
+    assert np.any(bn.running_mean != 0) and np.any(bn.running_var != 1)
+    np.testing.assert_array_equal(lbn.running_mean, bn.running_mean)
+    np.testing.assert_array_equal(lbn.running_var, bn.running_var)
+    assert lbn.running_mean.dtype == np.dtype(dtype)
+    assert loaded.layers[2].step == 10 and loaded.layers[2].seed == m.layers[2].seed
+    X, _ = data(50, seed=1)
+    np.testing.assert_array_equal(loaded.predict(X), m.predict(X))
+
+
+def test_resumed_training_draws_the_same_masks_as_an_uninterrupted_run(tmp_path):
+    X, y = data()
+    whole = make_norm_model()
+    whole.fit(X, y, epochs=3, batch_size=8, verbose=0)
+    part = make_norm_model()
+    part.fit(X, y, epochs=1, batch_size=8, verbose=0)
+    part.save(tmp_path / "ckpt.npz")
+    resumed = fastnn.load(tmp_path / "ckpt.npz")
+    resumed.fit(X, y, epochs=3, batch_size=8, verbose=0, initial_epoch=1)
+    assert resumed.layers[2].step == whole.layers[2].step == 15
+    for a, b in zip(whole.get_weights(), resumed.get_weights()):
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k])
+    np.testing.assert_array_equal(resumed.layers[1].running_var, whole.layers[1].running_var)
+    # without the saved step the resumed run would have drawn the first epoch's masks again
+    restarted = fastnn.load(tmp_path / "ckpt.npz")
+    restarted.layers[2].step = 0
+    restarted.fit(X, y, epochs=3, batch_size=8, verbose=0, initial_epoch=1)
+    assert not np.array_equal(restarted.layers[0].weight, whole.layers[0].weight)
+
+
+def test_file_without_layer_state_loads_with_step_zero(tmp_path):
+    _, path = norm_trained(tmp_path)
+    header, arrays = read_npz(path)
+    del header["layer_state"]
+    write_npz(tmp_path / "old.npz", header, arrays)
+    assert fastnn.load(tmp_path / "old.npz").layers[2].step == 0
+
+
+@pytest.mark.parametrize("state", [[{}, {}, {"step": -1}, {}, {}], [{}, {}, {"step": 1.5}, {}, {}],
+                                   [{}, {"steps": 3}, {}, {}, {}], [{}], "x",
+                                   [{}, {}, [], {}, {}]],
+                         ids=["negative", "float", "unknown-key", "short", "not-list",
+                              "not-dict"])
+def test_bad_layer_state_is_refused(tmp_path, state):
+    _, path = norm_trained(tmp_path)
+    header, arrays = read_npz(path)
+    header["layer_state"] = state
+    write_npz(tmp_path / "bad.npz", header, arrays)
+    with pytest.raises(ValueError, match=INVALID):
+        fastnn.load(tmp_path / "bad.npz")
+
+
+def test_missing_or_misshapen_buffer_is_refused(tmp_path):
+    _, path = norm_trained(tmp_path)
+    header, arrays = read_npz(path)
+    del arrays["buffer/1.running_var"], header["arrays"]["buffer/1.running_var"]
+    write_npz(tmp_path / "bad.npz", header, arrays)
+    with pytest.raises(ValueError, match=r"'buffer/1.running_var' is missing"):
+        fastnn.load(tmp_path / "bad.npz")
+    header, arrays = read_npz(path)
+    arrays["buffer/1.running_var"] = np.ones(13, np.float32)
+    header["arrays"]["buffer/1.running_var"] = {
+        "shape": [13], "dtype": "float32", "sha256": digest(arrays["buffer/1.running_var"])}
+    write_npz(tmp_path / "bad.npz", header, arrays)
+    with pytest.raises(ValueError, match=r"'buffer/1.running_var'.*need \(12,\) float32"):
+        fastnn.load(tmp_path / "bad.npz")
+    header, arrays = read_npz(path)
+    arrays["buffer/3.running_mean"] = np.zeros(12, np.float32)  # LayerNorm has no buffers
+    header["arrays"]["buffer/3.running_mean"] = {
+        "shape": [12], "dtype": "float32", "sha256": digest(arrays["buffer/3.running_mean"])}
+    write_npz(tmp_path / "bad.npz", header, arrays)
+    with pytest.raises(ValueError, match="arrays the model does not have"):
+        fastnn.load(tmp_path / "bad.npz")

@@ -595,3 +595,130 @@ def test_callback_monitoring_a_metric_fit_never_logs_fails_before_training(cb):
         m.fit(X, y, epochs=2, batch_size=4, verbose=0, callbacks=[cb()])
     assert m.epochs_completed == 0
     np.testing.assert_array_equal(m.get_weights()[0]["weight"], before[0]["weight"])
+
+
+# -- sample_weight / class_weight ---------------------------------------------------------------
+@pytest.mark.parametrize("loss", ["softmax_cross_entropy", "mse", "huber"])
+def test_integer_sample_weights_equal_repeating_the_samples(loss):
+    """The weighted mean sum(w l) / sum(w) with integer weights is the plain mean over the batch
+    with each sample repeated w times: one SGD step gives the same loss and weights (float64)."""
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((12, 5))
+    y = rng.integers(0, 3, 12)
+    target = y if loss == "softmax_cross_entropy" else rng.standard_normal((12, 3))
+    w = rng.integers(0, 4, 12).astype(np.float64)
+    w[0] = 2.0
+    a = Sequential([Dense(5, 8, "tanh"), Dense(8, 3)], dtype="float64", seed=0)
+    b = Sequential([Dense(5, 8, "tanh"), Dense(8, 3)], dtype="float64", seed=0)
+    a.compile(SGD(0.1), loss)
+    b.compile(SGD(0.1), loss)
+    la = a.train_on_batch(X, target, sample_weight=w)
+    rep = np.repeat(np.arange(12), w.astype(int))
+    lb = b.train_on_batch(X[rep], target[rep])
+    assert la == pytest.approx(lb, rel=1e-12)
+    for pa, pb in zip(flat_weights(a), flat_weights(b)):
+        np.testing.assert_allclose(pa, pb, rtol=1e-12, atol=1e-14)
+
+
+def test_class_weight_is_the_sample_weight_of_each_class():
+    X, y = small_problem(n=90)
+    a, b = mlp(), mlp()
+    a.compile(SGD(0.05), "softmax_cross_entropy")
+    b.compile(SGD(0.05), "softmax_cross_entropy")
+    cw = {0: 0.5, 2: 3.0}  # class 1 not listed: weight 1
+    ha = a.fit(X, y, epochs=2, batch_size=16, class_weight=cw, sample_weight=np.full(90, 2.0),
+               verbose=0, seed=1)
+    table = np.array([0.5, 1.0, 3.0])
+    hb = b.fit(X, y, epochs=2, batch_size=16, sample_weight=2.0 * table[y], verbose=0, seed=1)
+    assert ha.history["loss"] == hb.history["loss"]
+    assert same_weights(a, flat_weights(b))
+    # binary targets: the class is target >= 0.5
+    Xb = X[:, :4]
+    t = (Xb[:, 0] > 0).astype(np.float64)
+    c = Sequential([Dense(4, 1)], seed=0).compile(SGD(0.1), "binary_cross_entropy")
+    d = Sequential([Dense(4, 1)], seed=0).compile(SGD(0.1), "binary_cross_entropy")
+    c.train_on_batch(Xb, t, class_weight={1: 4.0})
+    d.train_on_batch(Xb, t, sample_weight=np.where(t == 1, 4.0, 1.0))
+    assert same_weights(c, flat_weights(d))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"sample_weight": np.ones(5)}, r"shape \(90,\)"),
+    ({"sample_weight": -np.ones(90)}, ">= 0"),
+    ({"sample_weight": np.zeros(90)}, "all 0"),
+    ({"class_weight": [1.0, 2.0]}, "dict"),
+    ({"class_weight": {"a": 1.0}}, "class indices"),
+    ({"class_weight": {0: -1.0}}, r"class_weight\[0\]"),
+])
+def test_bad_weights_raise(kwargs, match):
+    X, y = small_problem(n=90)
+    m = mlp().compile("sgd", "softmax_cross_entropy")
+    with pytest.raises((ValueError, TypeError), match=match):
+        m.fit(X, y, verbose=0, **kwargs)
+
+
+def test_zero_weight_samples_do_not_train():
+    """Samples of weight 0 contribute nothing: training on all with zeros for the second half
+    equals training on the first half alone, batch by batch (no shuffle, batches aligned)."""
+    X, y = small_problem(n=64)
+    a, b = mlp(dtype="float64"), mlp(dtype="float64")
+    a.compile(SGD(0.1), "softmax_cross_entropy")
+    b.compile(SGD(0.1), "softmax_cross_entropy")
+    w = np.r_[np.ones(32), np.zeros(32)]
+    a.fit(X, y, epochs=1, batch_size=32, shuffle=False, sample_weight=w, verbose=0)
+    b.fit(X[:32], y[:32], epochs=1, batch_size=32, shuffle=False, verbose=0)
+    for pa, pb in zip(flat_weights(a), flat_weights(b)):
+        np.testing.assert_allclose(pa, pb, rtol=1e-12)
+
+
+# -- models with running statistics and dropout --------------------------------------------------
+def bn_model(seed=0, dtype="float32"):
+    from fastnn import BatchNorm, Dropout
+    return Sequential([Dense(20, 16), BatchNorm(16), Activation("relu"), Dropout(0.3),
+                       Dense(16, 3)], dtype=dtype, seed=seed)
+
+
+def test_get_set_weights_include_running_statistics():
+    X, y = small_problem(n=64)
+    m = bn_model().compile("adam", "softmax_cross_entropy")
+    w0 = m.get_weights()
+    assert set(w0[1]) == {"weight", "bias", "running_mean", "running_var"}
+    m.fit(X, y, epochs=1, batch_size=16, verbose=0)
+    assert not np.array_equal(m.layers[1].buffers["running_mean"], w0[1]["running_mean"])
+    m.set_weights(w0)
+    assert np.array_equal(m.layers[1].buffers["running_mean"], w0[1]["running_mean"])
+    assert np.array_equal(m.layers[1].buffers["running_var"], w0[1]["running_var"])
+
+
+def test_nan_step_leaves_running_statistics_and_dropout_step():
+    X, y = small_problem(n=32)
+    m = bn_model().compile("sgd", "softmax_cross_entropy")
+    m.train_on_batch(X[:16], y[:16])
+    before = m.get_weights()
+    step = m.layers[3].step
+    Xbad = X[16:].copy()
+    Xbad[0, 0] = np.inf
+    with pytest.raises(FloatingPointError):
+        m.train_on_batch(Xbad, y[16:], check_finite=False)
+    assert m.layers[3].step == step
+    for a, b in zip(m.get_weights(), before):
+        for k in a:
+            assert np.array_equal(a[k], b[k], equal_nan=True), k
+
+
+def test_gradient_check_with_dropout_and_batchnorm():
+    X, y = small_problem(n=8)
+    m = bn_model(dtype="float64").compile("sgd", "softmax_cross_entropy")
+    res = fastnn.gradient_check(m, X, y)
+    # the bias of the Dense before BatchNorm has a zero gradient (the normalisation removes any
+    # per-channel shift), so its relative error compares rounding noise with rounding noise
+    assert np.abs(m.layers[0].grads["bias"]).max() < 1e-12
+    del res["0.bias"]
+    assert max(res.values()) < 1e-6, res
+
+
+def test_batchnorm_model_drops_a_last_batch_of_one_sample():
+    X, y = small_problem(n=33)
+    m = bn_model().compile("sgd", "softmax_cross_entropy")
+    h = m.fit(X, y, epochs=2, batch_size=16, verbose=0)  # 16 + 16 + (1 dropped)
+    assert m.optimizer.iterations == 4 and len(h.epoch) == 2

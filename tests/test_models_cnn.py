@@ -7,7 +7,7 @@ import pytest
 
 import fastnn
 from fastnn.layers import Conv2D, Dense, Flatten, MaxPool2D
-from fastnn.models import dqn, small_cnn
+from fastnn.models import cnn_bn, dqn, small_cnn
 
 from conftest import requires_fashion_mnist
 
@@ -136,3 +136,14 @@ def test_small_cnn_learns_fashion_mnist_subset():
     model.fit(X[:4000], y[:4000], epochs=2, batch_size=64, seed=0, verbose=0)
     acc = model.evaluate(Xt[:2000], yt[:2000])["accuracy"]
     assert acc > 0.75
+
+
+def test_cnn_bn_architecture():
+    from fastnn import BatchNorm, Dropout
+    m = cnn_bn(seed=0)
+    assert m.count_params() == 862_218
+    assert sum(isinstance(layer, BatchNorm) for layer in m.layers) == 4
+    assert [layer.rate for layer in m.layers if isinstance(layer, Dropout)] == [0.25, 0.5]
+    assert m.output_shape((28, 28, 1)) == (10,)
+    X = np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32)
+    assert np.array_equal(m.predict(X), cnn_bn(seed=0).predict(X))  # seeded

@@ -30,6 +30,10 @@ class Layer:
         Trainable arrays (e.g. ``"weight"``, ``"bias"``); empty for layers without parameters.
     grads : dict of str -> ndarray
         Same keys and shapes as ``params``, filled by ``backward``.
+    buffers : dict of str -> ndarray
+        Non-trainable arrays of the layer's dtype (e.g. BatchNorm's ``"running_mean"``), saved
+        and loaded with the model but not in the optimizer's flat buffer (PyTorch's
+        ``register_buffer``); empty for most layers.
     dtype : numpy dtype
         float32 (default) or float64, fixed by :meth:`build`.
 
@@ -64,6 +68,17 @@ class Layer:
     def grads(self) -> ParamDict:
         """Gradients of the last ``backward``, same names and shapes as ``params``."""
         return self._grads
+
+    @property
+    def buffers(self) -> ParamDict:
+        """Non-trainable arrays by name (:meth:`buffer_shapes`); assigning to an entry copies into
+        it, as for ``params``."""
+        return self.__dict__.get("_state_buffers") or ParamDict(type(self).__name__)
+
+    def _set_buffers(self, buffers: dict[str, np.ndarray]) -> None:
+        """Install the non-trainable arrays (in ``build``), converted to the layer's dtype."""
+        self._state_buffers = ParamDict(type(self).__name__, {
+            k: np.array(v, dtype=self.dtype, order="C") for k, v in buffers.items()})
 
     def _set_params(self, params: dict[str, np.ndarray]) -> None:
         """Install freshly created parameters (in ``build``) and zeroed gradients of their shape."""
@@ -103,6 +118,29 @@ class Layer:
         checks a file's arrays against them before reading any). ``{}``: no parameters; a layer
         with parameters overrides it."""
         return {}
+
+    def buffer_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shapes of the non-trainable arrays (:attr:`buffers`) :meth:`build` creates, known
+        before building, like :meth:`param_shapes`; ``{}`` for most layers."""
+        return {}
+
+    def get_state(self) -> dict[str, Any]:
+        """JSON-serialisable training state that is neither a constructor argument nor an array
+        (Dropout's step counter), saved with the model; ``{}`` for most layers."""
+        return {}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`get_state` returned (``fastnn.load`` calls it).
+
+        Raises
+        ------
+        ValueError
+            If ``state`` has a key the layer does not know or a bad value.
+        """
+        if not isinstance(state, dict):
+            raise ValueError(f"{type(self).__name__} state must be a mapping, got {state!r}")
+        if state:
+            raise ValueError(f"{type(self).__name__} has no state entries {sorted(state)}")
 
     # -- computation --------------------------------------------------------------------------
     def forward(self, X: ArrayLike, training: bool = True) -> np.ndarray:
