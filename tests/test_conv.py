@@ -731,3 +731,30 @@ def test_kernel_wrappers_take_asymmetric_padding():
         _conv.conv_forward(X, Wm, b, A, col, 1, 1, 1, 1, 0, 0, 0, 0.0, 1, ph_end=-2, pw_end=2)
     with pytest.raises(ValueError, match="larger than the padded input"):
         _conv.conv_workspace(2, 4, 5, 3, 2, 6, 1, 1, 1, 1, 0, 8, ph_end=0)
+
+
+@pytest.mark.parametrize("pads", [(0, 3, 2, 0), (2, 0, 0, 1), (1, 2, 3, 1), (0, 1, 0, 0)])
+def test_arbitrary_asymmetric_padding_in_the_kernels(pads, path):
+    """The kernels take any (top, bottom, left, right) padding, not only TensorFlow's split:
+    forward against np.pad, every gradient against central differences (the layer's pads()
+    overridden on the instance)."""
+    layer = make_conv(2, 3, (3, 2), (2, 1), 0, "tanh", np.float64, seed=6)
+    layer.pads = lambda H, W: pads
+    pt, pb, pl, pr = pads
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal((3, 6, 5, 2))
+    Xpad = np.pad(X, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    ref = np.tanh(conv_reference(Xpad, layer.weight, layer.bias, (2, 1), (0, 0)))
+    Y = layer.forward(X)
+    assert Y.shape == ref.shape == (3,) + layer.output_shape((6, 5, 2))
+    assert np.abs(Y - ref).max() < 1e-13
+    R = rng.standard_normal(Y.shape)
+
+    def loss():
+        return float(np.sum(layer.forward(X) * R))
+
+    loss()
+    dX = layer.backward(R).copy()
+    assert rel_error(layer.grads["weight"].copy(), numerical_grad(loss, layer.params["weight"])) \
+        < 1e-6
+    assert rel_error(dX, numerical_grad(loss, X)) < 1e-6

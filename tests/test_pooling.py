@@ -520,3 +520,25 @@ def test_global_avgpool_kernels_check_shapes():
         _conv.global_avgpool_backward(np.zeros((3, 4)), np.zeros((2, 3, 3, 4)), 1)
     with pytest.raises(ValueError):
         _conv.global_avgpool_forward(np.zeros((2, 3, 3, 4)), np.zeros((2, 4)), 0)
+
+
+@pytest.mark.parametrize("cls,kind", [(MaxPool2D, "max"), (AvgPool2D, "avg")])
+@pytest.mark.parametrize("pads", [(0, 2, 1, 0), (2, 0, 0, 1), (1, 2, 2, 2)])
+def test_arbitrary_asymmetric_padding_in_the_kernels(cls, kind, pads):
+    """The pool kernels take any (top, bottom, left, right) padding below the window, not only
+    TensorFlow's split (the layer's pads() overridden on the instance)."""
+    layer = cls(3, stride=2).build(np.float64)
+    layer.pads = lambda H, W: pads
+    X = distinct_values((2, 7, 6, 3), seed=3)
+    ref = padded_pool_reference(X, (3, 3), (2, 2), pads, kind)
+    Y = layer.forward(X)
+    assert Y.shape == ref.shape == (2,) + layer.output_shape((7, 6, 3))
+    assert np.abs(Y - ref).max() < 1e-14
+    R = np.random.default_rng(2).standard_normal(Y.shape)
+
+    def loss():
+        return float(np.sum(layer.forward(X) * R))
+
+    loss()
+    dX = layer.backward(R).copy()
+    assert rel_error(dX, numerical_grad(loss, X)) < 1e-6
