@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .layers import Activation as Activation, AvgPool2D as AvgPool2D, Conv2D as Conv2D
     from .layers import Dense as Dense, Flatten as Flatten, MaxPool2D as MaxPool2D
     from .layers import BatchNorm as BatchNorm, Dropout as Dropout, LayerNorm as LayerNorm
+    from .layers import GlobalAvgPool2D as GlobalAvgPool2D
     from .losses import BinaryCrossEntropy as BinaryCrossEntropy, Huber as Huber
     from .losses import KLDivergence as KLDivergence
     from .losses import MeanSquaredError as MeanSquaredError
