@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING  # noqa: E402
 from ._config import get_num_threads, set_num_threads, show_config  # noqa: E402
 from . import datasets, metrics, schedules  # noqa: E402
 from .callbacks import (Callback, CSVLogger, EarlyStopping, History,  # noqa: E402
-                        LearningRateScheduler, ModelCheckpoint, TerminateOnNaN)
+                        LearningRateScheduler, ModelCheckpoint, ReduceLROnPlateau,
+                        TerminateOnNaN)
 from .gradcheck import gradient_check  # noqa: E402
 from .io import load  # noqa: E402
 from .layers import LAYERS, Layer  # noqa: E402
@@ -33,11 +34,13 @@ if TYPE_CHECKING:
     from .layers import Activation as Activation, AvgPool2D as AvgPool2D, Conv2D as Conv2D
     from .layers import Dense as Dense, Flatten as Flatten, MaxPool2D as MaxPool2D
     from .layers import BatchNorm as BatchNorm, Dropout as Dropout, LayerNorm as LayerNorm
+    from .layers import GlobalAvgPool2D as GlobalAvgPool2D
     from .losses import BinaryCrossEntropy as BinaryCrossEntropy, Huber as Huber
     from .losses import KLDivergence as KLDivergence
     from .losses import MeanSquaredError as MeanSquaredError
     from .losses import SoftmaxCrossEntropy as SoftmaxCrossEntropy
-    from .optimizers import SGD as SGD, Adam as Adam
+    from .optimizers import SGD as SGD, Adam as Adam, Adagrad as Adagrad, AdamW as AdamW
+    from .optimizers import RMSprop as RMSprop
 
 _REGISTERED = {cls.__name__: cls for registry in (LAYERS, LOSSES, OPTIMIZERS)
                for cls in registry.values() if cls.__module__.startswith("fastnn.")}
@@ -47,7 +50,8 @@ minibatches = datasets.minibatches
 
 __all__ = [
     "Sequential", "Layer", "Loss", "Optimizer", "Callback", "History", "EarlyStopping",
-    "ModelCheckpoint", "TerminateOnNaN", "LearningRateScheduler", "CSVLogger", "metrics",
+    "ModelCheckpoint", "TerminateOnNaN", "LearningRateScheduler", "CSVLogger", "ReduceLROnPlateau",
+    "metrics",
     "gradient_check", "load",
     "one_hot", "minibatches", "datasets", "schedules", "set_num_threads", "get_num_threads",
     "show_config", "profile", "format_profile", "entropy", "kl_divergence",

@@ -303,15 +303,20 @@ class LearningRateScheduler(Callback):
     one: after epoch ``e`` (0-based) it is ``schedule(e + 1)``; epoch 0 uses the optimizer's own
     rate (Keras' ``LearningRateScheduler``, which sets it at each epoch's start).
 
+    For a rate that changes every step, give the optimizer a schedule as its ``learning_rate``
+    instead (``Adam(learning_rate=CosineDecay(1e-3, total_steps))``).
+
     Parameters
     ----------
     schedule : callable
-        ``schedule(epoch) -> float``, e.g. :class:`fastnn.schedules.CosineDecay`.
+        ``schedule(epoch) -> float``, e.g. :class:`fastnn.schedules.CosineDecay` (counted in
+        epochs here).
 
     Raises
     ------
     TypeError
-        If ``schedule`` is not callable.
+        If ``schedule`` is not callable; at the start of ``fit``, if the optimizer's learning
+        rate is itself a Schedule (as Keras: the two would fight over the rate).
     """
 
     def __init__(self, schedule: Callable[[int], float]) -> None:
@@ -319,6 +324,116 @@ class LearningRateScheduler(Callback):
             raise TypeError(f"schedule must be callable, got {type(schedule).__name__}")
         self.schedule = schedule
 
+    def on_train_begin(self, logs: Logs | None = None) -> None:
+        _check_float_learning_rate(self)
+
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         assert self.model is not None and self.model.optimizer is not None  # set by fit
         self.model.optimizer.learning_rate = float(self.schedule(epoch + 1))
+
+
+def _check_float_learning_rate(callback: Callback) -> None:
+    """TypeError if the model's optimizer has a Schedule as its learning rate."""
+    from .schedules import Schedule
+
+    optimizer = callback.model.optimizer if callback.model is not None else None
+    if optimizer is not None and isinstance(optimizer.learning_rate, Schedule):
+        raise TypeError(f"{type(callback).__name__} sets the optimizer's learning rate, but "
+                        f"{type(optimizer).__name__} was given the schedule "
+                        f"{optimizer.learning_rate!r} as its learning_rate; use one or the other")
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiply the learning rate by ``factor`` when ``monitor`` has not improved for
+    ``patience`` epochs (Keras' ``ReduceLROnPlateau``).
+
+    At the end of each epoch: during a cooldown the wait counter stays 0; an improvement (by
+    more than ``min_delta``) resets it; otherwise, outside a cooldown, it counts up and on
+    reaching ``patience`` the rate becomes ``max(lr * factor, min_lr)`` (if ``lr > min_lr``),
+    the wait restarts and a cooldown of ``cooldown`` epochs begins.
+
+    Parameters
+    ----------
+    monitor : str, default="val_loss"
+        A key of the epoch logs (checked at the start of ``fit``).
+    factor : float, default=0.1
+        In ``(0, 1)``.
+    patience : int, default=10
+        Epochs without improvement before a reduction, ``>= 0``.
+    mode : {"auto", "min", "max"}, default="auto"
+        "auto" maximises names containing "acc", minimises the others.
+    min_delta : float, default=1e-4
+        The smallest change counted as an improvement, ``>= 0``.
+    cooldown : int, default=0
+        Epochs after a reduction during which no wait is counted, ``>= 0``.
+    min_lr : float, default=0.0
+        Lower bound of the rate, ``>= 0``.
+
+    Attributes
+    ----------
+    best : float
+        The best monitored value so far.
+    wait, cooldown_counter : int
+        As in Keras.
+
+    Raises
+    ------
+    ValueError
+        An argument out of range or a bad mode; at the start of ``fit``, a monitor that fit will
+        not log.
+    TypeError
+        At the start of ``fit``, if the optimizer's learning rate is a Schedule (Keras too
+        refuses to set a scheduled rate).
+    """
+
+    def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10,
+                 mode: str = "auto", min_delta: float = 1e-4, cooldown: int = 0,
+                 min_lr: float = 0.0) -> None:
+        from . import _validation as V
+
+        self.monitor = monitor
+        self.factor = V.check_float(factor, "factor", minimum=0.0, maximum=1.0,
+                                    min_inclusive=False, max_inclusive=False)
+        self.patience = V.check_int(patience, "patience", minimum=0)
+        self.mode = mode
+        self.mode_max = _resolve_mode(mode, monitor, "ReduceLROnPlateau")
+        self.min_delta = V.check_float(min_delta, "min_delta", minimum=0.0)
+        self.cooldown = V.check_int(cooldown, "cooldown", minimum=0)
+        self.min_lr = V.check_float(min_lr, "min_lr", minimum=0.0)
+        self._reset()
+
+    def _reset(self) -> None:
+        self.best = -np.inf if self.mode_max else np.inf
+        self.wait = 0
+        self.cooldown_counter = 0
+
+    def on_train_begin(self, logs: Logs | None = None) -> None:
+        self._check_monitor(self.monitor)
+        _check_float_learning_rate(self)
+        self._reset()
+
+    def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
+        assert self.model is not None and self.model.optimizer is not None  # set by fit
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            raise KeyError(f"ReduceLROnPlateau monitors {self.monitor!r}, which is not in the "
+                           f"epoch logs {sorted(logs or {})}")
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.wait = 0
+        better = (value > self.best + self.min_delta) if self.mode_max \
+            else (value < self.best - self.min_delta)
+        if better:
+            self.best, self.wait = value, 0
+        elif self.cooldown_counter == 0:
+            self.wait += 1
+            if self.wait >= self.patience:
+                optimizer = self.model.optimizer
+                old = optimizer.learning_rate
+                assert isinstance(old, float)  # not a Schedule: checked at train begin
+                if old > self.min_lr:
+                    new = max(old * self.factor, self.min_lr)
+                    if new > 0:
+                        optimizer.learning_rate = new
+                    self.cooldown_counter = self.cooldown
+                    self.wait = 0

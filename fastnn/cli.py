@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from .optimizers import Optimizer
 
 #: Learning rates used when ``--learning-rate`` is not given.
-DEFAULT_LEARNING_RATES = {"adam": 1e-3, "sgd": 0.05}
+DEFAULT_LEARNING_RATES = {"adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3, "sgd": 0.05}
 #: ``--lr-schedule cosine`` ends at this fraction of the initial learning rate.
 FINAL_LR_FRACTION = 0.1
 #: Momentum of SGD from the command line.

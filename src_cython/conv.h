@@ -305,7 +305,19 @@ FNN_CLONES static void fnn_conv_direct_dw_##SUF(const T *restrict X, const T *re
 FNN_CONV_DIRECT_DW(float, f32, fnn_v8f, 8)
 FNN_CONV_DIRECT_DW(double, f64, fnn_v4d, 4)
 
-/* ---- pooling (no padding), output rows g0 .. g0 + rows; g->M is unused (= C) ---------------- */
+/* ---- pooling, output rows g0 .. g0 + rows; g->M is unused (= C) --------------------------------
+ * Padding: g->ph / g->pw are the top / left offsets (the bottom / right padding only shows in
+ * g->Ho / g->Wo). A window is clipped to the input: padded positions take no part (max pooling
+ * treats them as -inf, average pooling divides by the number of real positions). The caller
+ * guarantees that every window holds at least one real position (padding < kernel size). */
+
+/* Real rows [*lo, *hi) of the window starting at input row i0 of an axis of n positions. */
+static inline void fnn_pool_span(ptrdiff_t i0, ptrdiff_t k, ptrdiff_t n, ptrdiff_t *lo,
+                                 ptrdiff_t *hi) {
+    *lo = i0 < 0 ? 0 : i0;
+    *hi = i0 + k < n ? i0 + k : n;
+    if (*hi < *lo) *hi = *lo;
+}
 
 /* Y = max over each window; argmax = flat position ih * W + iw of the first maximum (a NaN wins,
  * so that NaN propagates as in the other frameworks). */
@@ -318,15 +330,18 @@ FNN_CLONES static void fnn_maxpool_##SUF(const T *X, T *Y, int *argmax, const fn
         const T *img = X + n * g->H * g->W * C;                                                   \
         T *y = Y + (g0 + r) * g->Wo * C;                                                          \
         int *ix = argmax + (g0 + r) * g->Wo * C;                                                  \
+        ptrdiff_t ilo, ihi;                                                                       \
+        fnn_pool_span(oh * g->sh - g->ph, g->kh, g->H, &ilo, &ihi);                               \
         for (ptrdiff_t ow = 0; ow < g->Wo; ow++, y += C, ix += C) {                               \
-            const ptrdiff_t ih0 = oh * g->sh, iw0 = ow * g->sw;                                   \
-            const T *x0 = img + (ih0 * g->W + iw0) * C;                                           \
-            const int p0 = (int)(ih0 * g->W + iw0);                                               \
+            ptrdiff_t jlo, jhi;                                                                   \
+            fnn_pool_span(ow * g->sw - g->pw, g->kw, g->W, &jlo, &jhi);                           \
+            const T *x0 = img + (ilo * g->W + jlo) * C;                                           \
+            const int p0 = (int)(ilo * g->W + jlo);                                               \
             for (ptrdiff_t c = 0; c < C; c++) { y[c] = x0[c]; ix[c] = p0; }                       \
-            for (ptrdiff_t i = 0; i < g->kh; i++) {                                               \
-                for (ptrdiff_t j = (i == 0); j < g->kw; j++) {                                    \
-                    const T *x = img + ((ih0 + i) * g->W + iw0 + j) * C;                          \
-                    const int p = (int)((ih0 + i) * g->W + iw0 + j);                              \
+            for (ptrdiff_t ih = ilo; ih < ihi; ih++) {                                            \
+                for (ptrdiff_t iw = jlo + (ih == ilo); iw < jhi; iw++) {                          \
+                    const T *x = img + (ih * g->W + iw) * C;                                      \
+                    const int p = (int)(ih * g->W + iw);                                          \
                     for (ptrdiff_t c = 0; c < C; c++) {                                           \
                         const T v = x[c], cur = y[c];                                             \
                         const int take = (v > cur) | ((v != v) & (cur == cur));                   \
@@ -387,22 +402,26 @@ FNN_CLONES static void fnn_maxpool_backward_tiled_##SUF(const T *dY, const int *
 FNN_MAXPOOL_BACKWARD_TILED(float, f32)
 FNN_MAXPOOL_BACKWARD_TILED(double, f64)
 
-/* Y = mean over each window (sum in window order, then times 1 / (kh kw)). */
+/* Y = mean over each window's real positions (sum in window order, then times 1 / count; without
+ * padding count = kh kw). */
 #define FNN_AVGPOOL(T, SUF)                                                                       \
 FNN_CLONES static void fnn_avgpool_##SUF(const T *X, T *Y, const fnn_conv_geom *g, ptrdiff_t g0,  \
                                          ptrdiff_t rows) {                                        \
     const ptrdiff_t C = g->C;                                                                     \
-    const T inv = (T)1 / (T)(g->kh * g->kw);                                                      \
     for (ptrdiff_t r = 0; r < rows; r++) {                                                        \
         const ptrdiff_t n = (g0 + r) / g->Ho, oh = (g0 + r) - n * g->Ho;                          \
         const T *img = X + n * g->H * g->W * C;                                                   \
         T *y = Y + (g0 + r) * g->Wo * C;                                                          \
+        ptrdiff_t ilo, ihi;                                                                       \
+        fnn_pool_span(oh * g->sh - g->ph, g->kh, g->H, &ilo, &ihi);                               \
         for (ptrdiff_t ow = 0; ow < g->Wo; ow++, y += C) {                                        \
-            const ptrdiff_t ih0 = oh * g->sh, iw0 = ow * g->sw;                                   \
+            ptrdiff_t jlo, jhi;                                                                   \
+            fnn_pool_span(ow * g->sw - g->pw, g->kw, g->W, &jlo, &jhi);                           \
+            const T inv = (T)1 / (T)((ihi - ilo) * (jhi - jlo));                                  \
             for (ptrdiff_t c = 0; c < C; c++) y[c] = (T)0;                                        \
-            for (ptrdiff_t i = 0; i < g->kh; i++)                                                 \
-                for (ptrdiff_t j = 0; j < g->kw; j++) {                                           \
-                    const T *x = img + ((ih0 + i) * g->W + iw0 + j) * C;                          \
+            for (ptrdiff_t ih = ilo; ih < ihi; ih++)                                              \
+                for (ptrdiff_t iw = jlo; iw < jhi; iw++) {                                        \
+                    const T *x = img + (ih * g->W + iw) * C;                                      \
                     for (ptrdiff_t c = 0; c < C; c++) y[c] += x[c];                               \
                 }                                                                                 \
             for (ptrdiff_t c = 0; c < C; c++) y[c] *= inv;                                        \
@@ -412,22 +431,54 @@ FNN_CLONES static void fnn_avgpool_##SUF(const T *X, T *Y, const fnn_conv_geom *
 FNN_AVGPOOL(float, f32)
 FNN_AVGPOOL(double, f64)
 
-/* dX[n] (zeroed by the caller) += dY[n, oh, ow] / (kh kw) over each window, in output order. */
+/* dX[n] (zeroed by the caller) += dY[n, oh, ow] / count over each window's real positions, in
+ * output order. */
 #define FNN_AVGPOOL_BACKWARD(T, SUF)                                                              \
 FNN_CLONES static void fnn_avgpool_backward_##SUF(const T *dY, T *dX, const fnn_conv_geom *g,     \
                                                   ptrdiff_t n) {                                  \
     const ptrdiff_t C = g->C;                                                                     \
-    const T inv = (T)1 / (T)(g->kh * g->kw);                                                      \
     T *img = dX + n * g->H * g->W * C;                                                            \
     const T *d = dY + n * g->Ho * g->Wo * C;                                                      \
-    for (ptrdiff_t oh = 0; oh < g->Ho; oh++)                                                      \
-        for (ptrdiff_t ow = 0; ow < g->Wo; ow++, d += C)                                          \
-            for (ptrdiff_t i = 0; i < g->kh; i++)                                                 \
-                for (ptrdiff_t j = 0; j < g->kw; j++) {                                           \
-                    T *x = img + ((oh * g->sh + i) * g->W + ow * g->sw + j) * C;                  \
+    for (ptrdiff_t oh = 0; oh < g->Ho; oh++) {                                                    \
+        ptrdiff_t ilo, ihi;                                                                       \
+        fnn_pool_span(oh * g->sh - g->ph, g->kh, g->H, &ilo, &ihi);                               \
+        for (ptrdiff_t ow = 0; ow < g->Wo; ow++, d += C) {                                        \
+            ptrdiff_t jlo, jhi;                                                                   \
+            fnn_pool_span(ow * g->sw - g->pw, g->kw, g->W, &jlo, &jhi);                           \
+            const T inv = (T)1 / (T)((ihi - ilo) * (jhi - jlo));                                  \
+            for (ptrdiff_t ih = ilo; ih < ihi; ih++)                                              \
+                for (ptrdiff_t iw = jlo; iw < jhi; iw++) {                                        \
+                    T *x = img + (ih * g->W + iw) * C;                                            \
                     for (ptrdiff_t c = 0; c < C; c++) x[c] += d[c] * inv;                         \
                 }                                                                                 \
+        }                                                                                         \
+    }                                                                                             \
 }
 FNN_AVGPOOL_BACKWARD(float, f32)
 FNN_AVGPOOL_BACKWARD(double, f64)
+
+/* ---- global average pooling: Y[n, c] = sum over the H W positions of X[n, p, c] (in position
+ * order) / (H W); its backward dX[n, p, c] = dY[n, c] / (H W). One image per call. */
+#define FNN_GLOBAL_AVGPOOL(T, SUF)                                                                \
+FNN_CLONES static void fnn_global_avgpool_##SUF(const T *X, T *Y, ptrdiff_t P, ptrdiff_t C,       \
+                                                ptrdiff_t n) {                                    \
+    const T *x = X + n * P * C;                                                                   \
+    T *y = Y + n * C;                                                                             \
+    const T count = (T)P;                                                                         \
+    for (ptrdiff_t c = 0; c < C; c++) y[c] = (T)0;                                                \
+    for (ptrdiff_t p = 0; p < P; p++, x += C)                                                     \
+        for (ptrdiff_t c = 0; c < C; c++) y[c] += x[c];                                           \
+    for (ptrdiff_t c = 0; c < C; c++) y[c] /= count;                                              \
+}                                                                                                 \
+FNN_CLONES static void fnn_global_avgpool_backward_##SUF(const T *dY, T *dX, ptrdiff_t P,         \
+                                                         ptrdiff_t C, ptrdiff_t n) {              \
+    T *x = dX + n * P * C;                                                                        \
+    const T *d = dY + n * C;                                                                      \
+    const T count = (T)P;                                                                         \
+    for (ptrdiff_t c = 0; c < C; c++) x[c] = d[c] / count;                                        \
+    for (ptrdiff_t p = 1; p < P; p++)                                                             \
+        memcpy(x + p * C, x, (size_t)C * sizeof(T));                                              \
+}
+FNN_GLOBAL_AVGPOOL(float, f32)
+FNN_GLOBAL_AVGPOOL(double, f64)
 #endif

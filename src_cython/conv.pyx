@@ -7,7 +7,10 @@ convolution, pooling) are C helpers in ``conv.h``, vectorised and cloned per ISA
 
 Layout
 ------
-- ``X`` (N, H, W, C), output ``A`` (N, Ho, Wo, M), ``Ho = (H + 2 ph - kh) // sh + 1`` (same for W).
+- ``X`` (N, H, W, C), output ``A`` (N, Ho, Wo, M), ``Ho = (H + ph + ph_end - kh) // sh + 1`` (same
+  for W): ``ph`` zero rows before the input, ``ph_end`` after it (``ph_end = -1``, the default of
+  every kernel: ``ph``). Asymmetric padding (TensorFlow's "same") is only a different output size:
+  the kernels place windows from the top/left offset and bound-check every row and column.
 - The weight (kh, kw, C, M) is passed as the (K, M) matrix it already is in memory, K = kh kw C.
 - A column-matrix row holds one output position's receptive field in (i, j, c) order, so each
   kernel row ``i`` is one contiguous run of ``kw * C`` input values (NHWC); zero padding is done by
@@ -78,6 +81,13 @@ cdef extern from "conv.h" nogil:
     void fnn_avgpool_f64(const double *X, double *Y, const Geom *g, Py_ssize_t g0, Py_ssize_t rows)
     void fnn_avgpool_backward_f32(const float *dY, float *dX, const Geom *g, Py_ssize_t n)
     void fnn_avgpool_backward_f64(const double *dY, double *dX, const Geom *g, Py_ssize_t n)
+    void fnn_global_avgpool_f32(const float *X, float *Y, Py_ssize_t P, Py_ssize_t C, Py_ssize_t n)
+    void fnn_global_avgpool_f64(const double *X, double *Y, Py_ssize_t P, Py_ssize_t C,
+                                Py_ssize_t n)
+    void fnn_global_avgpool_backward_f32(const float *dY, float *dX, Py_ssize_t P, Py_ssize_t C,
+                                         Py_ssize_t n)
+    void fnn_global_avgpool_backward_f64(const double *dY, double *dX, Py_ssize_t P,
+                                         Py_ssize_t C, Py_ssize_t n)
 
 # Below this many multiply-adds a kernel runs on one thread (OpenMP fork/join costs ~2-5 us).
 cdef Py_ssize_t PAR_MIN_MACS = 1 << 16
@@ -148,15 +158,18 @@ cdef inline void conv_direct_dw(const floating *X, const floating *dZ, floating 
 
 # ---- geometry --------------------------------------------------------------------------------
 
-cdef inline Py_ssize_t _out_size(Py_ssize_t n, Py_ssize_t k, Py_ssize_t s, Py_ssize_t p) noexcept nogil:
-    if s < 1 or n + 2 * p < k:
+cdef inline Py_ssize_t _out_size(Py_ssize_t n, Py_ssize_t k, Py_ssize_t s, Py_ssize_t p0,
+                                 Py_ssize_t p1) noexcept nogil:
+    """Output length for padding p0 before and p1 after the input."""
+    if s < 1 or n + p0 + p1 < k:
         return -1
-    return (n + 2 * p - k) // s + 1
+    return (n + p0 + p1 - k) // s + 1
 
 
 cdef inline int _path(Geom *g) noexcept nogil:
     """The forward kernel."""
-    if g.kh == 1 and g.kw == 1 and g.sh == 1 and g.sw == 1 and g.ph == 0 and g.pw == 0:
+    if g.kh == 1 and g.kw == 1 and g.sh == 1 and g.sw == 1 and g.ph == 0 and g.pw == 0 \
+            and g.Ho == g.H and g.Wo == g.W:
         return PATH_POINTWISE
     if FORCE_PATH >= 0:
         return FORCE_PATH
@@ -192,24 +205,32 @@ cdef Py_ssize_t LIMIT = 2147483647
 
 
 cdef int _geometry(Geom *g, Py_ssize_t N, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C, Py_ssize_t M,
-                   int kh, int kw, int sh, int sw, int ph, int pw) except -1:
-    if kh < 1 or kw < 1 or sh < 1 or sw < 1 or ph < 0 or pw < 0:
+                   int kh, int kw, int sh, int sw, int ph, int pw, int ph_end=-1,
+                   int pw_end=-1) except -1:
+    """Fill g. Padding: ph / pw before (top / left), ph_end / pw_end after (bottom / right; -1:
+    the same as before, i.e. symmetric)."""
+    if ph_end == -1:
+        ph_end = ph
+    if pw_end == -1:
+        pw_end = pw
+    if kh < 1 or kw < 1 or sh < 1 or sw < 1 or ph < 0 or pw < 0 or ph_end < 0 or pw_end < 0:
         raise ValueError(f"bad convolution geometry: kernel ({kh}, {kw}), stride ({sh}, {sw}), "
-                         f"padding ({ph}, {pw})")
+                         f"padding ({ph}, {pw}), end padding ({ph_end}, {pw_end}) (-1: symmetric)")
     if N < 0 or H < 1 or W < 1 or C < 1 or M < 1:
         raise ValueError(f"bad convolution sizes: input ({N}, {H}, {W}, {C}), {M} outputs")
     if H > LIMIT or W > LIMIT or C > LIMIT or M > LIMIT or N > LIMIT or kh > LIMIT or kw > LIMIT \
-            or <Py_ssize_t>kh * kw * C > LIMIT or ph > LIMIT or pw > LIMIT:
+            or <Py_ssize_t>kh * kw * C > LIMIT or ph > LIMIT or pw > LIMIT or ph_end > LIMIT \
+            or pw_end > LIMIT:
         raise ValueError(f"convolution sizes too large: input ({N}, {H}, {W}, {C}), {M} outputs, "
                          f"kernel ({kh}, {kw})")
     g.N, g.H, g.W, g.C, g.M = N, H, W, C, M
     g.kh, g.kw, g.sh, g.sw, g.ph, g.pw = kh, kw, sh, sw, ph, pw
-    g.Ho = _out_size(H, kh, sh, ph)
-    g.Wo = _out_size(W, kw, sw, pw)
+    g.Ho = _out_size(H, kh, sh, ph, ph_end)
+    g.Wo = _out_size(W, kw, sw, pw, pw_end)
     g.K = kh * kw * C
     if g.Ho < 1 or g.Wo < 1:
         raise ValueError(f"kernel ({kh}, {kw}) is larger than the padded input "
-                         f"({H + 2 * ph}, {W + 2 * pw})")
+                         f"({H + ph + ph_end}, {W + pw + pw_end})")
     return 0
 
 
@@ -233,17 +254,19 @@ def _force_path(path):
 
 
 def conv_path(Py_ssize_t H, Py_ssize_t W, Py_ssize_t C, Py_ssize_t M, int kh, int kw, int sh,
-              int sw, int ph, int pw):
+              int sw, int ph, int pw, int ph_end=-1, int pw_end=-1):
     """Which kernels a geometry takes: ``(forward, weight_gradient)``, each ``"gemm"``,
-    ``"pointwise"`` or ``"direct"`` (the input gradient always goes through GEMM)."""
+    ``"pointwise"`` or ``"direct"`` (the input gradient always goes through GEMM). Padding as in
+    :func:`conv_forward`."""
     cdef Geom g
-    _geometry(&g, 1, H, W, C, M, kh, kw, sh, sw, ph, pw)
+    _geometry(&g, 1, H, W, C, M, kh, kw, sh, sw, ph, pw, ph_end, pw_end)
     return PATH_NAMES[_path(&g)], PATH_NAMES[_dw_path(&g)]
 
 
 def conv_workspace(Py_ssize_t N, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C, Py_ssize_t M,
-                   int kh, int kw, int sh, int sw, int ph, int pw, Py_ssize_t itemsize):
-    """Workspace sizes for :func:`conv_forward` / :func:`conv_backward`.
+                   int kh, int kw, int sh, int sw, int ph, int pw, Py_ssize_t itemsize,
+                   int ph_end=-1, int pw_end=-1):
+    """Workspace sizes for :func:`conv_forward` / :func:`conv_backward` (padding as there).
 
     Returns ``(col_rows, K, n_chunks)``: the per-thread column buffer is ``(threads, col_rows, K)``
     (``col_rows`` is 1 for a pointwise convolution, which needs none), the per-chunk partials are
@@ -252,7 +275,7 @@ def conv_workspace(Py_ssize_t N, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C, Py_ss
     cdef Geom g
     if itemsize != 4 and itemsize != 8:
         raise ValueError(f"itemsize must be 4 (float32) or 8 (float64), got {itemsize}")
-    _geometry(&g, N, H, W, C, M, kh, kw, sh, sw, ph, pw)
+    _geometry(&g, N, H, W, C, M, kh, kw, sh, sw, ph, pw, ph_end, pw_end)
     cdef Py_ssize_t cb = _chunk_images(N)
     cdef Py_ssize_t nchunks = (N + cb - 1) // cb if N > 0 else 1
     cdef Py_ssize_t rows = 1
@@ -267,8 +290,12 @@ def conv_forward(const floating[:, :, :, ::1] X not None, const floating[:, ::1]
                  const floating[::1] b not None, floating[:, :, :, ::1] A not None,
                  floating[:, :, ::1] col not None, int kh, int kw, int sh, int sw, int ph, int pw,
                  int kind, double alpha, int num_threads,
-                 floating[:, :, :, ::1] Z=None):
+                 int ph_end=-1, int pw_end=-1, floating[:, :, :, ::1] Z=None):
     """A (N, Ho, Wo, M) <- g(conv(X (N, H, W, C), W (kh kw C, M)) + b (M,)).
+
+    Padding: ``ph`` / ``pw`` zero rows / columns before the input (top / left), ``ph_end`` /
+    ``pw_end`` after it (bottom / right; -1, the default: the same as before), so
+    ``Ho = (H + ph + ph_end - kh) // sh + 1`` (TensorFlow's "same" puts the odd one at the end).
 
     ``col`` is the per-thread column buffer ``(threads, col_rows, K)`` of :func:`conv_workspace`;
     at most ``col.shape[0]`` threads are used. kind: a code of simd.h's activation list. ``Z``
@@ -277,7 +304,8 @@ def conv_forward(const floating[:, :, :, ::1] X not None, const floating[:, ::1]
     """
     cdef Geom g
     _check_threads(num_threads)
-    _geometry(&g, X.shape[0], X.shape[1], X.shape[2], X.shape[3], W.shape[1], kh, kw, sh, sw, ph, pw)
+    _geometry(&g, X.shape[0], X.shape[1], X.shape[2], X.shape[3], W.shape[1], kh, kw, sh, sw, ph, pw,
+              ph_end, pw_end)
     _check_shape("W", (W.shape[0], W.shape[1]), (g.K, g.M))
     _check_shape("b", (b.shape[0],), (g.M,))
     _check_shape("A", (A.shape[0], A.shape[1], A.shape[2], A.shape[3]), (g.N, g.Ho, g.Wo, g.M))
@@ -337,8 +365,9 @@ def conv_backward(const floating[:, :, :, ::1] X not None, const floating[:, ::1
                   floating[::1] db not None, floating[:, :, :, ::1] dX,
                   floating[:, :, ::1] col not None, floating[:, :, ::1] pdW not None,
                   floating[:, ::1] pdb not None, int kh, int kw, int sh, int sw, int ph, int pw,
-                  int kind, double alpha, int num_threads):
-    """Backward of ``A = g(conv(X, W) + b)``.
+                  int kind, double alpha, int num_threads,
+                  int ph_end=-1, int pw_end=-1):
+    """Backward of ``A = g(conv(X, W) + b)`` (padding as in :func:`conv_forward`).
 
     dZ <- dA * g'(Z) (from the output A, or, for gelu and silu, from the pre-activation Z that
     ``conv_forward`` kept, passed in place of A; dZ may be dA itself, and is not written then if
@@ -348,7 +377,8 @@ def conv_backward(const floating[:, :, :, ::1] X not None, const floating[:, ::1
     """
     cdef Geom g
     _check_threads(num_threads)
-    _geometry(&g, X.shape[0], X.shape[1], X.shape[2], X.shape[3], W.shape[1], kh, kw, sh, sw, ph, pw)
+    _geometry(&g, X.shape[0], X.shape[1], X.shape[2], X.shape[3], W.shape[1], kh, kw, sh, sw, ph, pw,
+              ph_end, pw_end)
     cdef tuple ashape = (g.N, g.Ho, g.Wo, g.M)
     _check_shape("W", (W.shape[0], W.shape[1]), (g.K, g.M))
     _check_shape("A", (A.shape[0], A.shape[1], A.shape[2], A.shape[3]), ashape)
@@ -455,11 +485,22 @@ def conv_backward(const floating[:, :, :, ::1] X not None, const floating[:, ::1
         fnn_blas_single_end(prev)
 
 
-# ---- pooling (no padding; windows always inside the input) -----------------------------------
+# ---- pooling ---------------------------------------------------------------------------------
+# Padding as in conv_forward: ph / pw before the input, ph_end / pw_end after it (-1: the same as
+# before). Each must be smaller than the window, so that every window holds a real position:
+# padded positions take no part (max: as -inf; average: divided by the count of real positions).
 
 cdef int _pool_geometry(Geom *g, Py_ssize_t N, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C,
-                        int kh, int kw, int sh, int sw) except -1:
-    _geometry(g, N, H, W, C, C, kh, kw, sh, sw, 0, 0)
+                        int kh, int kw, int sh, int sw, int ph, int pw, int ph_end,
+                        int pw_end) except -1:
+    _geometry(g, N, H, W, C, C, kh, kw, sh, sw, ph, pw, ph_end, pw_end)
+    if ph_end == -1:
+        ph_end = ph
+    if pw_end == -1:
+        pw_end = pw
+    if ph >= kh or ph_end >= kh or pw >= kw or pw_end >= kw:
+        raise ValueError(f"pooling padding ({ph}, {ph_end}) x ({pw}, {pw_end}) must be smaller "
+                         f"than the window ({kh}, {kw})")
     if g.H * g.W >= 2147483647:
         raise ValueError("image too large for int32 argmax positions")
     return 0
@@ -467,15 +508,17 @@ cdef int _pool_geometry(Geom *g, Py_ssize_t N, Py_ssize_t H, Py_ssize_t W, Py_ss
 
 def maxpool_forward(const floating[:, :, :, ::1] X not None, floating[:, :, :, ::1] Y not None,
                     int[:, :, :, ::1] argmax not None, int kh, int kw, int sh, int sw,
-                    int num_threads):
-    """Y (N, Ho, Wo, C) <- max over each kh x kw window of X (N, H, W, C), stride (sh, sw).
+                    int num_threads, int ph=0, int pw=0, int ph_end=-1, int pw_end=-1):
+    """Y (N, Ho, Wo, C) <- max over each kh x kw window of X (N, H, W, C), stride (sh, sw),
+    padding as described above (padded positions ignored).
 
     argmax (N, Ho, Wo, C) <- the flat position ``ih * W + iw`` of the (first) maximum in its image;
     a NaN in a window is its maximum (NaN propagates).
     """
     cdef Geom g
     _check_threads(num_threads)
-    _pool_geometry(&g, X.shape[0], X.shape[1], X.shape[2], X.shape[3], kh, kw, sh, sw)
+    _pool_geometry(&g, X.shape[0], X.shape[1], X.shape[2], X.shape[3], kh, kw, sh, sw, ph, pw,
+                   ph_end, pw_end)
     cdef tuple yshape = (g.N, g.Ho, g.Wo, g.C)
     _check_shape("Y", (Y.shape[0], Y.shape[1], Y.shape[2], Y.shape[3]), yshape)
     _check_shape("argmax", (argmax.shape[0], argmax.shape[1], argmax.shape[2], argmax.shape[3]),
@@ -506,14 +549,15 @@ def _disable_tiled_pool_backward(bint disabled):
 
 def maxpool_backward(const floating[:, :, :, ::1] dY not None, const int[:, :, :, ::1] argmax not None,
                      floating[:, :, :, ::1] dX not None, int kh, int kw, int sh, int sw,
-                     int num_threads):
+                     int num_threads, int ph=0, int pw=0, int ph_end=-1, int pw_end=-1):
     """dX (N, H, W, C) <- 0, then dX[n, argmax[n, oh, ow, c], c] += dY[n, oh, ow, c] (per image,
     in output order). ``argmax`` must come from :func:`maxpool_forward` with this geometry.
-    Windows that tile the input (stride == kernel size) write each position of dX once instead
-    (same result; no zeroing pass)."""
+    Unpadded windows that tile the input (stride == kernel size) write each position of dX once
+    instead (same result; no zeroing pass)."""
     cdef Geom g
     _check_threads(num_threads)
-    _pool_geometry(&g, dX.shape[0], dX.shape[1], dX.shape[2], dX.shape[3], kh, kw, sh, sw)
+    _pool_geometry(&g, dX.shape[0], dX.shape[1], dX.shape[2], dX.shape[3], kh, kw, sh, sw, ph, pw,
+                   ph_end, pw_end)
     cdef tuple yshape = (g.N, g.Ho, g.Wo, g.C)
     _check_shape("dY", (dY.shape[0], dY.shape[1], dY.shape[2], dY.shape[3]), yshape)
     _check_shape("argmax", (argmax.shape[0], argmax.shape[1], argmax.shape[2], argmax.shape[3]),
@@ -533,7 +577,10 @@ def maxpool_backward(const floating[:, :, :, ::1] dY not None, const int[:, :, :
         raise ValueError(f"argmax holds position {ix[bad]} outside [0, {hw}) (it must come from "
                          f"maxpool_forward with this geometry)")
     cdef floating *dXp = &dX[0, 0, 0, 0]
-    cdef bint tiled = sh == kh and sw == kw and not _pool_tiled_disabled
+    # the write-once path walks the windows oh * kh + i, ow * kw + j: all inside the image only
+    # without padding at the start and with no window reaching into padding at the end
+    cdef bint tiled = sh == kh and sw == kw and g.ph == 0 and g.pw == 0 \
+        and g.Ho * kh <= g.H and g.Wo * kw <= g.W and not _pool_tiled_disabled
     with nogil:
         for n in prange(g.N, num_threads=num_threads, schedule='static',
                         use_threads_if=g.N * img >= PAR_MIN_POOL):
@@ -551,11 +598,14 @@ def maxpool_backward(const floating[:, :, :, ::1] dY not None, const int[:, :, :
 
 
 def avgpool_forward(const floating[:, :, :, ::1] X not None, floating[:, :, :, ::1] Y not None,
-                    int kh, int kw, int sh, int sw, int num_threads):
-    """Y (N, Ho, Wo, C) <- mean over each kh x kw window of X (N, H, W, C), stride (sh, sw)."""
+                    int kh, int kw, int sh, int sw, int num_threads, int ph=0, int pw=0,
+                    int ph_end=-1, int pw_end=-1):
+    """Y (N, Ho, Wo, C) <- mean over each kh x kw window of X (N, H, W, C), stride (sh, sw),
+    padding as described above: the sum of the window's real positions divided by their count."""
     cdef Geom g
     _check_threads(num_threads)
-    _pool_geometry(&g, X.shape[0], X.shape[1], X.shape[2], X.shape[3], kh, kw, sh, sw)
+    _pool_geometry(&g, X.shape[0], X.shape[1], X.shape[2], X.shape[3], kh, kw, sh, sw, ph, pw,
+                   ph_end, pw_end)
     _check_shape("Y", (Y.shape[0], Y.shape[1], Y.shape[2], Y.shape[3]), (g.N, g.Ho, g.Wo, g.C))
     cdef Py_ssize_t R = g.N * g.Ho, r
     if R == 0:
@@ -572,18 +622,20 @@ def avgpool_forward(const floating[:, :, :, ::1] X not None, floating[:, :, :, :
 
 
 def avgpool_backward(const floating[:, :, :, ::1] dY not None, floating[:, :, :, ::1] dX not None,
-                     int kh, int kw, int sh, int sw, int num_threads):
-    """dX (N, H, W, C) <- 0, then each window of dX += dY[n, oh, ow] / (kh kw) (per image)."""
+                     int kh, int kw, int sh, int sw, int num_threads, int ph=0, int pw=0,
+                     int ph_end=-1, int pw_end=-1):
+    """dX (N, H, W, C) <- 0, then the real positions of each window of dX += dY[n, oh, ow] / count
+    (per image; padding and count as in :func:`avgpool_forward`)."""
     cdef Geom g
     _check_threads(num_threads)
-    _pool_geometry(&g, dX.shape[0], dX.shape[1], dX.shape[2], dX.shape[3], kh, kw, sh, sw)
+    _pool_geometry(&g, dX.shape[0], dX.shape[1], dX.shape[2], dX.shape[3], kh, kw, sh, sw, ph, pw,
+                   ph_end, pw_end)
     _check_shape("dY", (dY.shape[0], dY.shape[1], dY.shape[2], dY.shape[3]), (g.N, g.Ho, g.Wo, g.C))
     cdef Py_ssize_t n, img = g.H * g.W * g.C
     if g.N == 0:
         return
     cdef const floating *dYp = &dY[0, 0, 0, 0]
     cdef floating *dXp = &dX[0, 0, 0, 0]
-    cdef bint tiled = sh == kh and sw == kw and not _pool_tiled_disabled
     with nogil:
         for n in prange(g.N, num_threads=num_threads, schedule='static',
                         use_threads_if=g.N * g.Ho * g.Wo * g.C * g.kh * g.kw >= PAR_MIN_POOL):
@@ -592,6 +644,54 @@ def avgpool_backward(const floating[:, :, :, ::1] dY not None, floating[:, :, :,
                 fnn_avgpool_backward_f32(dYp, dXp, &g, n)
             else:
                 fnn_avgpool_backward_f64(dYp, dXp, &g, n)
+
+
+# ---- global average pooling --------------------------------------------------------------------
+
+def global_avgpool_forward(const floating[:, :, :, ::1] X not None, floating[:, ::1] Y not None,
+                           int num_threads):
+    """Y (N, C) <- the mean of X (N, H, W, C) over H and W: per image and channel, the sum over the
+    positions in order, divided by H W (one thread per image: the same result for any number of
+    threads)."""
+    _check_threads(num_threads)
+    cdef Py_ssize_t N = X.shape[0], C = X.shape[3], P = X.shape[1] * X.shape[2], n
+    if X.shape[1] < 1 or X.shape[2] < 1 or C < 1:
+        raise ValueError(f"X must be a non-empty image batch, got shape "
+                         f"({N}, {X.shape[1]}, {X.shape[2]}, {C})")
+    _check_shape("Y", (Y.shape[0], Y.shape[1]), (N, C))
+    if N == 0:
+        return
+    cdef const floating *Xp = &X[0, 0, 0, 0]
+    cdef floating *Yp = &Y[0, 0]
+    with nogil:
+        for n in prange(N, num_threads=num_threads, schedule='static',
+                        use_threads_if=N * P * C >= PAR_MIN_POOL):
+            if floating is float:
+                fnn_global_avgpool_f32(Xp, Yp, P, C, n)
+            else:
+                fnn_global_avgpool_f64(Xp, Yp, P, C, n)
+
+
+def global_avgpool_backward(const floating[:, ::1] dY not None,
+                            floating[:, :, :, ::1] dX not None, int num_threads):
+    """dX (N, H, W, C) <- dY (N, C) / (H W) at every position."""
+    _check_threads(num_threads)
+    cdef Py_ssize_t N = dX.shape[0], C = dX.shape[3], P = dX.shape[1] * dX.shape[2], n
+    if dX.shape[1] < 1 or dX.shape[2] < 1 or C < 1:
+        raise ValueError(f"dX must be a non-empty image batch, got shape "
+                         f"({N}, {dX.shape[1]}, {dX.shape[2]}, {C})")
+    _check_shape("dY", (dY.shape[0], dY.shape[1]), (N, C))
+    if N == 0:
+        return
+    cdef const floating *dYp = &dY[0, 0]
+    cdef floating *dXp = &dX[0, 0, 0, 0]
+    with nogil:
+        for n in prange(N, num_threads=num_threads, schedule='static',
+                        use_threads_if=N * P * C >= PAR_MIN_POOL):
+            if floating is float:
+                fnn_global_avgpool_backward_f32(dYp, dXp, P, C, n)
+            else:
+                fnn_global_avgpool_backward_f64(dYp, dXp, P, C, n)
 
 
 def install_blas_hook(size_t addr):

@@ -509,6 +509,257 @@ def test_direct_forward_two_position_pass_matches_definition(case, dtype):
     assert rel_error(got, want) < tol
 
 
+# ---- padding="same" / "valid" (TensorFlow's arithmetic, asymmetric) ---------------------------
+
+def tf_same_pads(size, kernel, stride):
+    """TensorFlow's "same" padding of one axis: ``out = ceil(size / stride)``, total
+    ``max((out - 1) stride + kernel - size, 0)``, ``total // 2`` before, the rest after."""
+    out = int(np.ceil(size / stride))
+    total = max((out - 1) * stride + kernel - size, 0)
+    return out, total // 2, total - total // 2
+
+
+def conv_reference_same(X, weight, bias, stride):
+    """The convolution of ``X`` zero-padded explicitly (np.pad) with TensorFlow's "same" split."""
+    kh, kw = weight.shape[:2]
+    (sh, sw) = stride
+    _, pt, pb = tf_same_pads(X.shape[1], kh, sh)
+    _, pl, pr = tf_same_pads(X.shape[2], kw, sw)
+    Xpad = np.pad(np.asarray(X, np.float64), ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    return conv_reference(Xpad, weight, bias, stride, (0, 0))
+
+
+SAME_CASES = [
+    # N, H, W, Cin, Cout, kernel, stride, dtype, activation
+    (2, 7, 6, 3, 4, 3, 1, np.float64, None),              # odd kernel: (1, 1)
+    (2, 7, 6, 3, 4, 2, 1, np.float32, "relu"),            # even kernel: (0, 1), extra bottom/right
+    (2, 8, 9, 2, 5, 4, 1, np.float64, "tanh"),            # total 3: (1, 2)
+    (3, 7, 8, 2, 3, 3, 2, np.float32, None),              # H (1, 1), W (0, 1)
+    (2, 9, 10, 3, 4, (3, 4), 3, np.float64, "sigmoid"),   # H (0, 0), W (1, 2)
+    (2, 5, 5, 1, 32, 5, 2, np.float32, "relu"),           # (2, 2), direct path by geometry
+    (2, 11, 10, 4, 8, (5, 2), (3, 2), np.float64, None),  # H (1, 2), W (0, 0)
+    (3, 10, 7, 3, 4, 2, 2, np.float64, None),             # H (0, 0), W (0, 1)
+    (1, 4, 5, 2, 3, 1, 2, np.float32, None),              # 1x1 strided: no padding
+    (2, 6, 6, 3, 2, 1, 1, np.float64, "tanh"),            # 1x1: the pointwise path
+    (2, 3, 2, 2, 3, 5, 1, np.float64, None),              # kernel larger than the input
+    (2, 2, 3, 2, 3, 4, 3, np.float32, None),              # one output: H (1, 1), W (0, 1)
+    (2, 14, 13, 16, 32, 3, 2, np.float32, "relu"),        # K = 144: im2col + GEMM by geometry
+]
+
+
+def _same_id(c):
+    return "N{}_{}x{}x{}->{}_k{}_s{}_{}_{}".format(c[0], c[1], c[2], c[3], c[4], c[5], c[6],
+                                                    np.dtype(c[7]).name, c[8])
+
+
+@pytest.mark.parametrize("case", SAME_CASES, ids=_same_id)
+def test_same_padding_output_shape_and_pads_follow_tensorflow(case):
+    N, H, W, cin, cout, k, s, dtype, activation = case
+    layer = Conv2D(cin, cout, k, stride=s, padding="same")
+    (kh, kw), (sh, sw) = layer.kernel_size, layer.stride
+    Ho, pt, pb = tf_same_pads(H, kh, sh)
+    Wo, pl, pr = tf_same_pads(W, kw, sw)
+    assert layer.output_shape((H, W, cin)) == (Ho, Wo, cout)
+    assert layer.pads(H, W) == (pt, pb, pl, pr)
+    assert Ho == -(-H // sh) and Wo == -(-W // sw)
+
+
+def test_same_cases_put_the_extra_padding_at_the_bottom_right():
+    """The sweep above includes odd total paddings (more at the end) on both axes."""
+    def _pair(v):
+        return (v, v) if isinstance(v, int) else v
+
+    uneven = set()
+    for _, H, W, _, _, k, s, _, _ in SAME_CASES:
+        (kh, kw), (sh, sw) = _pair(k), _pair(s)
+        if tf_same_pads(H, kh, sh)[2] > tf_same_pads(H, kh, sh)[1]:
+            uneven.add("H")
+        if tf_same_pads(W, kw, sw)[2] > tf_same_pads(W, kw, sw)[1]:
+            uneven.add("W")
+    assert uneven == {"H", "W"}
+
+
+@pytest.mark.parametrize("case", SAME_CASES, ids=_same_id)
+def test_same_padding_forward_matches_explicit_padding(case, path):
+    N, H, W, cin, cout, k, s, dtype, activation = case
+    layer = Conv2D(cin, cout, k, stride=s, padding="same", activation=activation)
+    layer.build(dtype, np.random.default_rng(N + H))
+    layer.params["bias"] = np.random.default_rng(1).standard_normal(cout) * 0.5
+    X = np.random.default_rng(7).standard_normal((N, H, W, cin)).astype(dtype)
+    Y = layer.forward(X)
+    Z = conv_reference_same(X, layer.weight, layer.bias, layer.stride)
+    ref = act_forward(Z, activation, LEAKY_ALPHA)
+    assert Y.shape == ref.shape == (N,) + layer.output_shape((H, W, cin))
+    tol = 2e-6 if dtype == np.float32 else 1e-13
+    assert np.abs(Y - ref).max() / (1.0 + np.abs(Z).max()) < tol
+
+
+def test_same_padding_extra_row_and_column_are_at_the_bottom_right():
+    """A 2x2 all-ones kernel on a 3x3 input: output (i, j) sums X[i:i+2, j:j+2], the zeros beyond
+    the last row and column (TensorFlow); PyTorch-style top/left extra would shift every window."""
+    layer = Conv2D(1, 1, 2, padding="same").build(np.float64)
+    layer.params["weight"] = np.ones((2, 2, 1, 1))
+    layer.params["bias"] = np.zeros(1)
+    X = np.arange(1.0, 10.0).reshape(1, 3, 3, 1)
+    Y = layer.forward(X)[0, :, :, 0]
+    assert Y.tolist() == [[12.0, 16.0, 9.0], [24.0, 28.0, 15.0], [15.0, 17.0, 9.0]]
+
+
+@pytest.mark.parametrize("case", [c for c in SAME_CASES if c[0] * c[1] * c[2] * c[3] <= 350],
+                         ids=_same_id)
+def test_same_padding_gradients_match_central_differences(case, path):
+    N, H, W, cin, cout, k, s, _, activation = case
+    cout = min(cout, 4)
+    activation = "tanh" if activation == "relu" else activation  # smooth: no kink to cross
+    layer = Conv2D(cin, cout, k, stride=s, padding="same", activation=activation)
+    layer.build(np.float64, np.random.default_rng(3))
+    layer.params["bias"] = np.random.default_rng(4).standard_normal(cout) * 0.5
+    rng = np.random.default_rng(11)
+    X = rng.standard_normal((N, H, W, cin))
+    R = rng.standard_normal((N,) + layer.output_shape((H, W, cin)))
+
+    def loss():
+        return float(np.sum(layer.forward(X) * R))
+
+    loss()
+    dX = layer.backward(R).copy()
+    dW = layer.grads["weight"].copy()
+    db = layer.grads["bias"].copy()
+    assert rel_error(dW, numerical_grad(loss, layer.params["weight"])) < 1e-6
+    assert rel_error(db, numerical_grad(loss, layer.params["bias"])) < 1e-6
+    assert rel_error(dX, numerical_grad(loss, X)) < 1e-6
+
+
+@pytest.mark.parametrize("shape", [
+    (37, 14, 13, 5, 8, 3, 2, "tanh"),     # odd sizes, extra column at the right
+    (19, 9, 10, 1, 32, 4, 1, "relu"),     # even kernel, direct path by geometry
+    (21, 12, 11, 16, 24, 2, 3, None),     # K = 64
+])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_same_padding_results_do_not_depend_on_thread_count(shape, dtype, path):
+    N, H, W, cin, cout, k, s, activation = shape
+    X = np.random.default_rng(0).standard_normal((N, H, W, cin)).astype(dtype)
+    results = []
+    for nt in (1, 2, 3):
+        fastnn.set_num_threads(nt)
+        layer = Conv2D(cin, cout, k, stride=s, padding="same", activation=activation)
+        layer.build(dtype, np.random.default_rng(1))
+        Y = layer.forward(X).copy()
+        R = np.random.default_rng(3).standard_normal(Y.shape).astype(dtype)
+        dX = layer.backward(R).copy()
+        results.append((Y, dX, layer.grads["weight"].copy(), layer.grads["bias"].copy()))
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert np.array_equal(a, b)
+
+
+def test_valid_padding_is_no_padding():
+    valid = make_conv(3, 4, (3, 2), (2, 1), "valid", "tanh", seed=2)
+    zero = make_conv(3, 4, (3, 2), (2, 1), 0, "tanh", seed=2)
+    X = np.random.default_rng(0).standard_normal((2, 9, 8, 3))
+    assert valid.output_shape((9, 8, 3)) == zero.output_shape((9, 8, 3)) == (4, 7, 4)
+    assert valid.pads(9, 8) == (0, 0, 0, 0)
+    assert np.array_equal(valid.forward(X), zero.forward(X))
+    with pytest.raises(ValueError, match="larger than the padded input"):
+        valid.forward(np.zeros((1, 2, 8, 3)))
+
+
+@pytest.mark.parametrize("padding,saved", [("same", "same"), ("SAME", "same"),
+                                           ("valid", "valid"), (1, [1, 1]), ((2, 0), [2, 0])])
+def test_padding_config_keeps_what_was_given(padding, saved):
+    layer = Conv2D(3, 4, 3, padding=padding)
+    assert layer.get_config()["padding"] == saved
+    clone = Conv2D(**layer.get_config())
+    assert clone.padding == layer.padding and clone.get_config() == layer.get_config()
+
+
+def test_same_padding_model_saves_and_loads(tmp_path):
+    from fastnn import Sequential
+    from fastnn.layers import AvgPool2D, Dense, GlobalAvgPool2D, MaxPool2D
+
+    model = Sequential([Conv2D(2, 4, 3, stride=2, padding="same", activation="relu"),
+                        MaxPool2D(3, stride=2, padding="same"), Conv2D(4, 6, 2, padding="same"),
+                        AvgPool2D(3, stride=1, padding=1), GlobalAvgPool2D(), Dense(6, 3)],
+                       dtype="float64", seed=0)
+    X = np.random.default_rng(0).standard_normal((3, 11, 10, 2))
+    Y = model.predict(X)
+    assert Y.shape == (3, 3)
+    path = tmp_path / "same.npz"
+    model.save(path)
+    loaded = fastnn.load(path)
+    assert loaded.get_config() == model.get_config()
+    assert [getattr(lay, "padding", None) for lay in loaded.layers][:4] == \
+        ["same", "same", "same", (1, 1)]
+    assert np.array_equal(loaded.predict(X), Y)
+    rebuilt = Sequential.from_config(model.get_config())
+    assert rebuilt.get_config() == model.get_config()
+    assert rebuilt.output_shape((11, 10, 2)) == (3,)
+
+
+@pytest.mark.parametrize("padding", ["full", "", "causal", "same "])
+def test_unknown_padding_string_names_the_allowed_values(padding):
+    with pytest.raises(ValueError, match="'valid', 'same'") as info:
+        Conv2D(3, 4, 3, padding=padding)
+    assert repr(padding) in str(info.value)
+
+
+@pytest.mark.parametrize("padding", [None, 1.5, ("same", 1), (1, 2.0), b"same"])
+def test_non_int_padding_raises_type_error(padding):
+    with pytest.raises(TypeError):
+        Conv2D(3, 4, 3, padding=padding)
+
+
+def test_kernel_wrappers_take_asymmetric_padding():
+    """The kernels' end padding: checked, and a 1x1 convolution padded at the end does not take
+    the pointwise path (which would read past the input)."""
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((2, 4, 5, 3))
+    Wm = rng.standard_normal((3, 2))
+    b = rng.standard_normal(2)
+    assert _conv.conv_path(4, 5, 3, 2, 1, 1, 1, 1, 0, 0) == ("pointwise", "pointwise")
+    assert _conv.conv_path(4, 5, 3, 2, 1, 1, 1, 1, 0, 0, ph_end=1)[0] != "pointwise"
+    rows, K, _ = _conv.conv_workspace(2, 4, 5, 3, 2, 1, 1, 1, 1, 0, 0, 8, ph_end=1, pw_end=2)
+    col = np.zeros((1, rows, K))
+    A = np.zeros((2, 5, 7, 2))
+    _conv.conv_forward(X, Wm, b, A, col, 1, 1, 1, 1, 0, 0, 0, 0.0, 1, ph_end=1, pw_end=2)
+    Xpad = np.pad(X, ((0, 0), (0, 1), (0, 2), (0, 0)))
+    assert np.allclose(A, Xpad @ Wm + b, rtol=0, atol=1e-13)
+    with pytest.raises(ValueError):  # output sized for the symmetric padding
+        _conv.conv_forward(X, Wm, b, np.zeros((2, 4, 5, 2)), col, 1, 1, 1, 1, 0, 0, 0, 0.0, 1,
+                           ph_end=1, pw_end=2)
+    with pytest.raises(ValueError, match="end padding"):
+        _conv.conv_forward(X, Wm, b, A, col, 1, 1, 1, 1, 0, 0, 0, 0.0, 1, ph_end=-2, pw_end=2)
+    with pytest.raises(ValueError, match="larger than the padded input"):
+        _conv.conv_workspace(2, 4, 5, 3, 2, 6, 1, 1, 1, 1, 0, 8, ph_end=0)
+
+
+@pytest.mark.parametrize("pads", [(0, 3, 2, 0), (2, 0, 0, 1), (1, 2, 3, 1), (0, 1, 0, 0)])
+def test_arbitrary_asymmetric_padding_in_the_kernels(pads, path):
+    """The kernels take any (top, bottom, left, right) padding, not only TensorFlow's split:
+    forward against np.pad, every gradient against central differences (the layer's pads()
+    overridden on the instance)."""
+    layer = make_conv(2, 3, (3, 2), (2, 1), 0, "tanh", np.float64, seed=6)
+    layer.pads = lambda H, W: pads
+    pt, pb, pl, pr = pads
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal((3, 6, 5, 2))
+    Xpad = np.pad(X, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    ref = np.tanh(conv_reference(Xpad, layer.weight, layer.bias, (2, 1), (0, 0)))
+    Y = layer.forward(X)
+    assert Y.shape == ref.shape == (3,) + layer.output_shape((6, 5, 2))
+    assert np.abs(Y - ref).max() < 1e-13
+    R = rng.standard_normal(Y.shape)
+
+    def loss():
+        return float(np.sum(layer.forward(X) * R))
+
+    loss()
+    dX = layer.backward(R).copy()
+    assert rel_error(layer.grads["weight"].copy(), numerical_grad(loss, layer.params["weight"])) \
+        < 1e-6
+    assert rel_error(dX, numerical_grad(loss, X)) < 1e-6
+
+
 # ---- activations fused into the kernel: elu, softplus, gelu, silu ------------------------------
 # gelu and silu: the forward kernel keeps the pre-activation Z (its backward needs it)
 
@@ -518,10 +769,11 @@ ACT_GRAD_CASES = [
     (2, 7, 6, 3, 4, (3, 2), (2, 3), (1, 0)),
     (3, 4, 5, 5, 3, (1, 1), (1, 1), (0, 0)),
     (17, 5, 4, 2, 3, (3, 2), (2, 1), (1, 1)),
+    (2, 6, 7, 2, 3, (2, 3), (2, 1), "same"),   # asymmetric padding
 ]
 
 
-@pytest.mark.parametrize("case", ACT_GRAD_CASES, ids=["strided", "pointwise", "17images"])
+@pytest.mark.parametrize("case", ACT_GRAD_CASES, ids=["strided", "pointwise", "17images", "same"])
 @pytest.mark.parametrize("activation", NEW_ACTIVATIONS)
 def test_new_activation_gradients_match_central_differences(activation, case, path):
     N, H, W, cin, cout, k, s, p = case
@@ -588,5 +840,5 @@ def test_conv_kernel_keep_buffer_of_wrong_shape_raises():
     A = np.zeros((2, 3, 3, 4))
     col = np.zeros((1,) + _conv.conv_workspace(2, 5, 5, 1, 4, 3, 3, 1, 1, 0, 0, 8)[:2])
     with pytest.raises(ValueError, match="Z"):
-        _conv.conv_forward(X, W, b, A, col, 3, 3, 1, 1, 0, 0, 7, 0.0, 1, np.zeros((2, 3, 3, 3)))
+        _conv.conv_forward(X, W, b, A, col, 3, 3, 1, 1, 0, 0, 7, 0.0, 1, Z=np.zeros((2, 3, 3, 3)))
 

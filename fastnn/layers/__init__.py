@@ -7,7 +7,8 @@ from .dense import Dense
 from .dropout import Dropout
 from .flatten import Flatten
 from .normalization import BatchNorm, LayerNorm
-from .pooling import AvgPool2D, MaxPool2D
+from .pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 
 __all__ = ["LAYERS", "Layer", "ParamLayer", "ParamDict", "Dense", "Activation", "Conv2D",
-           "MaxPool2D", "AvgPool2D", "Flatten", "Dropout", "BatchNorm", "LayerNorm"]
+           "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D", "Flatten", "Dropout", "BatchNorm",
+           "LayerNorm"]

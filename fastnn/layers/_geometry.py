@@ -25,12 +25,60 @@ def pair(value: int | Sequence[int], name: str, minimum: int) -> tuple[int, int]
     return (v, v)
 
 
-def conv_out(size: int, kernel: int, stride: int, pad: int) -> int:
-    """Output length ``(size + 2 pad - kernel) // stride + 1`` (PyTorch's ``Conv2d`` formula with
-    dilation 1), or 0 when the kernel does not fit."""
-    if size + 2 * pad < kernel:
+#: the padding names Conv2D and the pools accept (besides ints), as in Keras / TensorFlow
+PADDING_MODES = ("valid", "same")
+
+#: what a layer stores for its padding: a mode name or a pair ``(padding_h, padding_w)``
+Padding = str | tuple[int, int]
+
+
+def padding_arg(value: str | int | Sequence[int], name: str = "padding") -> Padding:
+    """A padding argument checked and normalised: ``"same"`` / ``"valid"`` (any case, stored
+    lower-case) or an int or pair of ints ``>= 0`` as ``(padding_h, padding_w)``.
+
+    Raises
+    ------
+    ValueError
+        If a string is not one of :data:`PADDING_MODES` (the message names them), an int is
+        negative or a sequence does not have two entries.
+    TypeError
+        If the value is neither a string nor ints (bool is refused).
+    """
+    if isinstance(value, str):
+        mode = value.lower()
+        if mode not in PADDING_MODES:
+            raise ValueError(f"{name} must be one of {', '.join(map(repr, PADDING_MODES))}, an int "
+                             f"or a pair (h, w) of ints >= 0, got {value!r}")
+        return mode
+    return pair(value, name, 0)
+
+
+def axis_pads(padding: Padding, size: int, kernel: int, stride: int,
+              axis: int) -> tuple[int, int]:
+    """Padding ``(before, after)`` of one axis (0: height, 1: width) of length ``size``.
+
+    - ``"valid"``: ``(0, 0)``.
+    - ``"same"``: TensorFlow's arithmetic, ``out = ceil(size / stride)``,
+      ``total = max((out - 1) stride + kernel - size, 0)``, ``before = total // 2`` and
+      ``after = total - before`` (the odd row or column goes to the bottom / right).
+    - a pair ``(p_h, p_w)``: ``(p, p)`` for this axis (symmetric, as PyTorch).
+    """
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0)
+        out = -(-size // stride)
+        total = max((out - 1) * stride + kernel - size, 0)
+        return (total // 2, total - total // 2)
+    return (padding[axis], padding[axis])
+
+
+def conv_out(size: int, kernel: int, stride: int, pad: int, pad_end: int | None = None) -> int:
+    """Output length ``(size + pad + pad_end - kernel) // stride + 1`` (PyTorch's ``Conv2d``
+    formula with dilation 1; ``pad_end`` defaults to ``pad``), or 0 when the kernel does not fit."""
+    pad_end = pad if pad_end is None else pad_end
+    if size + pad + pad_end < kernel:
         return 0
-    return (size + 2 * pad - kernel) // stride + 1
+    return (size + pad + pad_end - kernel) // stride + 1
 
 
 def check_image_shape(layer: str, input_shape: Sequence[int],
