@@ -428,3 +428,13 @@ def test_new_activations_large_inputs_stay_finite_in_layers(dtype):
         assert Y[0, 0] == 1e4 and Y[1, 1] == 1e4, act
         dX = layer.backward(np.ones((2, 3), dtype=dtype))
         assert np.all(np.isfinite(dX)) and np.all(np.isfinite(layer.grads["weight"])), act
+
+
+def test_summary_shows_alpha_only_where_it_is_not_the_activations_default():
+    m = fastnn.Sequential([Dense(4, 3, activation="leaky_relu"), Dense(3, 3, activation="elu"),
+                           Activation("elu", alpha=0.5), Dense(3, 2, activation="leaky_relu",
+                                                                  alpha=0.2)])
+    lines = m.summary(print_fn=None).splitlines()
+    rows = [next(line for line in lines if line.startswith(f"{i}: ")) for i in range(4)]
+    assert "alpha" not in rows[0] and "alpha" not in rows[1]
+    assert "alpha=0.5" in rows[2] and "alpha=0.2" in rows[3]
