@@ -32,7 +32,7 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, event, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from fastnn import _activations, _conv, _dense, _optim, _losses  # noqa: E402
+from fastnn import _activations, _conv, _dense, _losses, _norm, _optim  # noqa: E402
 from fastnn.layers import AvgPool2D, Conv2D, Dense, MaxPool2D  # noqa: E402
 
 from conftest import (EPS32, EPS64, KERNEL_CODES, SIGMOID, TANH, act_forward,  # noqa: E402
@@ -1342,3 +1342,332 @@ def test_layer_applied_to_its_own_output(make):
     expected = layer.forward(h).copy()
     got = layer.forward(layer.forward(X))
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+# ==== the training toolkit's kernels (issue 13) ================================================
+
+# ---- dropout, batch and layer normalisation (fastnn._norm) ----------------------------------
+
+GOLDEN64 = 0x9E3779B97F4A7C15
+U64 = np.uint64
+
+
+def _mix64(z):
+    """SplitMix64's finaliser (Stafford's Mix13) on a uint64 array, wrapping mod 2**64."""
+    with np.errstate(over="ignore"):
+        z = (z ^ (z >> U64(30))) * U64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> U64(27))) * U64(0x94D049BB133111EB)
+        return z ^ (z >> U64(31))
+
+
+def dropout_keep_ref(seed, step, L, rate):
+    """The keep mask (bool, length L) of src_cython/norm.h, written out: key = mix(mix(seed) ^
+    mix(step + golden)), element i kept when mix(key + (i + 1) golden) >> 11 >= floor(rate 2^53)."""
+    with np.errstate(over="ignore"):
+        key = _mix64(_mix64(np.array([seed], U64))
+                     ^ _mix64(np.array([step], U64) + U64(GOLDEN64)))
+        i = np.arange(L, dtype=U64)
+        r = _mix64(key + (i + U64(1)) * U64(GOLDEN64))
+    return (r >> U64(11)) >= U64(int(rate * 2.0 ** 53))
+
+
+def test_dropout_mask_reference_is_the_kernels():
+    """The hash written out above is the kernel's: the same mask for rate 0.5 (and not all
+    kept or all dropped), and a different one for another step."""
+    L = 1000
+    mask = np.empty(L, np.uint8)
+    _norm.dropout_forward(np.ones(L), np.empty(L), mask, 0.5, 123, 7, 1)
+    ref = dropout_keep_ref(123, 7, L, 0.5)
+    np.testing.assert_array_equal(mask, ref.astype(np.uint8))
+    assert 400 < ref.sum() < 600
+    assert (dropout_keep_ref(123, 8, L, 0.5) != ref).any()
+
+
+NORM_ROWS = st.one_of(st.integers(0, 9), st.sampled_from([33, 70, 2100]))
+NORM_COLS = st.one_of(st.integers(0, 9), st.sampled_from([16, 33]))
+SEEDS = st.one_of(st.integers(0, 2 ** 64 - 1), st.sampled_from([0, 2 ** 64 - 1]))
+DROP_LENGTHS = st.one_of(st.integers(0, 40), st.sampled_from([16383, 16384, 16385, 40000]))
+
+
+@FUZZ
+@given(st.data())
+def test_dropout_forward(data):
+    rng = rng_from(data)
+    dt = data.draw(st.sampled_from(FLOATS))
+    L = data.draw(DROP_LENGTHS)
+    rate = data.draw(st.sampled_from([0.0, 0.1, 0.5, 0.9, 1 - 2 ** -40]))
+    items = [Arr("X", rand_values(rng, (L,), dt)), Arr("Y", np.zeros(L, dt), out=True),
+             Arr("mask", np.zeros(L, np.uint8), out=True,
+                 other_dtypes=[np.bool_, np.int8, np.uint16, np.float32, np.intc]),
+             Val("rate", rate, bad=(-0.1, 1.0, 1.5, float("nan"), None, "0.5")),
+             Val("seed", data.draw(SEEDS, label="seed"), bad=(-1, 2 ** 64, None, 1.5)),
+             Val("step", data.draw(SEEDS, label="step"), bad=(-1, 2 ** 64, None)),
+             threads_item(data)]
+    args, guards, broken = draw_call(data, rng, items)
+    if data.draw(st.booleans(), label="Y is X") and isinstance(args[0], np.ndarray) \
+            and args[0].flags.writeable:
+        args[1] = args[0]  # documented: Y may be X
+        broken.append("Y is X")
+
+    def reference(before, after, result):
+        X = before[0]
+        L = X.shape[0]
+        rate, seed, step = after[3:6]
+        shape_is(after[1], (L,), "Y")
+        shape_is(after[2], (L,), "mask")
+        # Cython reads a bool buffer as uint8 (same size, values 0 / 1): harmless
+        assert after[2].dtype in (np.uint8, np.bool_), f"mask of dtype {after[2].dtype} accepted"
+        assert 0 <= rate < 1, f"rate {rate} accepted"
+        keep = dropout_keep_ref(seed, step, L, rate)
+        np.testing.assert_array_equal(after[2], keep.astype(np.uint8), err_msg="mask")
+        d = dtype_of(X, after[1])
+        scale = f64(np.asarray(1.0 / (1.0 - rate), dtype=d))  # the scale in the dtype
+        close(after[1], f64(X) * keep * scale, d, "Y")
+
+    check_call(_norm.dropout_forward, args, guards, broken, reference)
+
+
+@FUZZ
+@given(st.data())
+def test_dropout_backward(data):
+    rng = rng_from(data)
+    dt = data.draw(st.sampled_from(FLOATS))
+    L = data.draw(DROP_LENGTHS)
+    rate = data.draw(st.sampled_from([0.0, 0.25, 0.9]))
+    items = [Arr("dY", rand_values(rng, (L,), dt)),
+             Arr("mask", (rng.random(L) >= rate).astype(np.uint8),
+                 other_dtypes=[np.bool_, np.int8, np.uint16, np.float32, np.intc]),
+             Arr("dX", np.zeros(L, dt), out=True),
+             Val("rate", rate, bad=(-0.5, 1.0, float("inf"), float("nan"), None)),
+             threads_item(data)]
+    args, guards, broken = draw_call(data, rng, items)
+    if data.draw(st.booleans(), label="dX is dY") and isinstance(args[0], np.ndarray) \
+            and args[0].flags.writeable:
+        args[2] = args[0]  # documented: dX may be dY
+        broken.append("dX is dY")
+
+    def reference(before, after, result):
+        dY, mask = before[0], before[1]
+        L = dY.shape[0]
+        shape_is(mask, (L,), "mask")
+        shape_is(after[2], (L,), "dX")
+        assert mask.dtype in (np.uint8, np.bool_), f"mask of dtype {mask.dtype} accepted"
+        rate = after[3]
+        assert 0 <= rate < 1, f"rate {rate} accepted"
+        d = dtype_of(dY, after[2])
+        scale = f64(np.asarray(1.0 / (1.0 - rate), dtype=d))
+        close(after[2], f64(dY) * f64(mask) * scale, d, "dX")
+
+    check_call(_norm.dropout_backward, args, guards, broken, reference)
+
+
+F64_ONLY = [np.float32, np.int64, np.float16]  # wrong dtypes of the float64 statistics arrays
+
+
+def bn_stats_ref(X):
+    """Per-column mean and biased variance (float64)."""
+    X = f64(X)
+    return X.mean(axis=0), X.var(axis=0)
+
+
+@FUZZ
+@given(st.data())
+def test_batchnorm_forward(data):
+    rng = rng_from(data)
+    dt = data.draw(st.sampled_from(FLOATS))
+    M, C = data.draw(NORM_ROWS, label="M"), data.draw(NORM_COLS, label="C")
+    training = data.draw(st.booleans(), label="training")
+    offset = data.draw(st.sampled_from([0.0, 100.0]), label="offset")  # a large mean
+    items = [Arr("X", rand_values(rng, (M, C), dt) + np.asarray(offset, dt)),
+             Arr("weight", rand_values(rng, (C,), dt)), Arr("bias", rand_values(rng, (C,), dt)),
+             Arr("mean", rand_values(rng, (C,), np.float64), out=True, other_dtypes=F64_ONLY),
+             Arr("var", rand_values(rng, (C,), np.float64, 0.1, 2), out=True,
+                 other_dtypes=F64_ONLY),
+             Arr("invstd", np.zeros(C), out=True, other_dtypes=F64_ONLY),
+             Arr("Y", np.zeros((M, C), dt), out=True),
+             Val("eps", data.draw(st.sampled_from([1e-5, 1e-3])),
+                 bad=(-1e-5, float("nan"), None, "1e-5")),
+             Val("training", training, bad=(None,)), threads_item(data)]
+    args, guards, broken = draw_call(data, rng, items)
+
+    def reference(before, after, result):
+        X, weight, bias = before[:3]
+        M, C = X.shape
+        for name, i in (("weight", 1), ("bias", 2)):
+            shape_is(before[i], (C,), name)
+        for name, i in (("mean", 3), ("var", 4), ("invstd", 5)):
+            shape_is(after[i], (C,), name)
+            assert after[i].dtype == np.float64, f"{name} of dtype {after[i].dtype} accepted"
+        shape_is(after[6], (M, C), "Y")
+        d = dtype_of(X, weight, bias, after[6])
+        eps, training = after[7], after[8]
+        assert eps >= 0, f"eps {eps} accepted"
+        if C == 0:
+            return
+        if training:
+            assert M >= 1, "training on an empty batch accepted"
+            mean, var = bn_stats_ref(X)
+            np.testing.assert_allclose(after[3], mean, rtol=1e-12, atol=1e-12, err_msg="mean")
+            np.testing.assert_allclose(after[4], var, rtol=1e-9, atol=1e-12, err_msg="var")
+        else:
+            mean, var = f64(before[3]), f64(before[4])
+        invstd = 1 / np.sqrt(var + eps)
+        np.testing.assert_allclose(after[5], invstd, rtol=1e-9, err_msg="invstd")
+        close(after[6], (f64(X) - mean) * invstd * f64(weight) + f64(bias), d, "Y")
+
+    check_call(_norm.batchnorm_forward, args, guards, broken, reference)
+
+
+def bn_backward_ref(X, dY, weight, mean, invstd, training):
+    """(dweight, dbias, dX) of Y = (X - mean) invstd weight + bias over the rows of X (M, C);
+    with the batch's own statistics (training) the dependence of mean and invstd on X is part of
+    dX (PyTorch's BatchNorm backward)."""
+    X, dY, weight = f64(X), f64(dY), f64(weight)
+    xhat = (X - mean) * invstd
+    dweight, dbias = (dY * xhat).sum(axis=0), dY.sum(axis=0)
+    M = max(X.shape[0], 1)
+    if training:
+        dX = weight * invstd * (dY - dbias / M - xhat * dweight / M)
+    else:
+        dX = weight * invstd * dY
+    return dweight, dbias, dX
+
+
+@FUZZ
+@given(st.data())
+def test_batchnorm_backward(data):
+    rng = rng_from(data)
+    dt = data.draw(st.sampled_from(FLOATS))
+    M, C = data.draw(NORM_ROWS, label="M"), data.draw(NORM_COLS, label="C")
+    training = data.draw(st.booleans(), label="training")
+    X = rand_values(rng, (M, C), dt)
+    mean, var = bn_stats_ref(X) if M else (np.zeros(C), np.ones(C))
+    items = [Arr("X", X), Arr("dY", rand_values(rng, (M, C), dt)),
+             Arr("weight", rand_values(rng, (C,), dt)),
+             Arr("mean", mean, other_dtypes=F64_ONLY),
+             Arr("invstd", 1 / np.sqrt(var + 1e-3), other_dtypes=F64_ONLY),
+             Arr("dX", np.zeros((M, C), dt), out=True, optional=True),
+             Arr("dweight", np.zeros(C, dt), out=True), Arr("dbias", np.zeros(C, dt), out=True),
+             Val("training", training, bad=(None,)), threads_item(data)]
+    args, guards, broken = draw_call(data, rng, items)
+    if data.draw(st.booleans(), label="dX is dY") and isinstance(args[1], np.ndarray) \
+            and args[1].flags.writeable:
+        args[5] = args[1]  # documented: dX may be dY
+        broken.append("dX is dY")
+
+    def reference(before, after, result):
+        X, dY, weight, mean, invstd = before[:5]
+        M, C = X.shape
+        shape_is(dY, (M, C), "dY")
+        for name, i in (("weight", 2), ("mean", 3), ("invstd", 4), ("dweight", 6),
+                        ("dbias", 7)):
+            shape_is(after[i] if i > 5 else before[i], (C,), name)
+        for name, a in (("mean", mean), ("invstd", invstd)):
+            assert a.dtype == np.float64, f"{name} of dtype {a.dtype} accepted"
+        d = dtype_of(X, dY, weight, after[5], after[6], after[7])
+        if C == 0:
+            return
+        dweight, dbias, dX = bn_backward_ref(X, dY, weight, mean, invstd, after[8])
+        close(after[6], dweight, d, "dweight")
+        close(after[7], dbias, d, "dbias")
+        if after[5] is not None:
+            shape_is(after[5], (M, C), "dX")
+            close(after[5], dX, d, "dX")
+
+    check_call(_norm.batchnorm_backward, args, guards, broken, reference)
+
+
+def ln_stats_ref(X, eps):
+    """Per-row mean and 1 / sqrt(biased variance + eps) (float64)."""
+    X = f64(X)
+    return X.mean(axis=1), 1 / np.sqrt(X.var(axis=1) + eps)
+
+
+def ln_backward_ref(X, dY, weight, mean, invstd):
+    """(dweight, dbias, dX) of layer normalisation (torch.nn.LayerNorm's backward)."""
+    X, dY, weight = f64(X), f64(dY), f64(weight)
+    xhat = (X - mean[:, None]) * invstd[:, None]
+    g = dY * weight
+    dX = invstd[:, None] * (g - g.mean(axis=1, keepdims=True)
+                            - xhat * (g * xhat).mean(axis=1, keepdims=True))
+    return (dY * xhat).sum(axis=0), dY.sum(axis=0), dX
+
+
+@FUZZ
+@given(st.data())
+def test_layernorm_forward(data):
+    rng = rng_from(data)
+    dt = data.draw(st.sampled_from(FLOATS))
+    M, C = data.draw(NORM_ROWS, label="M"), data.draw(NORM_COLS, label="C")
+    offset = data.draw(st.sampled_from([0.0, 100.0]), label="offset")
+    items = [Arr("X", rand_values(rng, (M, C), dt) + np.asarray(offset, dt)),
+             Arr("weight", rand_values(rng, (C,), dt)), Arr("bias", rand_values(rng, (C,), dt)),
+             Arr("mean", np.zeros(M), out=True, other_dtypes=F64_ONLY),
+             Arr("invstd", np.zeros(M), out=True, other_dtypes=F64_ONLY),
+             Arr("Y", np.zeros((M, C), dt), out=True),
+             Val("eps", data.draw(st.sampled_from([1e-5, 1e-3])),
+                 bad=(-1.0, float("nan"), None)), threads_item(data)]
+    args, guards, broken = draw_call(data, rng, items)
+
+    def reference(before, after, result):
+        X, weight, bias = before[:3]
+        M, C = X.shape
+        assert C >= 1, "an input without columns accepted"
+        shape_is(weight, (C,), "weight")
+        shape_is(bias, (C,), "bias")
+        for name, i in (("mean", 3), ("invstd", 4)):
+            shape_is(after[i], (M,), name)
+            assert after[i].dtype == np.float64, f"{name} of dtype {after[i].dtype} accepted"
+        shape_is(after[5], (M, C), "Y")
+        d = dtype_of(X, weight, bias, after[5])
+        assert after[6] >= 0, f"eps {after[6]} accepted"
+        mean, invstd = ln_stats_ref(X, after[6])
+        np.testing.assert_allclose(after[3], mean, rtol=1e-12, atol=1e-12, err_msg="mean")
+        np.testing.assert_allclose(after[4], invstd, rtol=1e-8, err_msg="invstd")
+        close(after[5], (f64(X) - mean[:, None]) * invstd[:, None] * f64(weight) + f64(bias),
+              d, "Y")
+
+    check_call(_norm.layernorm_forward, args, guards, broken, reference)
+
+
+@FUZZ
+@given(st.data())
+def test_layernorm_backward(data):
+    rng = rng_from(data)
+    dt = data.draw(st.sampled_from(FLOATS))
+    M, C = data.draw(NORM_ROWS, label="M"), data.draw(NORM_COLS, label="C")
+    X = rand_values(rng, (M, C), dt)
+    mean, invstd = ln_stats_ref(X, 1e-3) if C else (np.zeros(M), np.ones(M))
+    items = [Arr("X", X), Arr("dY", rand_values(rng, (M, C), dt)),
+             Arr("weight", rand_values(rng, (C,), dt)),
+             Arr("mean", mean, other_dtypes=F64_ONLY),
+             Arr("invstd", invstd, other_dtypes=F64_ONLY),
+             Arr("dX", np.zeros((M, C), dt), out=True, optional=True),
+             Arr("dweight", np.zeros(C, dt), out=True), Arr("dbias", np.zeros(C, dt), out=True),
+             threads_item(data)]
+    args, guards, broken = draw_call(data, rng, items)
+    if data.draw(st.booleans(), label="dX is dY") and isinstance(args[1], np.ndarray) \
+            and args[1].flags.writeable:
+        args[5] = args[1]  # documented: dX may be dY
+        broken.append("dX is dY")
+
+    def reference(before, after, result):
+        X, dY, weight, mean, invstd = before[:5]
+        M, C = X.shape
+        assert C >= 1, "an input without columns accepted"
+        shape_is(dY, (M, C), "dY")
+        shape_is(weight, (C,), "weight")
+        for name, a in (("mean", mean), ("invstd", invstd)):
+            shape_is(a, (M,), name)
+            assert a.dtype == np.float64, f"{name} of dtype {a.dtype} accepted"
+        shape_is(after[6], (C,), "dweight")
+        shape_is(after[7], (C,), "dbias")
+        d = dtype_of(X, dY, weight, after[5], after[6], after[7])
+        dweight, dbias, dX = ln_backward_ref(X, dY, weight, mean, invstd)
+        close(after[6], dweight, d, "dweight")
+        close(after[7], dbias, d, "dbias")
+        if after[5] is not None:
+            shape_is(after[5], (M, C), "dX")
+            close(after[5], dX, d, "dX")
+
+    check_call(_norm.layernorm_backward, args, guards, broken, reference)
