@@ -1671,3 +1671,188 @@ def test_layernorm_backward(data):
             close(after[5], dX, d, "dX")
 
     check_call(_norm.layernorm_backward, args, guards, broken, reference)
+
+
+# ---- new loss kernels and arguments (fastnn._losses) -----------------------------------------
+
+ROW_LENS = st.sampled_from([1, 1, 2, 3, 7, 1000])
+SW_DTYPES = [np.float32, np.int64, np.float16]  # wrong dtypes of the float64 sample_weight
+
+
+def flat_loss_terms(which, p, t, delta):
+    """(loss_i, dloss_i / dp_i), float64: torch's BCEWithLogitsLoss, MSELoss, HuberLoss terms."""
+    p, t = f64(p), f64(t)
+    if which == "bce":
+        return (np.maximum(p, 0) - p * t + np.log1p(np.exp(-np.abs(p))),
+                1 / (1 + np.exp(-p)) - t)
+    d = p - t
+    if which == "mse":
+        return d * d, 2 * d
+    small = np.abs(d) < delta
+    return (np.where(small, 0.5 * d * d, delta * (np.abs(d) - 0.5 * delta)),
+            np.where(small, d, delta * np.sign(d)))
+
+
+@FUZZ
+@given(st.data(), st.sampled_from(["bce", "mse", "huber"]))
+def test_flat_losses_weighted(data, which):
+    """sigmoid_binary_cross_entropy, mean_squared_error and huber with sample_weight (N,) and
+    row_len K: the term of element i weighted by sample_weight[i // K] in loss and gradient."""
+    rng = rng_from(data)
+    dt = data.draw(st.sampled_from(FLOATS))
+    N, K = data.draw(sizes(0, 9, (20,)), label="N"), data.draw(ROW_LENS, label="row_len")
+    L = N * K
+    nb = -(-L // BLOCK)
+    lo, hi = (0, 1) if which == "bce" else (-3, 3)
+    delta = data.draw(st.sampled_from([1.0, 0.3, 5.0]), label="delta")
+    items = [Arr("z", rand_values(rng, (L,), dt, -4, 4)),
+             Arr("target", rand_values(rng, (L,), dt, lo, hi)),
+             Arr("dz", np.zeros(L, dt), out=True),
+             Arr("block_loss", np.zeros(nb + data.draw(st.integers(0, 2))), out=True,
+                 other_dtypes=[np.float32, np.int64]),
+             Val("scale", data.draw(st.sampled_from([1.0, 0.25, 1 / max(L, 1)])), bad=(None,))]
+    if which == "huber":
+        items.append(Val("delta", delta, bad=(0.0, -1.0, float("nan"), None)))
+    items += [threads_item(data),
+              Arr("sample_weight", rand_values(rng, (N,), np.float64, 0, 2), optional=True,
+                  other_dtypes=SW_DTYPES),
+              Val("row_len", K, bad=(0, -1, None, 2 ** 63, 1.5))]
+    args, guards, broken = draw_call(data, rng, items)
+    fn = {"bce": _losses.sigmoid_binary_cross_entropy, "mse": _losses.mean_squared_error,
+          "huber": _losses.huber}[which]
+
+    def reference(before, after, result):
+        z, t = before[0], before[1]
+        L = z.shape[0]
+        shape_is(t, (L,), "target")
+        shape_is(after[2], (L,), "dz")
+        assert after[3].shape[0] >= -(-L // BLOCK), "block_loss too short accepted"
+        d = dtype_of(z, t, after[2])
+        scale, sw, row_len = after[4], before[-2], after[-1]
+        delta = after[5] if which == "huber" else None
+        if which == "huber":
+            assert delta > 0, f"delta {delta} accepted"
+        assert row_len >= 1, f"row_len {row_len} accepted"
+        if sw is None:
+            w = np.ones(L)
+        else:
+            assert sw.dtype == np.float64 and sw.ndim == 1, "bad sample_weight accepted"
+            assert sw.shape[0] * row_len == L, \
+                f"sample_weight of {sw.shape[0]} for {L} elements in rows of {row_len} accepted"
+            w = np.repeat(f64(sw), row_len)
+        loss, grad = flat_loss_terms(which, z, t, delta)
+        np.testing.assert_allclose(result, scale * (w * loss).sum(), rtol=1e-9, atol=1e-9,
+                                   err_msg="loss")
+        close(after[2], scale * w * grad, d, "dz")
+
+    check_call(fn, args, guards, broken, reference)
+
+
+@FUZZ
+@given(st.data())
+def test_softmax_cross_entropy_weighted_smoothed(data):
+    """softmax_cross_entropy with sample_weight and label_smoothing (torch's CrossEntropyLoss
+    target ``(1 - eps) onehot + eps / K``)."""
+    rng = rng_from(data)
+    dt = data.draw(st.sampled_from(FLOATS))
+    N, K = data.draw(sizes(0, 9, (40,))), data.draw(sizes(1, 9, (40, 130)))
+    labels = rng.integers(0, K, size=N).astype(np.int64)
+    eps = data.draw(st.sampled_from([0.0, 0.1, 0.5, 1.0]), label="label_smoothing")
+    items = [Arr("logits", rand_values(rng, (N, K), dt, -8, 8)),
+             Arr("labels", labels, other_dtypes=[np.int32, np.float64]),
+             Arr("dlogits", np.zeros((N, K), dt), out=True),
+             Arr("row_loss", np.zeros(N), out=True, other_dtypes=[np.float32]),
+             Val("scale", data.draw(st.sampled_from([1.0, 1.0 / max(N, 1)])), bad=(None,)),
+             threads_item(data),
+             Arr("sample_weight", rand_values(rng, (N,), np.float64, 0, 2), optional=True,
+                 other_dtypes=SW_DTYPES),
+             Val("label_smoothing", eps, bad=(-0.1, 1.5, float("nan"), None))]
+    args, guards, broken = draw_call(data, rng, items)
+
+    def reference(before, after, result):
+        logits, lab, sw = before[0], before[1], before[6]
+        N, K = logits.shape
+        shape_is(lab, (N,), "labels")
+        assert K >= 1 or N == 0
+        shape_is(after[2], (N, K), "dlogits")
+        shape_is(after[3], (N,), "row_loss")
+        d = dtype_of(logits, after[2])
+        scale, eps = after[4], after[7]
+        assert 0 <= eps <= 1, f"label_smoothing {eps} accepted"
+        if sw is None:
+            w = np.ones(N)
+        else:
+            shape_is(sw, (N,), "sample_weight")
+            assert sw.dtype == np.float64
+            w = f64(sw)
+        if N == 0:
+            assert result == 0
+            return
+        Z = f64(logits)
+        rows, row_tol = softmax_ce_rows_and_tolerance(logits, lab, d)
+        rows = rows + eps * (Z[np.arange(N), lab] - Z.mean(axis=1))
+        row_tol = row_tol + EPS64 * eps * (np.abs(Z).max(axis=1) + 1) * 4
+        assert_within(after[3], rows, row_tol, "row_loss")
+        target = np.full((N, K), eps / K)
+        target[np.arange(N), lab] += 1 - eps
+        close(after[2], scale * w[:, None] * (softmax(Z) - target), d, "dlogits")
+        want = scale * (w * rows).sum()
+        assert abs(result - want) <= abs(scale) * ((w * row_tol).sum() + 1e-12 * N), \
+            f"total {result!r}, expected {want!r}"
+
+    check_call(_losses.softmax_cross_entropy, args, guards, broken, reference)
+
+
+def kl_ref(logits, target):
+    """(row_loss, dlogits / scale) of softmax + KL(target || softmax(logits)), 0 log 0 = 0."""
+    Z, T = f64(logits), f64(target)
+    m = Z.max(axis=1, keepdims=True)
+    logp = Z - m - np.log(np.exp(Z - m).sum(axis=1, keepdims=True))
+    pos = T > 0
+    rows = np.where(pos, T * (np.log(np.where(pos, T, 1)) - logp), 0).sum(axis=1)
+    return rows, np.exp(logp) * T.sum(axis=1, keepdims=True) - T
+
+
+@FUZZ
+@given(st.data())
+def test_kl_divergence(data):
+    rng = rng_from(data)
+    dt = data.draw(st.sampled_from(FLOATS))
+    N, K = data.draw(sizes(0, 9, (40,))), data.draw(sizes(0, 9, (40, 130)))
+    T = rng.random((N, K)) * (rng.random((N, K)) < 0.7)  # some exact zeros
+    T = T / np.maximum(T.sum(axis=1, keepdims=True), 1e-300)  # rows sum to 1 (or are all 0)
+    items = [Arr("logits", rand_values(rng, (N, K), dt, -8, 8)),
+             Arr("target", T, other_dtypes=[np.float32, np.int64]),
+             Arr("dlogits", np.zeros((N, K), dt), out=True),
+             Arr("row_loss", np.zeros(N), out=True, other_dtypes=[np.float32]),
+             Val("scale", data.draw(st.sampled_from([1.0, 1.0 / max(N, 1)])), bad=(None, "1")),
+             threads_item(data),
+             Arr("sample_weight", rand_values(rng, (N,), np.float64, 0, 2), optional=True,
+                 other_dtypes=SW_DTYPES)]
+    args, guards, broken = draw_call(data, rng, items)
+
+    def reference(before, after, result):
+        logits, T, sw = before[0], before[1], before[6]
+        N, K = logits.shape
+        assert K >= 1 or N == 0, "logits without classes accepted"
+        shape_is(T, (N, K), "target")
+        assert T.dtype == np.float64, f"target of dtype {T.dtype} accepted"
+        shape_is(after[2], (N, K), "dlogits")
+        shape_is(after[3], (N,), "row_loss")
+        d = dtype_of(logits, after[2])
+        scale = after[4]
+        if sw is None:
+            w = np.ones(N)
+        else:
+            shape_is(sw, (N,), "sample_weight")
+            w = f64(sw)
+        if N == 0:
+            assert result == 0
+            return
+        rows, dz = kl_ref(logits, T)
+        np.testing.assert_allclose(after[3], rows, rtol=1e-9, atol=1e-12, err_msg="row_loss")
+        close(after[2], scale * w[:, None] * dz, d, "dlogits")
+        np.testing.assert_allclose(result, scale * (w * rows).sum(), rtol=1e-9, atol=1e-12,
+                                   err_msg="loss")
+
+    check_call(_losses.kl_divergence, args, guards, broken, reference)
