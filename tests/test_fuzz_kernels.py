@@ -733,6 +733,26 @@ def test_mean_squared_error(data):
 OPT_LENGTHS = st.one_of(st.integers(0, 30), st.sampled_from([8191, 8192, 8193, 40000]))
 
 
+def clip_items(data):
+    """The trailing grad_scale and clip_value of every update (defaults 1 and inf)."""
+    return [Val("grad_scale", data.draw(st.sampled_from([1.0, 1.0, 0.5, 3.0, 0.0]),
+                                        label="grad_scale"),
+                bad=(-1.0, float("nan"), float("inf"), None, "1")),
+            Val("clip_value", data.draw(st.sampled_from([float("inf"), float("inf"), 0.3, 2.0]),
+                                        label="clip_value"),
+                bad=(0.0, -1.0, float("nan"), None))]
+
+
+def clipped_grad(g, grad_scale, clip_value, dtype):
+    """clamp(grad * grad_scale, -clip_value, clip_value), as the updates read the gradient; the
+    scale and the bound in the dtype, as the kernels take them."""
+    assert grad_scale >= 0 and np.isfinite(grad_scale), f"grad_scale {grad_scale} accepted"
+    assert clip_value > 0, f"clip_value {clip_value} accepted"
+    sc = f64(np.asarray(grad_scale, dtype=dtype))
+    cv = f64(np.asarray(clip_value, dtype=dtype))
+    return np.clip(f64(g) * sc, -cv, cv)
+
+
 @FUZZ
 @given(st.data())
 def test_sgd_update(data):
@@ -749,7 +769,7 @@ def test_sgd_update(data):
              Val("learning_rate", 0.1, bad=(None,)), Val("momentum", mu, bad=(None,)),
              Val("nesterov", nesterov),
              Val("weight_decay", data.draw(st.sampled_from([0.0, 0.01]))),
-             threads_item(data)]
+             threads_item(data)] + clip_items(data)
     args, guards, broken = draw_call(data, rng, items)
 
     def reference(before, after, result):
@@ -758,7 +778,8 @@ def test_sgd_update(data):
         shape_is(before[1], (L,), "grad")
         lr, mu, nest, wd, nt = after[3:8]
         d = dtype_of(before[0], before[1], after[2])
-        g = g + wd * p
+        g = clipped_grad(g, after[8], after[9], d) + wd * p
+        assert np.array_equal(after[1], before[1]), "grad written"
         if mu == 0:
             close(after[0], p - lr * g, d, "param")
             return
@@ -784,7 +805,8 @@ def test_adam_update(data):
              Val("learning_rate", 1e-3, bad=(None,)), Val("beta1", 0.9, bad=(None,)),
              Val("beta2", 0.999, bad=(None,)), Val("eps", 1e-8, bad=(None,)),
              Val("weight_decay", data.draw(st.sampled_from([0.0, 0.01]))),
-             Val("step", step, bad=(0, -1, None, 2 ** 70)), threads_item(data)]
+             Val("step", step, bad=(0, -1, None, 2 ** 70)), threads_item(data)] \
+        + clip_items(data)
     args, guards, broken = draw_call(data, rng, items)
 
     def reference(before, after, result):
@@ -795,7 +817,8 @@ def test_adam_update(data):
         lr, b1, b2, eps, wd, t, nt = after[4:11]
         d = dtype_of(before[0], before[1], after[2], after[3])
         assert t >= 1, "step < 1 accepted"
-        g = g + wd * p
+        g = clipped_grad(g, after[11], after[12], d) + wd * p
+        assert np.array_equal(after[1], before[1]), "grad written"
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g * g
         close(after[2], m, d, "m")
@@ -1856,3 +1879,154 @@ def test_kl_divergence(data):
                                    err_msg="loss")
 
     check_call(_losses.kl_divergence, args, guards, broken, reference)
+
+
+# ---- new optimizer kernels (fastnn._optim) ---------------------------------------------------
+
+@FUZZ
+@given(st.data())
+def test_adamw_update(data):
+    """torch.optim.AdamW: p <- p (1 - lr wd), then Adam's step with the clipped gradient."""
+    rng = rng_from(data)
+    dt = data.draw(st.sampled_from(FLOATS))
+    L = data.draw(OPT_LENGTHS)
+    step = data.draw(st.sampled_from([1, 2, 10, 10 ** 6]))
+    items = [Arr("param", rand_values(rng, (L,), dt), out=True),
+             Arr("grad", rand_values(rng, (L,), dt)),
+             Arr("m", rand_values(rng, (L,), dt), out=True),
+             Arr("v", rand_values(rng, (L,), dt, 0, 1), out=True),
+             Val("learning_rate", 1e-3, bad=(None,)), Val("beta1", 0.9, bad=(None,)),
+             Val("beta2", 0.999, bad=(None,)), Val("eps", 1e-8, bad=(None,)),
+             Val("weight_decay", data.draw(st.sampled_from([0.0, 0.01, 0.5]))),
+             Val("step", step, bad=(0, -1, None, 2 ** 70)), threads_item(data)] \
+        + clip_items(data)
+    args, guards, broken = draw_call(data, rng, items)
+
+    def reference(before, after, result):
+        p, g, m, v = (f64(a) for a in before[:4])
+        L = p.shape[0]
+        for name, a in (("grad", before[1]), ("m", after[2]), ("v", after[3])):
+            shape_is(a, (L,), name)
+        lr, b1, b2, eps, wd, t = after[4:10]
+        d = dtype_of(before[0], before[1], after[2], after[3])
+        assert t >= 1, "step < 1 accepted"
+        g = clipped_grad(g, after[11], after[12], d)
+        assert np.array_equal(after[1], before[1]), "grad written"
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        close(after[2], m, d, "m")
+        close(after[3], v, d, "v")
+        mhat, vhat = m / (1 - b1 ** t), v / (1 - b2 ** t)
+        close(after[0], p * (1 - lr * wd) - lr * mhat / (np.sqrt(vhat) + eps), d, "param")
+
+    check_call(_optim.adamw_update, args, guards, broken, reference)
+
+
+@FUZZ
+@given(st.data())
+def test_rmsprop_update(data):
+    """torch.optim.RMSprop (alpha = rho), centered or not, with or without momentum; the unused
+    slots may have any length."""
+    rng = rng_from(data)
+    dt = data.draw(st.sampled_from(FLOATS))
+    L = data.draw(OPT_LENGTHS)
+    centered = data.draw(st.booleans(), label="centered")
+    mom = data.draw(st.sampled_from([0.0, 0.0, 0.9]), label="momentum")
+    alen = L if centered else data.draw(st.sampled_from([L, 0, 1]), label="grad_avg length")
+    blen = L if mom else data.draw(st.sampled_from([L, 0, 1]), label="buffer length")
+    items = [Arr("param", rand_values(rng, (L,), dt), out=True),
+             Arr("grad", rand_values(rng, (L,), dt)),
+             Arr("square_avg", rand_values(rng, (L,), dt, 0.1, 1), out=True),
+             Arr("grad_avg", rand_values(rng, (alen,), dt, -0.1, 0.1), out=True),
+             Arr("momentum_buffer", rand_values(rng, (blen,), dt), out=True),
+             Val("learning_rate", 0.01, bad=(None,)), Val("rho", 0.99, bad=(None,)),
+             Val("eps", 1e-8, bad=(None,)),
+             Val("weight_decay", data.draw(st.sampled_from([0.0, 0.01]))),
+             Val("momentum", mom, bad=(None,)), Val("centered", centered, bad=(None,)),
+             threads_item(data)] + clip_items(data)
+    args, guards, broken = draw_call(data, rng, items)
+
+    def reference(before, after, result):
+        p, g, s, a, b = (f64(x) for x in before[:5])
+        L = p.shape[0]
+        shape_is(before[1], (L,), "grad")
+        shape_is(after[2], (L,), "square_avg")
+        lr, rho, eps, wd, mom, centered = after[5:11]
+        d = dtype_of(*before[:5])
+        g = clipped_grad(g, after[12], after[13], d) + wd * p
+        assert np.array_equal(after[1], before[1]), "grad written"
+        s = rho * s + (1 - rho) * g * g
+        close(after[2], s, d, "square_avg")
+        if centered:
+            shape_is(after[3], (L,), "grad_avg")
+            a = rho * a + (1 - rho) * g
+            close(after[3], a, d, "grad_avg")
+            avg = np.sqrt(s - a * a) + eps
+        else:
+            avg = np.sqrt(s) + eps
+        if mom:
+            shape_is(after[4], (L,), "momentum_buffer")
+            b = mom * b + g / avg
+            close(after[4], b, d, "momentum_buffer")
+            close(after[0], p - lr * b, d, "param")
+        else:
+            close(after[0], p - lr * g / avg, d, "param")
+
+    check_call(_optim.rmsprop_update, args, guards, broken, reference)
+
+
+@FUZZ
+@given(st.data())
+def test_adagrad_update(data):
+    """torch.optim.Adagrad: clr = lr / (1 + (t - 1) lr_decay), s <- s + g^2,
+    p <- p - clr g / (sqrt(s) + eps)."""
+    rng = rng_from(data)
+    dt = data.draw(st.sampled_from(FLOATS))
+    L = data.draw(OPT_LENGTHS)
+    items = [Arr("param", rand_values(rng, (L,), dt), out=True),
+             Arr("grad", rand_values(rng, (L,), dt)),
+             Arr("state_sum", rand_values(rng, (L,), dt, 0, 1), out=True),
+             Val("learning_rate", 0.01, bad=(None,)), Val("eps", 1e-10, bad=(None,)),
+             Val("weight_decay", data.draw(st.sampled_from([0.0, 0.01]))),
+             Val("lr_decay", data.draw(st.sampled_from([0.0, 0.1])), bad=(None,)),
+             Val("step", data.draw(st.sampled_from([1, 2, 50])), bad=(0, -1, None, 2 ** 70)),
+             threads_item(data)] + clip_items(data)
+    args, guards, broken = draw_call(data, rng, items)
+
+    def reference(before, after, result):
+        p, g, s = (f64(x) for x in before[:3])
+        L = p.shape[0]
+        shape_is(before[1], (L,), "grad")
+        shape_is(after[2], (L,), "state_sum")
+        lr, eps, wd, lr_decay, t = after[3:8]
+        assert t >= 1, "step < 1 accepted"
+        d = dtype_of(*before[:3])
+        g = clipped_grad(g, after[9], after[10], d) + wd * p
+        assert np.array_equal(after[1], before[1]), "grad written"
+        s = s + g * g
+        close(after[2], s, d, "state_sum")
+        clr = lr / (1 + (t - 1) * lr_decay)
+        close(after[0], p - clr * g / (np.sqrt(s) + eps), d, "param")
+
+    check_call(_optim.adagrad_update, args, guards, broken, reference)
+
+
+@FUZZ
+@given(st.data())
+def test_grad_norm(data):
+    rng = rng_from(data)
+    dt = data.draw(st.sampled_from(FLOATS))
+    L = data.draw(st.one_of(st.integers(0, 30), st.sampled_from([16383, 16384, 16385, 70000])))
+    items = [Arr("grad", rand_values(rng, (L,), dt, -3, 3)), threads_item(data)]
+    args, guards, broken = draw_call(data, rng, items)
+
+    def reference(before, after, result):
+        g = before[0]
+        assert g.ndim == 1, f"grad of shape {g.shape} accepted"
+        dtype_of(g)
+        assert isinstance(result, float)
+        np.testing.assert_allclose(result, np.sqrt((f64(g) ** 2).sum()), rtol=1e-12, atol=0)
+        if not broken:  # the same bits at any thread count
+            assert _optim.grad_norm(g, 1) == _optim.grad_norm(g, 3) == result
+
+    check_call(_optim.grad_norm, args, guards, broken, reference)
