@@ -285,15 +285,22 @@ def act_grad_ref(A, dA, kind, alpha):
     return f64(dA) * act_grad_from_output(A, _known(kind), alpha)
 
 
+def pads4(padding):
+    """(top, bottom, left, right) from (ph, pw) (symmetric) or the four values."""
+    padding = tuple(padding)
+    return padding if len(padding) == 4 else (padding[0], padding[0], padding[1], padding[1])
+
+
 def conv_ref(X, W4, b, stride, padding):
-    """(Y, taps): Y (N, Ho, Wo, M) = sum over taps of the strided window of X_pad @ W4[i, j]."""
+    """Y (N, Ho, Wo, M) = sum over taps of the strided window of X_pad @ W4[i, j]; padding
+    (ph, pw) or (top, bottom, left, right)."""
     X, W4 = f64(X), f64(W4)
     N, H, W, C = X.shape
     kh, kw, _, M = W4.shape
-    (sh, sw), (ph, pw) = stride, padding
-    Ho, Wo = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
-    Xp = np.zeros((N, H + 2 * ph, W + 2 * pw, C))
-    Xp[:, ph:ph + H, pw:pw + W] = X
+    (sh, sw), (pt, pb, pl, pr) = stride, pads4(padding)
+    Ho, Wo = (H + pt + pb - kh) // sh + 1, (W + pl + pr - kw) // sw + 1
+    Xp = np.zeros((N, H + pt + pb, W + pl + pr, C))
+    Xp[:, pt:pt + H, pl:pl + W] = X
     Y = np.zeros((N, Ho, Wo, M)) + f64(b)
     for i in range(kh):
         for j in range(kw):
@@ -306,10 +313,10 @@ def conv_backward_ref(X, W4, dZ, stride, padding):
     X, W4, dZ = f64(X), f64(W4), f64(dZ)
     N, H, W, C = X.shape
     kh, kw, _, M = W4.shape
-    (sh, sw), (ph, pw) = stride, padding
+    (sh, sw), (pt, pb, pl, pr) = stride, pads4(padding)
     Ho, Wo = dZ.shape[1:3]
-    Xp = np.zeros((N, H + 2 * ph, W + 2 * pw, C))
-    Xp[:, ph:ph + H, pw:pw + W] = X
+    Xp = np.zeros((N, H + pt + pb, W + pl + pr, C))
+    Xp[:, pt:pt + H, pl:pl + W] = X
     dXp = np.zeros_like(Xp)
     dW4 = np.zeros_like(W4)
     for i in range(kh):
@@ -318,7 +325,7 @@ def conv_backward_ref(X, W4, dZ, stride, padding):
                    slice(j, j + sw * (Wo - 1) + 1, sw))
             dW4[i, j] = np.einsum("nhwc,nhwm->cm", Xp[win], dZ)
             dXp[win] += dZ @ W4[i, j].T
-    return dW4, dZ.sum(axis=(0, 1, 2)), dXp[:, ph:ph + H, pw:pw + W]
+    return dW4, dZ.sum(axis=(0, 1, 2)), dXp[:, pt:pt + H, pl:pl + W]
 
 
 def pool_windows(X, k, s):
@@ -859,12 +866,21 @@ def conv_path(path):
         _conv._force_path(None)
 
 
+def _end_pad(data, size, k, p, name):
+    """An end padding (bottom / right): -1 (the same as before), or 0..2 where the kernel still
+    fits the padded input."""
+    pe = data.draw(st.sampled_from([-1, -1, 0, 1, 2]), label=name)
+    return pe if pe == -1 or size + p + pe >= k else -1
+
+
 def _conv_items(data, rng, dt, geom, backward):
     N, H, W, C, M, kh, kw, sh, sw, ph, pw = geom
-    Ho, Wo = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+    pe, we = _end_pad(data, H, kh, ph, "ph_end"), _end_pad(data, W, kw, pw, "pw_end")
+    pb, pr = ph if pe == -1 else pe, pw if we == -1 else we
+    Ho, Wo = (H + ph + pb - kh) // sh + 1, (W + pw + pr - kw) // sw + 1
     K = kh * kw * C
     rows, K2, nch = _conv.conv_workspace(N, H, W, C, M, kh, kw, sh, sw, ph, pw,
-                                         np.dtype(dt).itemsize)
+                                         np.dtype(dt).itemsize, pe, we)
     assert K2 == K
     slots = data.draw(st.integers(1, 3), label="col thread slots")
     X = Arr("X", rand_values(rng, (N, H, W, C), dt))
@@ -875,7 +891,10 @@ def _conv_items(data, rng, dt, geom, backward):
            Val("pw", pw, (-1, None))]
     kind = data.draw(KINDS, label="kind")
     tail = [Val("kind", kind, bad=(None,)), Val("alpha", 0.1, bad=(None,)),
-            Val("num_threads", data.draw(st.sampled_from([1, 2, 3])), bad=(0, None, 2 ** 31, "1"))]
+            Val("num_threads", data.draw(st.sampled_from([1, 2, 3])),
+                bad=(0, -1, None, 2 ** 31, "1")),
+            Val("ph_end", pe, bad=(-2, -(2 ** 31), 2 ** 31, None)),
+            Val("pw_end", we, bad=(-2, None, 1.5))]
     if not backward:
         return [X, Wm, Arr("b", rand_values(rng, (M,), dt)),
                 Arr("A", np.zeros((N, Ho, Wo, M), dt), out=True), col] + geo + tail
@@ -888,14 +907,15 @@ def _conv_items(data, rng, dt, geom, backward):
             Arr("pdb", np.zeros((nch, M), dt), out=True)] + geo + tail
 
 
-def _conv_geometry_of(X, Wm, kh, kw, sh, sw, ph, pw):
+def _conv_geometry_of(X, Wm, kh, kw, sh, sw, ph, pw, pe, we):
     N, H, Wd, C = X.shape
     K, M = Wm.shape
-    assert min(kh, kw, sh, sw) >= 1 and min(ph, pw) >= 0, "bad geometry accepted"
-    assert H + 2 * ph >= kh and Wd + 2 * pw >= kw, "kernel larger than padded input accepted"
+    assert min(kh, kw, sh, sw) >= 1 and min(ph, pw, pe + 1, we + 1) >= 0, "bad geometry accepted"
+    pb, pr = ph if pe == -1 else pe, pw if we == -1 else we
+    assert H + ph + pb >= kh and Wd + pw + pr >= kw, "kernel larger than padded input accepted"
     assert K == kh * kw * C, f"W of {K} rows accepted for kh kw C = {kh * kw * C}"
-    Ho, Wo = (H + 2 * ph - kh) // sh + 1, (Wd + 2 * pw - kw) // sw + 1
-    return N, H, Wd, C, M, Ho, Wo
+    Ho, Wo = (H + ph + pb - kh) // sh + 1, (Wd + pw + pr - kw) // sw + 1
+    return N, H, Wd, C, M, Ho, Wo, (ph, pb, pw, pr)
 
 
 @FUZZ
@@ -908,12 +928,12 @@ def test_conv_forward(data, path):
 
     def reference(before, after, result):
         X, Wm, b = before[:3]
-        kh, kw, sh, sw, ph, pw, kind, alpha, nt = after[5:14]
-        N, H, Wd, C, M, Ho, Wo = _conv_geometry_of(X, Wm, kh, kw, sh, sw, ph, pw)
+        kh, kw, sh, sw, ph, pw, kind, alpha, nt, pe, we = after[5:16]
+        N, H, Wd, C, M, Ho, Wo, pads = _conv_geometry_of(X, Wm, kh, kw, sh, sw, ph, pw, pe, we)
         shape_is(b, (M,), "b")
         shape_is(after[3], (N, Ho, Wo, M), "A")
         d = dtype_of(X, Wm, b, after[3], after[4])
-        Y = conv_ref(X, f64(Wm).reshape(kh, kw, C, M), b, (sh, sw), (ph, pw))
+        Y = conv_ref(X, f64(Wm).reshape(kh, kw, C, M), b, (sh, sw), pads)
         close(after[3], act_ref(Y, kind, alpha), d, "A")
 
     with conv_path(path):
@@ -934,8 +954,8 @@ def test_conv_backward(data, path):
 
     def reference(before, after, result):
         X, Wm, A, dA = before[:4]
-        kh, kw, sh, sw, ph, pw, kind, alpha, nt = after[11:20]
-        N, H, Wd, C, M, Ho, Wo = _conv_geometry_of(X, Wm, kh, kw, sh, sw, ph, pw)
+        kh, kw, sh, sw, ph, pw, kind, alpha, nt, pe, we = after[11:22]
+        N, H, Wd, C, M, Ho, Wo, pads = _conv_geometry_of(X, Wm, kh, kw, sh, sw, ph, pw, pe, we)
         for name, a in (("A", A), ("dA", dA), ("dZ", after[4])):
             shape_is(a, (N, Ho, Wo, M), name)
         shape_is(after[5], (Wm.shape), "dW")
@@ -945,7 +965,7 @@ def test_conv_backward(data, path):
         dZ = act_grad_ref(A, dA, kind, alpha)
         if N and (int(kind) in (1, 2, 3, 4) or after[4] is not after[3]):
             close(after[4], dZ, d, "dZ")
-        dW4, db, dX = conv_backward_ref(X, f64(Wm).reshape(kh, kw, C, M), dZ, (sh, sw), (ph, pw))
+        dW4, db, dX = conv_backward_ref(X, f64(Wm).reshape(kh, kw, C, M), dZ, (sh, sw), pads)
         close(after[5], dW4.reshape(Wm.shape), d, "dW")
         close(after[6], db, d, "db")
         if after[7] is not None:
@@ -2030,3 +2050,159 @@ def test_grad_norm(data):
             assert _optim.grad_norm(g, 1) == _optim.grad_norm(g, 3) == result
 
     check_call(_optim.grad_norm, args, guards, broken, reference)
+
+
+# ---- padded pooling and global average pooling (fastnn._conv) --------------------------------
+
+def padded_pool_ref(X, k, s, pads, op):
+    """(Y, argmax) of max (first maximum in window order) or average pooling of X (N, H, W, C)
+    with padding (top, bottom, left, right) whose positions take no part: a window's max is over
+    its real positions, its mean divided by their count (PyTorch's count_include_pad=False)."""
+    X = f64(X)
+    N, H, W, C = X.shape
+    (kh, kw), (sh, sw), (pt, pb, pl, pr) = k, s, pads
+    Ho, Wo = (H + pt + pb - kh) // sh + 1, (W + pl + pr - kw) // sw + 1
+    Y = np.empty((N, Ho, Wo, C))
+    am = np.empty((N, Ho, Wo, C), dtype=np.int64)
+    for oh in range(Ho):
+        r0, r1 = max(0, oh * sh - pt), min(H, oh * sh - pt + kh)
+        for ow in range(Wo):
+            c0, c1 = max(0, ow * sw - pl), min(W, ow * sw - pl + kw)
+            win = X[:, r0:r1, c0:c1, :].reshape(N, (r1 - r0) * (c1 - c0), C)
+            if op == "avg":
+                Y[:, oh, ow] = win.mean(axis=1)
+                continue
+            idx = np.argmax(win, axis=1)
+            Y[:, oh, ow] = np.take_along_axis(win, idx[:, None], axis=1)[:, 0]
+            am[:, oh, ow] = (r0 + idx // (c1 - c0)) * W + c0 + idx % (c1 - c0)
+    return Y, am
+
+
+def padded_avgpool_backward_ref(dY, dX_shape, k, s, pads):
+    dY = f64(dY)
+    N, H, W, C = dX_shape
+    (kh, kw), (sh, sw), (pt, pb, pl, pr) = k, s, pads
+    dX = np.zeros(dX_shape)
+    for oh in range(dY.shape[1]):
+        r0, r1 = max(0, oh * sh - pt), min(H, oh * sh - pt + kh)
+        for ow in range(dY.shape[2]):
+            c0, c1 = max(0, ow * sw - pl), min(W, ow * sw - pl + kw)
+            dX[:, r0:r1, c0:c1] += dY[:, oh, ow][:, None, None] / ((r1 - r0) * (c1 - c0))
+    return dX
+
+
+PAD_BAD = (-1, -(2 ** 31), 2 ** 31, None, 4)
+
+
+@FUZZ
+@given(st.data(), st.sampled_from(["max_forward", "max_backward", "avg_forward",
+                                   "avg_backward"]))
+def test_pooling_padded(data, which):
+    """The pooling kernels' ph / pw (before) and ph_end / pw_end (after) paddings, each smaller
+    than the window; 4 (not smaller than any window here but 5 x 5) is a bad value."""
+    rng = rng_from(data)
+    dt = data.draw(st.sampled_from(FLOATS))
+    N, H, W, C, kh, kw, sh, sw = draw_geometry(data, pool=True)
+    ph, pw = data.draw(st.integers(0, kh - 1), label="ph"), data.draw(st.integers(0, kw - 1),
+                                                                      label="pw")
+    pe = data.draw(st.sampled_from([-1] + list(range(kh))), label="ph_end")
+    we = data.draw(st.sampled_from([-1] + list(range(kw))), label="pw_end")
+    pads = (ph, ph if pe == -1 else pe, pw, pw if we == -1 else we)
+    Ho, Wo = (H + pads[0] + pads[1] - kh) // sh + 1, (W + pads[2] + pads[3] - kw) // sw + 1
+    X = rand_values(rng, (N, H, W, C), dt)
+    geo = [Val("kh", kh, GEOM_BAD), Val("kw", kw, GEOM_BAD), Val("sh", sh, GEOM_BAD),
+           Val("sw", sw, GEOM_BAD), threads_item(data),
+           Val("ph", ph, PAD_BAD), Val("pw", pw, PAD_BAD), Val("ph_end", pe, PAD_BAD[1:]),
+           Val("pw_end", we, PAD_BAD[1:])]
+    if which == "max_forward":
+        arrays = [Arr("X", X), Arr("Y", np.zeros((N, Ho, Wo, C), dt), out=True),
+                  Arr("argmax", np.zeros((N, Ho, Wo, C), np.intc), out=True,
+                      other_dtypes=[np.int64, np.uint32, np.float32])]
+    elif which == "max_backward":
+        _, am = padded_pool_ref(X, (kh, kw), (sh, sw), pads, "max")
+        arrays = [Arr("dY", rand_values(rng, (N, Ho, Wo, C), dt)),
+                  Arr("argmax", am.astype(np.intc), other_dtypes=[np.int64, np.float32]),
+                  Arr("dX", np.zeros((N, H, W, C), dt), out=True)]
+    elif which == "avg_forward":
+        arrays = [Arr("X", X), Arr("Y", np.zeros((N, Ho, Wo, C), dt), out=True)]
+    else:
+        arrays = [Arr("dY", rand_values(rng, (N, Ho, Wo, C), dt)),
+                  Arr("dX", np.zeros((N, H, W, C), dt), out=True)]
+    args, guards, broken = draw_call(data, rng, arrays + geo)
+    na = len(arrays)
+
+    def reference(before, after, result):
+        kh, kw, sh, sw, nt, ph, pw, pe, we = after[na:]
+        assert min(kh, kw, sh, sw) >= 1, "bad pooling geometry accepted"
+        pb, pr = ph if pe == -1 else pe, pw if we == -1 else we
+        assert 0 <= ph < kh and 0 <= pb < kh and 0 <= pw < kw and 0 <= pr < kw, \
+            f"padding ({ph}, {pb}, {pw}, {pr}) accepted for window ({kh}, {kw})"
+        pads = (ph, pb, pw, pr)
+        shape = (before[0] if which.endswith("forward") else after[na - 1]).shape
+        N, H, W, C = shape
+        assert H + ph + pb >= kh and W + pw + pr >= kw, "window larger than padded input"
+        Ho, Wo = (H + ph + pb - kh) // sh + 1, (W + pw + pr - kw) // sw + 1
+        if which.endswith("forward"):
+            X = before[0]
+            shape_is(after[1], (N, Ho, Wo, C), "Y")
+            d = dtype_of(X, after[1])
+            Y, am = padded_pool_ref(X, (kh, kw), (sh, sw), pads, which[:3])
+            close(after[1], Y, d, "Y")
+            if which == "max_forward":
+                shape_is(after[2], (N, Ho, Wo, C), "argmax")
+                np.testing.assert_array_equal(after[2], am)
+            return
+        dY, dX = before[0], after[na - 1]
+        shape_is(dY, (N, Ho, Wo, C), "dY")
+        d = dtype_of(dY, dX)
+        if which == "max_backward":
+            shape_is(before[1], (N, Ho, Wo, C), "argmax")
+            close(dX, maxpool_backward_ref(dY, before[1], dX.shape), d, "dX")
+        else:
+            close(dX, padded_avgpool_backward_ref(dY, dX.shape, (kh, kw), (sh, sw), pads), d,
+                  "dX")
+
+    fn = {"max_forward": _conv.maxpool_forward, "max_backward": _conv.maxpool_backward,
+          "avg_forward": _conv.avgpool_forward, "avg_backward": _conv.avgpool_backward}[which]
+    check_call(fn, args, guards, broken, reference)
+
+
+@FUZZ
+@given(st.data(), st.booleans())
+def test_global_avgpool(data, backward):
+    """global_avgpool_forward: Y (N, C) = mean of X over H and W; backward: dX = dY / (H W) at
+    every position."""
+    rng = rng_from(data)
+    dt = data.draw(st.sampled_from(FLOATS))
+    N = data.draw(st.one_of(st.integers(0, 4), st.just(40)), label="N")
+    H, W = data.draw(st.integers(1, 9), label="H"), data.draw(st.integers(1, 9), label="W")
+    C = data.draw(st.sampled_from([1, 3, 8, 64]), label="C")
+    if backward:
+        items = [Arr("dY", rand_values(rng, (N, C), dt)),
+                 Arr("dX", np.zeros((N, H, W, C), dt), out=True), threads_item(data)]
+    else:
+        items = [Arr("X", rand_values(rng, (N, H, W, C), dt)),
+                 Arr("Y", np.zeros((N, C), dt), out=True), threads_item(data)]
+    args, guards, broken = draw_call(data, rng, items)
+
+    def reference(before, after, result):
+        if backward:
+            dY, dX = before[0], after[1]
+            N, H, W, C = dX.shape
+            assert min(H, W, C) >= 1, f"dX of shape {dX.shape} accepted"
+            shape_is(dY, (N, C), "dY")
+            close(dX, np.broadcast_to(f64(dY)[:, None, None, :] / (H * W), dX.shape),
+                  dtype_of(dY, dX), "dX")
+            return
+        X, Y = before[0], after[1]
+        N, H, W, C = X.shape
+        assert min(H, W, C) >= 1, f"X of shape {X.shape} accepted"
+        shape_is(Y, (N, C), "Y")
+        close(Y, f64(X).mean(axis=(1, 2)), dtype_of(X, Y), "Y")
+        if not broken:  # the same bits at any thread count
+            Y1 = np.empty_like(Y)
+            _conv.global_avgpool_forward(X, Y1, 1 if after[2] != 1 else 2)
+            np.testing.assert_array_equal(Y1, Y)
+
+    fn = _conv.global_avgpool_backward if backward else _conv.global_avgpool_forward
+    check_call(fn, args, guards, broken, reference)
