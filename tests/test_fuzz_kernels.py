@@ -33,7 +33,8 @@ from hypothesis import HealthCheck, event, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from fastnn import _activations, _conv, _dense, _losses, _norm, _optim  # noqa: E402
-from fastnn.layers import AvgPool2D, Conv2D, Dense, MaxPool2D  # noqa: E402
+from fastnn.layers import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout,  # noqa: E402
+                           GlobalAvgPool2D, LayerNorm, MaxPool2D)
 
 from conftest import (EPS32, EPS64, KERNEL_CODES, SIGMOID, TANH, act_forward,  # noqa: E402
                       act_grad_from_output, assert_within, softmax)
@@ -2206,3 +2207,215 @@ def test_global_avgpool(data, backward):
 
     fn = _conv.global_avgpool_backward if backward else _conv.global_avgpool_forward
     check_call(fn, args, guards, broken, reference)
+
+
+# ---- the new layers' public calls --------------------------------------------------------------
+
+def same_pads(size, k, s):
+    """TensorFlow's "same": out = ceil(size / s), total = max((out - 1) s + k - size, 0), the odd
+    one after (tf.nn.convolution's "Notes on padding")."""
+    out = -(-size // s)
+    total = max((out - 1) * s + k - size, 0)
+    return total // 2, total - total // 2
+
+
+def layer_pads(layer, H, W):
+    (kh, kw), (sh, sw) = layer.kernel_size, layer.stride
+    if layer.padding == "same":
+        return same_pads(H, kh, sh) + same_pads(W, kw, sw)
+    if layer.padding == "valid":
+        return (0, 0, 0, 0)
+    ph, pw = layer.padding
+    return (ph, ph, pw, pw)
+
+
+NEW_LAYERS = ["dropout", "batchnorm", "layernorm", "global", "conv_same", "maxpool_pad",
+              "avgpool_pad"]
+
+
+def draw_new_layer(data, kind):
+    """(layer, per-sample shape) of one of the training toolkit's layers."""
+    H, W = data.draw(st.integers(1, 7), label="H"), data.draw(st.integers(1, 7), label="W")
+    C = data.draw(st.sampled_from([1, 2, 3, 8]), label="C")
+    image = data.draw(st.booleans(), label="image input")
+    if kind == "dropout":
+        rate = data.draw(st.sampled_from([0.0, 0.2, 0.5, 0.9]), label="rate")
+        seed = data.draw(st.one_of(st.none(), st.integers(0, 2 ** 64 - 1)), label="seed")
+        return Dropout(rate, seed=seed), ((H, W, C) if image else (C,))
+    if kind in ("batchnorm", "layernorm"):
+        layer = BatchNorm(C, momentum=data.draw(st.sampled_from([0.1, 0.5]), label="momentum")) \
+            if kind == "batchnorm" else LayerNorm(C, eps=data.draw(st.sampled_from([1e-5, 1e-3])))
+        return layer, ((H, W, C) if image else (C,))
+    if kind == "global":
+        return GlobalAvgPool2D(), (H, W, C)
+    kh, kw = data.draw(st.integers(1, 4), label="kh"), data.draw(st.integers(1, 4), label="kw")
+    sh, sw = data.draw(st.integers(1, 3), label="sh"), data.draw(st.integers(1, 3), label="sw")
+    if kind == "conv_same":
+        M = data.draw(st.sampled_from([1, 3, 16]), label="M")
+        return Conv2D(C, M, (kh, kw), stride=(sh, sw), padding="same",
+                      activation=data.draw(LAYER_ACTS)), (H, W, C)
+    padding = data.draw(st.sampled_from(["same", "valid", (kh // 2, kw // 2), (0, kw // 2)]),
+                        label="padding")
+    pt, pb, pl, pr = (same_pads(H, kh, sh) + same_pads(W, kw, sw)) if padding == "same" else \
+        (0, 0, 0, 0) if padding == "valid" else (padding[0],) * 2 + (padding[1],) * 2
+    H, W = max(H, kh - pt - pb), max(W, kw - pl - pr)
+    cls = MaxPool2D if kind == "maxpool_pad" else AvgPool2D
+    return cls((kh, kw), stride=(sh, sw), padding=padding), (H, W, C)
+
+
+def new_layer_fits(layer, shape, training):
+    """Whether an input of ``shape`` is valid for ``layer`` (from the docs)."""
+    if isinstance(layer, Dropout):
+        return len(shape) >= 1
+    if isinstance(layer, (BatchNorm, LayerNorm)):
+        if len(shape) < 2 or shape[-1] != layer.num_features:
+            return False
+        return not (isinstance(layer, BatchNorm) and training
+                    and int(np.prod(shape[:-1])) < 2)
+    if len(shape) != 4 or min(shape[1:]) < 1:
+        return False
+    if isinstance(layer, Conv2D):
+        return shape[3] == layer.in_channels
+    if isinstance(layer, GlobalAvgPool2D):
+        return True
+    pt, pb, pl, pr = layer_pads(layer, shape[1], shape[2])
+    return shape[1] + pt + pb >= layer.kernel_size[0] and shape[2] + pl + pr >= layer.kernel_size[1]
+
+
+def new_layer_reference(layer, X, training, state):
+    """Forward output for X (float64), from the docs; ``state``: the layer's state before."""
+    X = f64(X)
+    if isinstance(layer, Dropout):
+        if not training or layer.rate == 0:
+            return X
+        keep = dropout_keep_ref(state["seed"], state["step"], X.size, layer.rate)
+        return X * keep.reshape(X.shape) / (1 - layer.rate)
+    if isinstance(layer, (BatchNorm, LayerNorm)):
+        C = layer.num_features
+        X2 = X.reshape(-1, C)
+        w, b = f64(layer.weight), f64(layer.bias)
+        if isinstance(layer, LayerNorm):
+            mean, invstd = ln_stats_ref(X2, layer.eps)
+            return ((X2 - mean[:, None]) * invstd[:, None] * w + b).reshape(X.shape)
+        mean, var = bn_stats_ref(X2) if training else (state["running_mean"],
+                                                       state["running_var"])
+        return ((X2 - mean) / np.sqrt(var + layer.eps) * w + b).reshape(X.shape)
+    if isinstance(layer, GlobalAvgPool2D):
+        return X.mean(axis=(1, 2))
+    pads = layer_pads(layer, X.shape[1], X.shape[2])
+    if isinstance(layer, Conv2D):
+        Y = conv_ref(X, layer.weight, layer.bias, layer.stride, pads)
+        return act_ref(Y, KIND_OF.get(None if layer.activation == "identity"
+                                      else layer.activation), layer.alpha)
+    op = "max" if isinstance(layer, MaxPool2D) else "avg"
+    return padded_pool_ref(X, layer.kernel_size, layer.stride, pads, op)[0]
+
+
+def new_layer_backward_reference(layer, X, A, dA, training, state):
+    """(dX, grads) for the last forward's input X, output A and the output gradient dA."""
+    X, dA = f64(X), f64(dA)
+    if isinstance(layer, Dropout):
+        if not training or layer.rate == 0:
+            return dA, {}
+        keep = dropout_keep_ref(state["seed"], state["step"], X.size, layer.rate)
+        return dA * keep.reshape(X.shape) / (1 - layer.rate), {}
+    if isinstance(layer, (BatchNorm, LayerNorm)):
+        C = layer.num_features
+        X2, dY2 = X.reshape(-1, C), dA.reshape(-1, C)
+        if isinstance(layer, LayerNorm):
+            mean, invstd = ln_stats_ref(X2, layer.eps)
+            dw, db, dX = ln_backward_ref(X2, dY2, layer.weight, mean, invstd)
+        else:
+            mean, var = bn_stats_ref(X2) if training else (state["running_mean"],
+                                                           state["running_var"])
+            dw, db, dX = bn_backward_ref(X2, dY2, layer.weight, mean,
+                                         1 / np.sqrt(var + layer.eps), training)
+        return dX.reshape(X.shape), {"weight": dw, "bias": db}
+    if isinstance(layer, GlobalAvgPool2D):
+        H, W = X.shape[1:3]
+        return np.broadcast_to(dA[:, None, None, :] / (H * W), X.shape), {}
+    pads = layer_pads(layer, X.shape[1], X.shape[2])
+    if isinstance(layer, Conv2D):
+        name = None if layer.activation == "identity" else layer.activation
+        dZ = act_grad_ref(A, dA, KIND_OF[name], layer.alpha)
+        dW, db, dX = conv_backward_ref(X, layer.weight, dZ, layer.stride, pads)
+        return dX, {"weight": dW, "bias": db}
+    if isinstance(layer, MaxPool2D):
+        _, am = padded_pool_ref(X, layer.kernel_size, layer.stride, pads, "max")
+        return maxpool_backward_ref(dA, am, X.shape), {}
+    return padded_avgpool_backward_ref(dA, X.shape, layer.kernel_size, layer.stride, pads), {}
+
+
+@pytest.mark.parametrize("kind", NEW_LAYERS)
+@FUZZ
+@given(data=st.data())
+def test_new_layer_forward_backward(kind, data):
+    """Dropout, BatchNorm, LayerNorm, GlobalAvgPool2D, Conv2D(padding="same") and the pools with
+    padding: forward(X, training) and backward(grad) with random inputs, against references
+    written from the docstrings (BatchNorm / LayerNorm as torch, the dropout mask's hash)."""
+    rng = rng_from(data)
+    dt = np.dtype(data.draw(st.sampled_from(FLOATS)))
+    layer, per_sample = draw_new_layer(data, kind)
+    layer.build(dt, np.random.default_rng(0))
+    if isinstance(layer, (BatchNorm, LayerNorm)):  # parameters other than the initial 1 and 0
+        C = layer.num_features
+        layer.params["weight"] = rng.uniform(0.5, 2, C)
+        layer.params["bias"] = rng.uniform(-1, 1, C)
+        if isinstance(layer, BatchNorm):
+            layer.buffers["running_mean"][...] = rng.uniform(-1, 1, C)
+            layer.buffers["running_var"][...] = rng.uniform(0.5, 2, C)
+    training = data.draw(st.booleans(), label="training")
+    N = data.draw(st.integers(0, 4), label="N")
+    if data.draw(st.booleans(), label="backward first"):
+        with pytest.raises(RuntimeError):
+            layer.backward(np.zeros((N,) + layer.output_shape(per_sample), dt))
+    X, note = draw_input(data, rng, (N,) + per_sample, dt, "X")
+    state = {"seed": getattr(layer, "seed", None), "step": getattr(layer, "step", None)}
+    if isinstance(layer, BatchNorm):
+        state.update(running_mean=f64(layer.running_mean).copy(),
+                     running_var=f64(layer.running_var).copy())
+    try:
+        A = layer.forward(X, training=training)
+    except CLEAN as exc:
+        assert note not in VALID_VARIANTS or not new_layer_fits(layer, np.shape(X), training), \
+            f"valid X ({note}) refused: {exc!r}"
+        event(f"{type(layer).__name__}: forward refused")
+        return
+    Xc = np.asarray(X)
+    if Xc.ndim == 0 and not isinstance(X, np.ndarray):
+        Xc = Xc.reshape(1)  # a NumPy scalar is read as a batch of one (every layer does so)
+    assert Xc.dtype.kind in "fiu" and Xc.dtype != np.float16, f"X {note} accepted"
+    Xc = Xc.astype(dt)
+    assert new_layer_fits(layer, Xc.shape, training), f"X {note} of shape {Xc.shape} accepted"
+    want = Xc.shape if isinstance(layer, Dropout) else \
+        (Xc.shape[0],) + layer.output_shape(Xc.shape[1:])
+    assert A.dtype == dt and A.shape == want, f"output {A.shape} {A.dtype}, expected {want}"
+    close(A, new_layer_reference(layer, Xc, training, state), dt, f"forward, X {note}")
+    if isinstance(layer, Dropout):
+        assert layer.step == ((state["step"] + 1) % 2 ** 64 if training else state["step"])
+    if isinstance(layer, BatchNorm) and training:
+        M = Xc.size // layer.num_features
+        mean, var = bn_stats_ref(Xc.reshape(-1, layer.num_features))
+        m = layer.momentum
+        close(layer.running_mean, (1 - m) * state["running_mean"] + m * mean, dt,
+              "running_mean")
+        close(layer.running_var, (1 - m) * state["running_var"] + m * var * M / (M - 1), dt,
+              "running_var")
+    A = A.copy()
+    dA, gnote = draw_input(data, rng, A.shape if A.ndim else (1,), dt, "grad")
+    try:
+        dX = layer.backward(dA)
+    except LAYER_CLEAN as exc:
+        assert gnote not in VALID_VARIANTS, f"valid grad ({gnote}) refused: {exc!r}"
+        event(f"{type(layer).__name__}: backward refused")
+        return
+    dAc = np.asarray(dA)
+    assert dAc.dtype.kind in "fiu" and dAc.dtype != np.float16 and dAc.shape == A.shape, \
+        f"grad {gnote} accepted"
+    ref_dX, ref_grads = new_layer_backward_reference(layer, Xc, A, dAc.astype(dt), training,
+                                                     state)
+    assert dX is not None and dX.shape == Xc.shape and dX.dtype == dt
+    close(dX, ref_dX, dt, f"dX (X {note}, grad {gnote})")
+    for k, g in ref_grads.items():
+        close(layer.grads[k], g, dt, f"grad {k} (X {note}, grad {gnote})")
+    event(f"{type(layer).__name__}: forward and backward checked")
