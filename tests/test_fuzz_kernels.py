@@ -2082,7 +2082,7 @@ def padded_pool_ref(X, k, s, pads, op):
 def padded_avgpool_backward_ref(dY, dX_shape, k, s, pads):
     dY = f64(dY)
     N, H, W, C = dX_shape
-    (kh, kw), (sh, sw), (pt, pb, pl, pr) = k, s, pads
+    (kh, kw), (sh, sw), (pt, _, pl, _) = k, s, pads
     dX = np.zeros(dX_shape)
     for oh in range(dY.shape[1]):
         r0, r1 = max(0, oh * sh - pt), min(H, oh * sh - pt + kh)
