@@ -71,6 +71,10 @@ def _short_repr(layer: Layer) -> str:
         if k in ("weight_init", "bias_init", "seed"):
             continue
         d = defaults.get(k, inspect.Parameter.empty)
+        if k == "alpha" and d is None:  # None: the activation's own default (leaky_relu 0.01)
+            from .activations import ACTIVATIONS
+
+            d = ACTIVATIONS[getattr(layer, "activation", "identity")].default_alpha
         if isinstance(v, (list, tuple)) and len(set(v)) == 1 and not isinstance(d, (list, tuple)):
             v = v[0]  # (3, 3) written as 3, as the constructor accepts
         if d is inspect.Parameter.empty or v != d:

@@ -7,6 +7,8 @@ cdef extern from "simd.h" nogil:
     float fnn_expf(float x)
     void fnn_act_forward_f32(float *Z, long n, int kind, float alpha)
     void fnn_act_forward_f64(double *Z, long n, int kind, double alpha)
+    void fnn_act_forward_keep_f32(float *Z, float *Zs, long n, int kind, float alpha)
+    void fnn_act_forward_keep_f64(double *Z, double *Zs, long n, int kind, double alpha)
     void fnn_act_backward_f32(const float *A, const float *dA, float *dZ, long n, int kind, float alpha)
     void fnn_act_backward_f64(const double *A, const double *dA, double *dZ, long n, int kind, double alpha)
     void fnn_fill_rows_f32(float *Z, long rows, long cols, long ld, const float *b)
@@ -19,16 +21,27 @@ cdef extern from "simd.h" nogil:
 
 
 cdef inline void act_forward(floating *Z, Py_ssize_t n, int kind, floating alpha) noexcept nogil:
-    """Z <- g(Z) in place; kind 0 identity, 1 relu, 2 leaky_relu, 3 sigmoid, 4 tanh."""
+    """Z <- g(Z) in place; kind: a code of simd.h's FNN_ACTIVATION_LIST."""
     if floating is float:
         fnn_act_forward_f32(Z, n, kind, alpha)
     else:
         fnn_act_forward_f64(Z, n, kind, alpha)
 
 
+cdef inline void act_forward_keep(floating *Z, floating *Zs, Py_ssize_t n, int kind,
+                                  floating alpha) noexcept nogil:
+    """Z <- g(Z) in place, and, for the activations whose derivative needs the pre-activation
+    (gelu, silu) and Zs not NULL, Zs <- the old Z in the same loop (the others ignore Zs)."""
+    if floating is float:
+        fnn_act_forward_keep_f32(Z, Zs, n, kind, alpha)
+    else:
+        fnn_act_forward_keep_f64(Z, Zs, n, kind, alpha)
+
+
 cdef inline void act_backward(const floating *A, const floating *dA, floating *dZ, Py_ssize_t n,
                               int kind, floating alpha) noexcept nogil:
-    """dZ <- dA * g'(Z), with g' written in terms of the output A (dZ may alias dA)."""
+    """dZ <- dA * g'(Z), with g' written in terms of the output A, or of the pre-activation Z
+    passed as A for gelu and silu (dZ may alias dA)."""
     if floating is float:
         fnn_act_backward_f32(A, dA, dZ, n, kind, alpha)
     else:

@@ -8,6 +8,7 @@ from _simd cimport act_forward, act_backward, fnn_expf
 cdef extern from "simd.h":
     int FNN_ACTIVATION_COUNT
     const char *fnn_activation_names[]
+    const int fnn_activation_from_z[]
 
 # Elementwise work below this many elements runs on one thread (no fork/join).
 cdef Py_ssize_t PAR_MIN = 1 << 15
@@ -17,6 +18,13 @@ cdef Py_ssize_t BLOCK = 1 << 14
 def activation_codes():
     """``{name: code}`` of every elementwise activation the kernels know (simd.h's list)."""
     return {fnn_activation_names[i].decode(): i for i in range(FNN_ACTIVATION_COUNT)}
+
+
+def activations_from_z():
+    """Names of the activations whose derivative the kernels write with the pre-activation Z
+    (simd.h's FROM_Z column): their ``backward`` takes Z where the others take the output A."""
+    return tuple(fnn_activation_names[i].decode() for i in range(FNN_ACTIVATION_COUNT)
+                 if fnn_activation_from_z[i])
 
 
 def forward_inplace(floating[::1] Z not None, int kind, double alpha, int num_threads):
@@ -33,7 +41,8 @@ def forward_inplace(floating[::1] Z not None, int kind, double alpha, int num_th
 
 def backward(const floating[::1] A not None, const floating[::1] dA not None,
              floating[::1] dZ not None, int kind, double alpha, int num_threads):
-    """dZ <- dA * g'(Z), g' written with the output A; flat arrays of one length (caller checks)."""
+    """dZ <- dA * g'(Z), g' written with the output A (with Z itself, passed as A, for the
+    activations of ``activations_from_z()``); flat arrays of one length (caller checks)."""
     cdef Py_ssize_t n = A.shape[0], nb = (n + BLOCK - 1) // BLOCK, b, start, stop
     if dA.shape[0] != n or dZ.shape[0] != n:
         raise ValueError("activations.backward: A, dA and dZ must have one length")

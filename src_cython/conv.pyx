@@ -46,7 +46,7 @@ from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.string cimport memcpy, memset
 from _blas cimport gemm_rm, gemm_kernel_name, fnn_blas_single_begin, fnn_blas_single_enter, fnn_blas_single_end, fnn_install_blas_hook
-from _simd cimport act_forward, act_backward, col_sum
+from _simd cimport act_forward_keep, act_backward, col_sum
 
 cdef extern from "conv.h" nogil:
     ctypedef struct Geom "fnn_conv_geom":
@@ -290,7 +290,7 @@ def conv_forward(const floating[:, :, :, ::1] X not None, const floating[:, ::1]
                  const floating[::1] b not None, floating[:, :, :, ::1] A not None,
                  floating[:, :, ::1] col not None, int kh, int kw, int sh, int sw, int ph, int pw,
                  int kind, double alpha, int num_threads,
-                 int ph_end=-1, int pw_end=-1):
+                 int ph_end=-1, int pw_end=-1, floating[:, :, :, ::1] Z=None):
     """A (N, Ho, Wo, M) <- g(conv(X (N, H, W, C), W (kh kw C, M)) + b (M,)).
 
     Padding: ``ph`` / ``pw`` zero rows / columns before the input (top / left), ``ph_end`` /
@@ -298,7 +298,9 @@ def conv_forward(const floating[:, :, :, ::1] X not None, const floating[:, ::1]
     ``Ho = (H + ph + ph_end - kh) // sh + 1`` (TensorFlow's "same" puts the odd one at the end).
 
     ``col`` is the per-thread column buffer ``(threads, col_rows, K)`` of :func:`conv_workspace`;
-    at most ``col.shape[0]`` threads are used. kind: 0 identity, 1 relu, 2 leaky, 3 sigmoid, 4 tanh.
+    at most ``col.shape[0]`` threads are used. kind: a code of simd.h's activation list. ``Z``
+    (N, Ho, Wo, M), optional: for gelu and silu (whose derivative needs the pre-activation) it
+    receives the pre-activation, written in the activation's loop; not written for the others.
     """
     cdef Geom g
     _check_threads(num_threads)
@@ -307,6 +309,8 @@ def conv_forward(const floating[:, :, :, ::1] X not None, const floating[:, ::1]
     _check_shape("W", (W.shape[0], W.shape[1]), (g.K, g.M))
     _check_shape("b", (b.shape[0],), (g.M,))
     _check_shape("A", (A.shape[0], A.shape[1], A.shape[2], A.shape[3]), (g.N, g.Ho, g.Wo, g.M))
+    if Z is not None:
+        _check_shape("Z", (Z.shape[0], Z.shape[1], Z.shape[2], Z.shape[3]), (g.N, g.Ho, g.Wo, g.M))
     cdef int path = _path(&g)
     cdef Py_ssize_t R = g.N * g.Ho
     cdef Py_ssize_t br = _block_rows(&g, sizeof(floating), R)
@@ -324,6 +328,9 @@ def conv_forward(const floating[:, :, :, ::1] X not None, const floating[:, ::1]
     cdef const floating *Wp = &W[0, 0]
     cdef const floating *bp = &b[0]
     cdef floating *Ap = &A[0, 0, 0, 0]
+    cdef floating *Zp = NULL  # keeps the pre-activation (gelu, silu), at A's offsets
+    if Z is not None:
+        Zp = &Z[0, 0, 0, 0]
     cdef floating *cp
     cdef floating *out
     with nogil:
@@ -348,7 +355,7 @@ def conv_forward(const floating[:, :, :, ::1] X not None, const floating[:, ::1]
                 gemm_rm(False, False, <int>npos, <int>g.M, <int>g.K, <floating>1, cp, <int>g.K,
                         Wp, <int>g.M, <floating>1, out, <int>g.M)
             if kind != 0:
-                act_forward(out, npos * g.M, kind, a)
+                act_forward_keep(out, NULL if Zp == NULL else Zp + (out - Ap), npos * g.M, kind, a)
         fnn_blas_single_end(prev)
 
 
@@ -362,8 +369,9 @@ def conv_backward(const floating[:, :, :, ::1] X not None, const floating[:, ::1
                   int ph_end=-1, int pw_end=-1):
     """Backward of ``A = g(conv(X, W) + b)`` (padding as in :func:`conv_forward`).
 
-    dZ <- dA * g'(Z) (from the output A; dZ may be dA itself, and is not written then if kind is
-    0), dW (K, M) <- sum_n col(X_n)^T dZ_n, db (M,) <- sum dZ, and, unless dX is None,
+    dZ <- dA * g'(Z) (from the output A, or, for gelu and silu, from the pre-activation Z that
+    ``conv_forward`` kept, passed in place of A; dZ may be dA itself, and is not written then if
+    kind is 0), dW (K, M) <- sum_n col(X_n)^T dZ_n, db (M,) <- sum dZ, and, unless dX is None,
     dX (N, H, W, C) <- col2im(dZ W^T). ``col`` (threads, col_rows, K), ``pdW`` (n_chunks, K, M),
     ``pdb`` (n_chunks, M) are the workspaces of :func:`conv_workspace`.
     """

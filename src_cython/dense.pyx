@@ -11,7 +11,7 @@ what gets packed twice, not the weight matrix).
 from cython cimport floating
 from cython.parallel cimport prange
 from _blas cimport gemm_rm, gemm_kernel_name, fnn_blas_single_begin, fnn_blas_single_enter, fnn_blas_single_end, fnn_install_blas_hook
-from _simd cimport act_forward, act_backward, fill_rows, col_sum
+from _simd cimport act_forward, act_forward_keep, act_backward, fill_rows, col_sum
 
 # Below this many multiply-adds a kernel runs on one thread (OpenMP fork/join costs ~2-5 us).
 cdef Py_ssize_t PAR_MIN_MACS = 1 << 16
@@ -31,13 +31,17 @@ cdef inline Py_ssize_t block_size(Py_ssize_t n, Py_ssize_t align, Py_ssize_t nbl
 
 cdef void forward_block(const floating[:, ::1] X, const floating[:, ::1] W, const floating[::1] b,
                         floating[:, ::1] A, Py_ssize_t r0, Py_ssize_t rows, Py_ssize_t c0,
-                        Py_ssize_t cols, int kind, floating alpha) noexcept nogil:
+                        Py_ssize_t cols, int kind, floating alpha, floating *Zp) noexcept nogil:
+    """Zp: NULL, or the (N, M) buffer that keeps the pre-activation (gelu, silu)."""
     cdef Py_ssize_t K = X.shape[1], M = W.shape[1], r
     fill_rows(&A[r0, c0], rows, cols, M, &b[c0])
     gemm_rm(False, False, <int>rows, <int>cols, <int>K, <floating>1, &X[r0, 0], <int>K,
             &W[0, c0], <int>M, <floating>1, &A[r0, c0], <int>M)
     if kind != 0:
-        if cols == M:
+        if Zp != NULL:
+            for r in range(r0, r0 + rows):
+                act_forward_keep(&A[r, c0], Zp + r * M + c0, cols, kind, alpha)
+        elif cols == M:
             act_forward(&A[r0, 0], rows * M, kind, alpha)
         else:
             for r in range(r0, r0 + rows):
@@ -46,8 +50,13 @@ cdef void forward_block(const floating[:, ::1] X, const floating[:, ::1] W, cons
 
 def forward(const floating[:, ::1] X not None, const floating[:, ::1] W not None,
             const floating[::1] b not None, floating[:, ::1] A not None,
-            int kind, double alpha, int num_threads):
-    """A (N, M) <- g(X (N, K) @ W (K, M) + b (M,)); kind 0 identity, 1 relu, 2 leaky, 3 sigmoid, 4 tanh."""
+            int kind, double alpha, int num_threads, floating[:, ::1] Z=None):
+    """A (N, M) <- g(X (N, K) @ W (K, M) + b (M,)); kind: a code of simd.h's activation list.
+
+    Z (N, M), optional: for the activations whose derivative needs the pre-activation (gelu,
+    silu: ``fastnn._activations.activations_from_z()``) it receives ``X @ W + b``, written in the
+    activation's loop; ignored (not written) for the others.
+    """
     cdef Py_ssize_t N = X.shape[0], K = X.shape[1], M = W.shape[1]
     cdef bint by_cols = N < M
     cdef Py_ssize_t bs = block_size(M, 16) if by_cols else block_size(N, 8)
@@ -55,17 +64,23 @@ def forward(const floating[:, ::1] X not None, const floating[:, ::1] W not None
     cdef Py_ssize_t nb = (total + bs - 1) // bs, i, start, size
     cdef int prev
     cdef floating a = <floating>alpha
+    cdef floating *Zp = NULL
     if W.shape[0] != K or b.shape[0] != M or A.shape[0] != N or A.shape[1] != M:
         raise ValueError(f"dense.forward: shapes X ({N}, {K}), W ({W.shape[0]}, {W.shape[1]}), "
                          f"b ({b.shape[0]},), A ({A.shape[0]}, {A.shape[1]}) do not fit")
+    if Z is not None and (Z.shape[0] != N or Z.shape[1] != M):
+        raise ValueError(f"dense.forward: Z has shape ({Z.shape[0]}, {Z.shape[1]}), expected "
+                         f"({N}, {M})")
     if num_threads < 1:
         raise ValueError(f"num_threads must be >= 1, got {num_threads}")
     if N == 0 or M == 0:
         return
+    if Z is not None:
+        Zp = &Z[0, 0]
     if K == 0:  # no inputs: A = g(b) (no GEMM, and no pointer into an empty axis)
         with nogil:
             fill_rows(&A[0, 0], N, M, M, &b[0])
-            act_forward(&A[0, 0], N * M, kind, a)
+            act_forward_keep(&A[0, 0], Zp, N * M, kind, a)
         return
     with nogil:
         prev = fnn_blas_single_begin()  # the main thread; see fnn_omp.h
@@ -75,9 +90,9 @@ def forward(const floating[:, ::1] X not None, const floating[:, ::1] W not None
             start = i * bs
             size = min(bs, total - start)
             if by_cols:
-                forward_block(X, W, b, A, 0, N, start, size, kind, a)
+                forward_block(X, W, b, A, 0, N, start, size, kind, a, Zp)
             else:
-                forward_block(X, W, b, A, start, size, 0, M, kind, a)
+                forward_block(X, W, b, A, start, size, 0, M, kind, a, Zp)
         fnn_blas_single_end(prev)
 
 
@@ -87,7 +102,8 @@ def backward(const floating[:, ::1] X not None, const floating[:, ::1] W not Non
              floating[:, ::1] dX, int kind, double alpha, int num_threads):
     """Backward of ``A = g(X @ W + b)``.
 
-    dZ (N, M) <- dA * g'(Z) (g' from the output A; dZ may be dA itself), then
+    dZ (N, M) <- dA * g'(Z) (g' from the output A, or, for gelu and silu, from the pre-activation
+    Z that ``forward`` kept, passed in place of A; dZ may be dA itself), then
     dW (K, M) <- X^T dZ, db (M,) <- sum_n dZ, and, unless dX is None, dX (N, K) <- dZ W^T.
     """
     cdef Py_ssize_t N = X.shape[0], K = X.shape[1], M = W.shape[1]

@@ -101,10 +101,13 @@ def assert_within(actual, ref, bound, what):
 # the kernels' activation codes (the C enum, read through fastnn.activations) and the names
 from fastnn.activations import ACTIVATIONS as _ACTIVATIONS  # noqa: E402
 
-IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH = (
-    _ACTIVATIONS[n].code for n in ("identity", "relu", "leaky_relu", "sigmoid", "tanh"))
+IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH, ELU, SOFTPLUS, GELU, SILU = (
+    _ACTIVATIONS[n].code for n in ("identity", "relu", "leaky_relu", "sigmoid", "tanh", "elu",
+                                   "softplus", "gelu", "silu"))
 #: every elementwise kernel code
 KERNEL_CODES = tuple(info.code for info in _ACTIVATIONS.values() if info.code >= 0)
+#: the kernel codes whose backward takes the pre-activation Z in place of the output A
+FROM_Z_CODES = tuple(info.code for info in _ACTIVATIONS.values() if info.from_z)
 KERNEL_NAMES = {info.code: n for n, info in _ACTIVATIONS.items() if info.code >= 0}
 #: every activation name (softmax included), for layer tests
 ACTIVATION_TABLE = tuple(_ACTIVATIONS)
@@ -127,6 +130,13 @@ def sigmoid(Z):
     return np.where(Z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
+def normal_cdf(Z):
+    """Phi(Z), the standard normal CDF, in float64 (scipy.special.ndtr: accurate in the tails)."""
+    from scipy.special import ndtr
+
+    return ndtr(np.asarray(Z, dtype=np.float64))
+
+
 def softmax(Z):
     """Row-wise softmax of (N, K) ``Z`` in float64 (row maximum subtracted)."""
     Z = np.asarray(Z, dtype=np.float64)
@@ -136,7 +146,8 @@ def softmax(Z):
 
 def act_forward(Z, kind, alpha):
     """g(Z) in float64. ``kind``: a layer's activation name (None / "identity" / "linear",
-    "relu", "leaky_relu", "sigmoid", "tanh", "softmax" (row-wise)) or a kernel code 0-4."""
+    "relu", "leaky_relu", "sigmoid", "tanh", "elu", "softplus", "gelu", "silu", "softmax"
+    (row-wise)) or a kernel code. The formulas of torch.nn (Softplus: beta 1, threshold 20)."""
     Z = np.asarray(Z, dtype=np.float64)
     name = _act_name(kind)
     if name == "identity":
@@ -149,6 +160,14 @@ def act_forward(Z, kind, alpha):
         return sigmoid(Z)
     if name == "tanh":
         return np.tanh(Z)
+    if name == "elu":
+        return np.where(Z > 0, Z, alpha * np.expm1(np.minimum(Z, 0.0)))
+    if name == "softplus":
+        return np.where(Z > 20, Z, np.logaddexp(0.0, Z))
+    if name == "gelu":
+        return Z * normal_cdf(Z)
+    if name == "silu":
+        return Z * sigmoid(Z)
     return softmax(Z)
 
 
@@ -168,6 +187,15 @@ def act_backward(Z, dA, kind, alpha):
         return dA * s * (1 - s)
     if name == "tanh":
         return dA * (1 - np.tanh(Z) ** 2)
+    if name == "elu":
+        return dA * np.where(Z > 0, 1.0, alpha * np.exp(np.minimum(Z, 0.0)))
+    if name == "softplus":
+        return dA * np.where(Z > 20, 1.0, sigmoid(Z))
+    if name == "gelu":
+        return dA * (normal_cdf(Z) + Z * np.exp(-0.5 * Z * Z) / np.sqrt(2 * np.pi))
+    if name == "silu":
+        s, c = sigmoid(Z), sigmoid(-Z)
+        return dA * s * (1 + Z * c)
     # softmax: full Jacobian per row, J = diag(p) - p p^T, dZ = J^T dA (J symmetric)
     p = softmax(Z)
     out = np.empty_like(Z)
@@ -190,7 +218,30 @@ def act_grad_from_output(A, kind, alpha):
         return A * (1.0 - A)
     if name == "tanh":
         return 1.0 - A * A
+    if name == "elu":
+        return np.where(A > 0, 1.0, A + alpha)
+    if name == "softplus":
+        return np.where(A > 20, 1.0, -np.expm1(-A))
+    if name in ("gelu", "silu"):
+        raise ValueError(f"{name}'s derivative is written with Z (act_grad_from_saved)")
     raise ValueError("softmax has no elementwise derivative")
+
+
+def act_saved(Z, kind, alpha):
+    """What the backward kernels take for ``kind`` (float64): the output g(Z), or Z itself for
+    the activations whose derivative needs the pre-activation (gelu, silu)."""
+    name = _act_name(kind)
+    if _ACTIVATIONS[name].from_z:
+        return np.asarray(Z, dtype=np.float64).copy()
+    return act_forward(Z, kind, alpha)
+
+
+def act_grad_from_saved(S, kind, alpha):
+    """g'(Z) in float64 from what :func:`act_saved` gives: the output A, or Z for gelu / silu."""
+    name = _act_name(kind)
+    if _ACTIVATIONS[name].from_z:
+        return act_backward(S, np.ones_like(np.asarray(S, dtype=np.float64)), kind, alpha)
+    return act_grad_from_output(S, kind, alpha)
 
 
 # ---- NumPy softmax cross-entropy reference (float64) -------------------------------------------

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn import _conv
+from fastnn import _activations, _conv
 from fastnn.layers import Conv2D, Flatten
 
 from conftest import ACTIVATION_TABLE, act_forward, numerical_grad, rel_error
@@ -102,7 +102,7 @@ def test_forward_matches_definition(case, path):
     X = np.random.default_rng(7).standard_normal((N, H, W, cin)).astype(dtype)
     Y = layer.forward(X)
     Z = conv_reference(X, layer.weight, layer.bias, layer.stride, layer.padding)
-    ref = act_forward(Z, activation, LEAKY_ALPHA)
+    ref = act_forward(Z, activation, layer.alpha)  # the activation's default alpha
     assert Y.shape == ref.shape == (N,) + layer.output_shape((H, W, cin))
     assert Y.dtype == dtype
     scale = 1.0 + np.abs(Z).max()
@@ -758,3 +758,87 @@ def test_arbitrary_asymmetric_padding_in_the_kernels(pads, path):
     assert rel_error(layer.grads["weight"].copy(), numerical_grad(loss, layer.params["weight"])) \
         < 1e-6
     assert rel_error(dX, numerical_grad(loss, X)) < 1e-6
+
+
+# ---- activations fused into the kernel: elu, softplus, gelu, silu ------------------------------
+# gelu and silu: the forward kernel keeps the pre-activation Z (its backward needs it)
+
+NEW_ACTIVATIONS = ["elu", "softplus", "gelu", "silu"]
+ACT_GRAD_CASES = [
+    # N, H, W, Cin, Cout, kernel, stride, padding (gemm, direct and pointwise paths)
+    (2, 7, 6, 3, 4, (3, 2), (2, 3), (1, 0)),
+    (3, 4, 5, 5, 3, (1, 1), (1, 1), (0, 0)),
+    (17, 5, 4, 2, 3, (3, 2), (2, 1), (1, 1)),
+    (2, 6, 7, 2, 3, (2, 3), (2, 1), "same"),   # asymmetric padding
+]
+
+
+@pytest.mark.parametrize("case", ACT_GRAD_CASES, ids=["strided", "pointwise", "17images", "same"])
+@pytest.mark.parametrize("activation", NEW_ACTIVATIONS)
+def test_new_activation_gradients_match_central_differences(activation, case, path):
+    N, H, W, cin, cout, k, s, p = case
+    layer = make_conv(cin, cout, k, s, p, activation, np.float64, seed=3)
+    rng = np.random.default_rng(12)
+    X = rng.standard_normal((N, H, W, cin))
+    R = rng.standard_normal((N,) + layer.output_shape((H, W, cin)))
+
+    def loss():
+        return float(np.sum(layer.forward(X) * R))
+
+    loss()
+    dX = layer.backward(R).copy()
+    dW = layer.grads["weight"].copy()
+    db = layer.grads["bias"].copy()
+    assert rel_error(dW, numerical_grad(loss, layer.params["weight"])) < 1e-7
+    assert rel_error(db, numerical_grad(loss, layer.params["bias"])) < 1e-7
+    assert rel_error(dX, numerical_grad(loss, X)) < 1e-7
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("activation", NEW_ACTIVATIONS)
+def test_new_activation_forward_keeps_preactivation(activation, dtype, path):
+    """Forward: g(conv) with the same bits as the identity layer followed by the elementwise
+    kernel; gelu and silu keep exactly the identity layer's output as Z, the others keep none."""
+    layer = make_conv(3, 8, 3, 1, 1, activation, dtype, seed=4)
+    lin = make_conv(3, 8, 3, 1, 1, None, dtype, seed=4)
+    lin.params["weight"] = layer.weight  # (the default init depends on the activation)
+    lin.params["bias"] = layer.bias
+    X = np.random.default_rng(5).standard_normal((4, 9, 8, 3)).astype(dtype)
+    Y = layer.forward(X)
+    Z = lin.forward(X)
+    A = Z.copy()
+    _activations.forward_inplace(A.reshape(-1), layer._kind, layer.alpha, 1)
+    assert np.array_equal(Y, A)
+    if activation in ("gelu", "silu"):
+        assert np.array_equal(layer._Z, Z)
+    else:
+        assert layer._Z is None and "Z" not in layer.__dict__.get("_buffers", {})
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("activation", NEW_ACTIVATIONS)
+def test_new_activation_results_do_not_depend_on_thread_count(activation, dtype, path):
+    N, H, W, cin, cout, k, s, p = 37, 14, 13, 5, 8, 3, 2, 1
+    X = np.random.default_rng(0).standard_normal((N, H, W, cin)).astype(dtype)
+    results = []
+    for nt in (1, 2, 3):
+        fastnn.set_num_threads(nt)
+        layer = make_conv(cin, cout, k, s, p, activation, dtype, seed=1)
+        Y = layer.forward(X).copy()
+        R = np.random.default_rng(3).standard_normal(Y.shape).astype(dtype)
+        dX = layer.backward(R).copy()
+        results.append((Y, dX, layer.grads["weight"].copy(), layer.grads["bias"].copy()))
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert np.array_equal(a, b)
+
+
+def test_conv_kernel_keep_buffer_of_wrong_shape_raises():
+    X = np.zeros((2, 5, 5, 1))
+    W = np.zeros((9, 4))
+    b = np.zeros(4)
+    A = np.zeros((2, 3, 3, 4))
+    col = np.zeros((1,) + _conv.conv_workspace(2, 5, 5, 1, 4, 3, 3, 1, 1, 0, 0, 8)[:2])
+    with pytest.raises(ValueError, match="Z"):
+        _conv.conv_forward(X, W, b, A, col, 3, 3, 1, 1, 0, 0, 7, 0.0, 1, Z=np.zeros((2, 3, 3, 3)))
+

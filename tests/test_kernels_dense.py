@@ -1,7 +1,8 @@
 """Fused dense kernels (fastnn._dense) against plain NumPy written here, in float64.
 
-forward:  A = g(X @ W + b)
-backward: dZ = dA * g'(Z) (g' written with the output A), dW = X^T dZ, db = sum_n dZ, dX = dZ W^T
+forward:  A = g(X @ W + b) (and, for gelu and silu, Z = X @ W + b kept in an optional buffer)
+backward: dZ = dA * g'(Z) (g' written with the output A, or with the kept Z for gelu and silu),
+          dW = X^T dZ, db = sum_n dZ, dX = dZ W^T
 
 Tolerances are relative to the magnitude of the computation (|X| @ |W| + |b| and so on), not to
 the result, so that cancellation in a dot product does not make a correct kernel fail:
@@ -11,10 +12,10 @@ Every output starts as NaN so that an element the kernel forgot to write is caug
 import numpy as np
 import pytest
 
-from fastnn import _dense
+from fastnn import _activations, _dense
 
-from conftest import (KERNEL_CODES, KERNEL_NAMES, LEAKY_RELU, RELU, SIGMOID, TANH, act_forward,
-                      act_grad_from_output, assert_within)
+from conftest import (FROM_Z_CODES, IDENTITY, KERNEL_CODES, KERNEL_NAMES, LEAKY_RELU, RELU,
+                      SIGMOID, TANH, act_forward, act_grad_from_saved, act_saved, assert_within)
 
 KINDS = list(KERNEL_CODES)  # every code of the kernels' list (simd.h)
 KIND_IDS = [KERNEL_NAMES[k] for k in KINDS]
@@ -69,10 +70,11 @@ def run_backward(X, W, A, dA, kind, nt, alpha=ALPHA, with_dx=True):
 
 
 def backward_inputs(shape, dtype, kind):
-    """X, W, and an output A = g(X W + b) computed by the reference (cast to dtype), plus dA."""
+    """X, W, and what the backward takes, computed by the reference (cast to dtype): the output
+    A = g(X W + b), or Z = X W + b for gelu and silu; plus dA."""
     X, W, b = make_inputs(shape, dtype)
     Z = X.astype(np.float64) @ W.astype(np.float64) + b.astype(np.float64)
-    A = act_forward(Z, kind, ALPHA).astype(dtype)
+    A = act_saved(Z, kind, ALPHA).astype(dtype)
     rng = np.random.default_rng([1, *shape])
     dA = rng.standard_normal(A.shape).astype(dtype)
     return X, W, A, dA
@@ -103,14 +105,15 @@ def test_backward_matches_numpy(dtype, shape, kind, nt):
     dZ, dW, db, dX = run_backward(X, W, A, dA, kind, nt)
 
     X64, W64, A64, dA64 = (a.astype(np.float64) for a in (X, W, A, dA))
-    dZ_ref = dA64 * act_grad_from_output(A64, kind, ALPHA)
+    dZ_ref = dA64 * act_grad_from_saved(A64, kind, ALPHA)
     dW_ref = X64.T @ dZ_ref
     db_ref = dZ_ref.sum(axis=0)
     dX_ref = dZ_ref @ W64.T
 
     rtol = RTOL[dtype]
-    # |g'| <= 1 and the terms of g' are <= 1 in magnitude, so |dA| bounds the scale of dZ
-    mag_dZ = np.abs(dA64)
+    # |g'| <= 1.13 (gelu) and the terms of g' are about 1 in magnitude, so |dA| bounds the scale
+    # of dZ
+    mag_dZ = 1.13 * np.abs(dA64)
     assert_within(dZ, dZ_ref, rtol * mag_dZ, "dZ")
     assert_within(dW, dW_ref, rtol * (np.abs(X64).T @ mag_dZ), "dW")
     assert_within(db, db_ref, rtol * mag_dZ.sum(axis=0), "db")
@@ -207,3 +210,39 @@ def test_forward_extreme_preactivations_stay_finite(dtype):
         for arr in (dZ, dW, db, dX):
             assert np.all(np.isfinite(arr))
         assert np.array_equal(dZ[:, :2], np.zeros((2, 2), dtype=dtype))
+
+
+# ---- the pre-activation kept for gelu and silu -------------------------------------------------
+
+@pytest.mark.parametrize("kind", KINDS, ids=KIND_IDS)
+@pytest.mark.parametrize("shape", [(1, 1, 1), (7, 784, 256), (64, 13, 33), (257, 33, 256)],
+                         ids=["1x1x1", "7x784x256", "64x13x33", "257x33x256"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_forward_keeps_preactivation(dtype, shape, kind):
+    """With the optional Z buffer, gelu and silu write Z = X W + b (the same bits as the identity
+    forward) and A = g(Z) (the same bits as the elementwise kernel on that Z, and as without Z);
+    the other activations leave Z unwritten. Any thread count gives the same bits."""
+    X, W, b = make_inputs(shape, dtype)
+    Z_id = run_forward(X, W, b, IDENTITY, 1)
+    A_ref = Z_id.copy()
+    _activations.forward_inplace(A_ref.reshape(-1), kind, ALPHA, 1)
+    for nt in (1, 2, 3):
+        A = np.full_like(Z_id, np.nan)
+        Z = np.full_like(Z_id, np.nan)
+        _dense.forward(X, W, b, A, kind, ALPHA, nt, Z)
+        assert np.array_equal(A, A_ref), nt
+        assert np.array_equal(A, run_forward(X, W, b, kind, nt)), nt
+        if kind in FROM_Z_CODES:
+            assert np.array_equal(Z, Z_id), nt
+        else:
+            assert np.all(np.isnan(Z)), nt
+
+
+def test_forward_keep_buffer_of_wrong_shape_raises():
+    X, W, b = make_inputs((4, 3, 5), np.float64)
+    A = np.empty((4, 5))
+    with pytest.raises(ValueError, match="Z has shape"):
+        _dense.forward(X, W, b, A, FROM_Z_CODES[0], 0.0, 1, np.empty((4, 4)))
+    with pytest.raises(ValueError):  # dtype of the others
+        _dense.forward(X, W, b, A, FROM_Z_CODES[0], 0.0, 1, np.empty((4, 5), np.float32))
+

@@ -91,7 +91,7 @@ def test_activation_layer_input_gradient_finite_differences(act, N):
     assert err < 1e-6, err
 
 
-@pytest.mark.parametrize("act", ["identity", "relu", "leaky_relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("act", [a for a in ACTIVATIONS if a != "softmax"])
 def test_activation_layer_any_shape_elementwise(act):
     rng = np.random.default_rng(3)
     X = away_from_zero(rng, (5, 3, 7))
@@ -296,3 +296,145 @@ def test_activation_bit_identical_with_1_and_2_threads(act, dtype):
         res.append((layer.forward(X).copy(), layer.backward(R).copy()))
     assert np.array_equal(res[0][0], res[1][0])
     assert np.array_equal(res[0][1], res[1][1])
+
+
+# -- elu, softplus, gelu, silu: alpha defaults, saved configs, models ---------------------------
+NEW_ACTIVATIONS = ["elu", "softplus", "gelu", "silu"]
+
+
+def test_alpha_defaults_follow_the_activation():
+    """alpha=None is the activation's own default: torch.nn.LeakyReLU 0.01, torch.nn.ELU 1.0."""
+    assert Dense(3, 2, activation="leaky_relu").alpha == 0.01
+    assert Dense(3, 2, activation="elu").alpha == 1.0
+    assert Activation("elu").alpha == 1.0 and Activation("leaky_relu").alpha == 0.01
+    assert fastnn.Conv2D(1, 2, 3, activation="elu").alpha == 1.0
+    assert Dense(3, 2, activation="elu", alpha=0.5).alpha == 0.5
+    # saved only where it applies, with its resolved value
+    assert Dense(3, 2, activation="elu").get_config()["alpha"] == 1.0
+    assert Activation("leaky_relu").get_config() == {"name": "leaky_relu", "alpha": 0.01}
+    for name in ("gelu", "silu", "softplus", "relu"):
+        assert "alpha" not in Dense(3, 2, activation=name).get_config()
+        assert Activation(name).get_config() == {"name": name}
+
+
+def test_elu_alpha_is_used_and_checked():
+    X = np.array([[-2.0, -0.5, 0.0, 1.5]])
+    for alpha in (1.0, 0.3):
+        Y = Activation("elu", alpha=alpha).build(np.float64).forward(X)
+        np.testing.assert_allclose(Y, [[alpha * np.expm1(-2.0), alpha * np.expm1(-0.5), 0.0, 1.5]],
+                                   rtol=1e-15)
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="alpha"):
+            Dense(3, 2, activation="elu", alpha=bad)
+        with pytest.raises(ValueError, match="alpha"):
+            Activation("elu", alpha=bad)
+    with pytest.raises(TypeError, match="alpha"):
+        Activation("elu", alpha="1")
+
+
+def test_unknown_activation_error_lists_the_names():
+    with pytest.raises(ValueError) as e:
+        Dense(3, 2, activation="swish")
+    for name in ("relu", "leaky_relu", "sigmoid", "tanh", "softmax", *NEW_ACTIVATIONS):
+        assert repr(name) in str(e.value)
+    assert "'swish'" in str(e.value)
+
+
+def test_old_leaky_relu_configs_load_unchanged():
+    """Configs written before alpha defaulted to None (alpha=0.01 saved for leaky_relu) rebuild
+    the same layers; so do configs without alpha."""
+    old = {"in_features": 3, "out_features": 2, "activation": "leaky_relu",
+           "weight_init": "he_normal", "bias_init": "zeros", "alpha": 0.01}
+    layer = Dense(**old)
+    assert layer.alpha == 0.01 and layer.get_config() == old
+    assert Activation(**{"name": "leaky_relu", "alpha": 0.2}).alpha == 0.2
+    assert Dense(3, 2, activation="relu", alpha=0.01).get_config()["activation"] == "relu"
+
+
+@pytest.mark.parametrize("act", ["gelu", "silu"])
+def test_dense_keeps_preactivation_only_for_gelu_and_silu(act):
+    """gelu and silu keep Z = X W + b (one extra buffer, written by the forward kernel); relu and
+    the others keep only their output, as before."""
+    rng = np.random.default_rng(4)
+    X, W, b = grid_data(rng, 9, 5, 4)
+    layer = make_dense(5, 4, act, np.float64, W, b)
+    layer.forward(X)
+    np.testing.assert_array_equal(layer._Z, X @ W + b)
+    other = make_dense(5, 4, "relu", np.float64, W, b)
+    other.forward(X)
+    assert other._Z is None and set(other.__dict__["_buffers"]) == {"A"}
+
+
+def _model_with_new_activations(dtype, seed=0):
+    return fastnn.Sequential([
+        fastnn.Conv2D(2, 4, 3, padding=1, activation="gelu"),
+        fastnn.Conv2D(4, 3, 3, activation="elu", alpha=0.7),
+        fastnn.Flatten(),
+        Dense(3 * 3 * 3, 8, activation="silu"),
+        Activation("softplus"),
+        Dense(8, 6, activation="elu"),
+        Activation("gelu"),
+        Dense(6, 3),
+    ], dtype=dtype, seed=seed, input_shape=(5, 5, 2)).compile(fastnn.Adam(1e-2),
+                                                               fastnn.SoftmaxCrossEntropy())
+
+
+def test_model_with_new_activations_gradient_check():
+    """Every parameter of a model chaining the four (fused into Conv2D and Dense, and as layers)
+    against float64 central differences."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((6, 5, 5, 2))
+    y = rng.integers(0, 3, size=6)
+    model = _model_with_new_activations("float64")
+    errors = fastnn.gradient_check(model, X, y)
+    assert len(errors) == 10  # weight and bias of 2 Conv2D and 3 Dense
+    assert max(errors.values()) < 1e-6, errors
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_model_with_new_activations_save_load_round_trip(tmp_path, dtype):
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((16, 5, 5, 2))
+    y = rng.integers(0, 3, size=16)
+    model = _model_with_new_activations(dtype)
+    model.fit(X, y, epochs=2, batch_size=8, verbose=0)
+    path = tmp_path / "acts.npz"
+    model.save(path)
+    same = fastnn.load(path)
+    assert [getattr(layer, "activation", None) for layer in same.layers] == \
+        ["gelu", "elu", None, "silu", "softplus", "elu", "gelu", "identity"]
+    assert same.layers[1].alpha == 0.7 and same.layers[5].alpha == 1.0
+    assert [layer.get_config() for layer in same.layers] == \
+        [layer.get_config() for layer in model.layers]
+    np.testing.assert_array_equal(same.predict(X), model.predict(X))
+    # training continues identically (the kept Z of gelu/silu is rebuilt by the first forward)
+    l1 = model.train_on_batch(X[:8], y[:8])
+    l2 = same.train_on_batch(X[:8], y[:8])
+    assert l1 == l2
+    for a, b in zip(model.layers, same.layers):
+        for k in a.params:
+            np.testing.assert_array_equal(a.params[k], b.params[k])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_new_activations_large_inputs_stay_finite_in_layers(dtype):
+    """Pre-activations of +-1e4 through Dense: outputs and gradients finite, with the limits."""
+    X = np.array([[1.0], [-1.0]])
+    W = np.array([[1e4, -1e4, 30.0]])
+    for act in NEW_ACTIVATIONS:
+        layer = make_dense(1, 3, act, dtype, W, np.zeros(3))
+        Y = layer.forward(X.astype(dtype))
+        assert np.all(np.isfinite(Y)), act
+        assert Y[0, 0] == 1e4 and Y[1, 1] == 1e4, act
+        dX = layer.backward(np.ones((2, 3), dtype=dtype))
+        assert np.all(np.isfinite(dX)) and np.all(np.isfinite(layer.grads["weight"])), act
+
+
+def test_summary_shows_alpha_only_where_it_is_not_the_activations_default():
+    m = fastnn.Sequential([Dense(4, 3, activation="leaky_relu"), Dense(3, 3, activation="elu"),
+                           Activation("elu", alpha=0.5), Dense(3, 2, activation="leaky_relu",
+                                                                  alpha=0.2)])
+    lines = m.summary(print_fn=None).splitlines()
+    rows = [next(line for line in lines if line.startswith(f"{i}: ")) for i in range(4)]
+    assert "alpha" not in rows[0] and "alpha" not in rows[1]
+    assert "alpha=0.5" in rows[2] and "alpha=0.2" in rows[3]

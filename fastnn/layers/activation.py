@@ -20,9 +20,10 @@ class Activation(Layer):
     ----------
     name : str
         A name of :data:`fastnn.activations.ACTIVATIONS` (the table in :mod:`fastnn.activations`:
-        identity, relu, leaky_relu, sigmoid, tanh, softmax, ...).
-    alpha : float, default=0.01
-        Negative slope of leaky ReLU.
+        identity, relu, leaky_relu, elu, gelu, silu, softplus, sigmoid, tanh, softmax).
+    alpha : float or None, default=None
+        leaky_relu's negative slope (default 0.01) or elu's scale (default 1.0), ``> 0``; ignored
+        by the other activations.
 
     Shape
     -----
@@ -32,13 +33,20 @@ class Activation(Layer):
     Raises
     ------
     ValueError
-        For an unknown name, or a softmax input that is not 2-D.
+        For an unknown name, a bad ``alpha``, or a softmax input that is not 2-D.
+
+    Notes
+    -----
+    For gelu and silu, whose derivative needs the input, the layer keeps a reference to the last
+    input (not a copy, as Dense does for its weight gradient) and the backward reads it.
     """
 
-    def __init__(self, name: str | None, alpha: float = 0.01) -> None:
+    def __init__(self, name: str | None, alpha: float | None = None) -> None:
         super().__init__()
         self.activation, self._kind, self.alpha = act.resolve(name, alpha)
+        self._from_z = act.ACTIVATIONS[self.activation].from_z
         self._A: np.ndarray | None = None
+        self._X: np.ndarray | None = None
 
     def get_config(self) -> dict[str, Any]:
         cfg: dict[str, Any] = {"name": self.activation}
@@ -63,6 +71,7 @@ class Activation(Layer):
             np.copyto(A, X)
             _activations.forward_inplace(A.reshape(-1), self._kind, self.alpha, nt)
         self._A = A
+        self._X = X if self._from_z else None
         return A
 
     def backward(self, grad_output: ArrayLike) -> np.ndarray:
@@ -83,6 +92,9 @@ class Activation(Layer):
         if self._kind < 0:
             act.softmax_backward(A, dA, dX)
         else:
-            _activations.backward(A.reshape(-1), dA.reshape(-1), dX.reshape(-1), self._kind,
+            # the derivative from the output A, or from the input for gelu and silu
+            S = self._X if self._from_z else A
+            assert S is not None  # kept by forward
+            _activations.backward(S.reshape(-1), dA.reshape(-1), dX.reshape(-1), self._kind,
                                   self.alpha, get_num_threads())
         return dX

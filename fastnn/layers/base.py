@@ -229,8 +229,17 @@ class ParamLayer(Layer):
     weight_init : str or callable, optional
         Default from the activation (He normal for the ReLU family, Glorot uniform otherwise).
     bias_init : str or callable
-    alpha : float
-        Negative slope of leaky ReLU.
+    alpha : float or None
+        leaky_relu's negative slope or elu's scale, ``> 0``; ``None``: the activation's default
+        (:data:`fastnn.activations.ACTIVATIONS`: leaky_relu 0.01, elu 1.0). Saved with the model
+        for those two.
+
+    Notes
+    -----
+    For the activations whose derivative needs the pre-activation (``from_z``: gelu, silu) the
+    forward kernel also writes ``Z = X @ weight + bias`` (or the convolution) into a buffer of the
+    layer, in the activation's own loop, and the backward kernel reads it in place of the output;
+    the other activations keep only the output, as before.
 
     Raises
     ------
@@ -243,7 +252,7 @@ class ParamLayer(Layer):
     allow_softmax = True
 
     def __init__(self, activation: str | None = None, weight_init: Any = None,
-                 bias_init: Any = "zeros", alpha: float = 0.01) -> None:
+                 bias_init: Any = "zeros", alpha: float | None = None) -> None:
         super().__init__()
         self.activation, self._kind, self.alpha = act.resolve(activation, alpha)
         if self._kind < 0 and not self.allow_softmax:
@@ -256,6 +265,7 @@ class ParamLayer(Layer):
         initializers.get(self.bias_init)
         self._X: np.ndarray | None = None
         self._A: np.ndarray | None = None
+        self._Z: np.ndarray | None = None
 
     # -- what a subclass defines --------------------------------------------------------------
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -308,10 +318,19 @@ class ParamLayer(Layer):
             cfg["alpha"] = self.alpha
         return cfg
 
+    def _z_buffer(self, shape: Sequence[int]) -> np.ndarray | None:
+        """The buffer the forward kernel keeps the pre-activation in (``Z``), for the activations
+        whose derivative needs it (gelu, silu); ``None`` for the others (no buffer, no write)."""
+        if not act.ACTIVATIONS[self.activation].from_z:
+            return None
+        return self._buffer("Z", shape)
+
     def _begin_backward(self, grad_output: ArrayLike) -> tuple[
             np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, int]:
         """The common start of ``backward``: check that forward ran and ``grad_output`` fits, then
-        the buffers. Returns ``(X, A, dA, dZ, dX, kind)``: the last input and output, the gradient
+        the buffers. Returns ``(X, A, dA, dZ, dX, kind)``: the last input and output (for gelu and
+        silu the kept pre-activation Z instead of the output, which is what their backward
+        kernels take), the gradient
         with respect to the output (for softmax already the gradient with respect to the logits,
         with ``kind`` identity), the ``dZ`` buffer (``dA`` itself for the identity), and the
         ``dX`` buffer (``None`` when ``need_input_grad`` is False).
@@ -332,4 +351,7 @@ class ParamLayer(Layer):
             kind = act.IDENTITY
         dZ = dA if kind == act.IDENTITY else self._buffer("dZ", A.shape)
         dX = self._buffer("dX", X.shape) if self.need_input_grad else None
+        if act.ACTIVATIONS[self.activation].from_z:
+            assert self._Z is not None and self._Z.shape == A.shape  # kept by forward
+            A = self._Z
         return X, A, dA, dZ, dX, kind

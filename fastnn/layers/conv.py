@@ -37,15 +37,17 @@ class Conv2D(ParamLayer):
         bottom; columns alike, the odd one on the right). Strings are case-insensitive and kept
         lower-case.
     activation : str or None, default=None
-        An elementwise name of :data:`fastnn.activations.ACTIVATIONS` (not softmax); ``None`` is
-        the identity. Applied in the kernel while the output is in cache.
+        An elementwise name of :data:`fastnn.activations.ACTIVATIONS` ("relu", "leaky_relu",
+        "elu", "gelu", "silu", "softplus", "sigmoid", "tanh", ...; not softmax); ``None`` is the
+        identity. Applied in the kernel while the output is in cache.
     weight_init : str or callable, optional
         Name from :mod:`fastnn.init`; default He normal for the ReLU family, Glorot uniform
         otherwise, with ``fan_in = kernel_h kernel_w in_channels`` and
         ``fan_out = kernel_h kernel_w out_channels``.
     bias_init : str or callable, default="zeros"
-    alpha : float, default=0.01
-        Negative slope of leaky ReLU.
+    alpha : float or None, default=None
+        leaky_relu's negative slope (default 0.01) or elu's scale (default 1.0), ``> 0``; ignored
+        by the other activations.
 
     Attributes
     ----------
@@ -95,7 +97,7 @@ class Conv2D(ParamLayer):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
                  stride: int | tuple[int, int] = 1, padding: str | int | tuple[int, int] = 0,
                  activation: str | None = None, weight_init: Any = None,
-                 bias_init: Any = "zeros", alpha: float = 0.01) -> None:
+                 bias_init: Any = "zeros", alpha: float | None = None) -> None:
         self.in_channels = V.check_int(in_channels, "in_channels", minimum=1)
         self.out_channels = V.check_int(out_channels, "out_channels", minimum=1)
         self.kernel_size = pair(kernel_size, "kernel_size", 1)
@@ -168,6 +170,7 @@ class Conv2D(ParamLayer):
         b = self.params["bias"]
         nt = get_num_threads()
         A = self._buffer("A", (N, Ho, Wo, M))
+        self._Z = self._z_buffer(A.shape)  # gelu, silu: the kernel keeps the pre-activation
         if N == 0:  # an empty batch: empty output, no kernel call
             self._X, self._A = X, A
             return A
@@ -175,7 +178,7 @@ class Conv2D(ParamLayer):
         (kh, kw), (sh, sw) = self.kernel_size, self.stride
         pt, pb, pl, pr = self.pads(X.shape[1], X.shape[2])
         _conv.conv_forward(X, W2, b, A, col, kh, kw, sh, sw, pt, pl, self._kind, self.alpha, nt,
-                           ph_end=pb, pw_end=pr)
+                           ph_end=pb, pw_end=pr, Z=self._Z)
         self._X, self._A = X, A
         return A
 

@@ -24,14 +24,16 @@ class Dense(ParamLayer):
     out_features : int
         Size of each output sample, ``>= 1``.
     activation : str or None, default=None
-        A name of :data:`fastnn.activations.ACTIVATIONS` (softmax included); ``None`` is the
-        identity (the layer outputs logits).
+        A name of :data:`fastnn.activations.ACTIVATIONS`: "relu", "leaky_relu", "elu", "gelu",
+        "silu", "softplus", "sigmoid", "tanh", "softmax", ...; ``None`` is the identity (the layer
+        outputs logits).
     weight_init : str or callable, optional
         Name from :mod:`fastnn.init`; default He normal for the ReLU family, Glorot uniform
         otherwise.
     bias_init : str or callable, default="zeros"
-    alpha : float, default=0.01
-        Negative slope of leaky ReLU.
+    alpha : float or None, default=None
+        leaky_relu's negative slope (default 0.01) or elu's scale (default 1.0), ``> 0``; ignored
+        by the other activations.
 
     Attributes
     ----------
@@ -59,7 +61,8 @@ class Dense(ParamLayer):
     """
 
     def __init__(self, in_features: int, out_features: int, activation: str | None = None,
-                 weight_init: Any = None, bias_init: Any = "zeros", alpha: float = 0.01) -> None:
+                 weight_init: Any = None, bias_init: Any = "zeros",
+                 alpha: float | None = None) -> None:
         self.in_features = V.check_int(in_features, "in_features", minimum=1)
         self.out_features = V.check_int(out_features, "out_features", minimum=1)
         super().__init__(activation, weight_init, bias_init, alpha)
@@ -88,7 +91,9 @@ class Dense(ParamLayer):
         W, b = self.params["weight"], self.params["bias"]
         nt = get_num_threads()
         if self._kind >= 0:
-            _dense.forward(X, W, b, A, self._kind, self.alpha, nt)
+            Zk = self._z_buffer(A.shape)  # gelu, silu: the kernel keeps the pre-activation
+            _dense.forward(X, W, b, A, self._kind, self.alpha, nt, Zk)
+            self._Z = Zk
         else:  # softmax: logits, then a row softmax
             Z = self._buffer("Z", (N, self.out_features))
             _dense.forward(X, W, b, Z, act.IDENTITY, 0.0, nt)
