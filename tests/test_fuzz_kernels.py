@@ -1410,6 +1410,21 @@ def _mix64(z):
         return z ^ (z >> U64(31))
 
 
+def same_bits_at_other_thread_count(fn, before, after, result, nt_index):
+    """Rerun a valid call on copies of its arguments as they were, with another thread count:
+    every array and the returned value must come out bit for bit the same (the house rule)."""
+    args = [np.array(a, copy=True) if isinstance(a, np.ndarray) else a for a in before]
+    args[nt_index] = 3 if after[nt_index] != 3 else 1
+    again = fn(*args)
+    assert again == result or (again != again and result != result), \
+        f"{fn.__name__} returned {again!r} with {args[nt_index]} threads, {result!r} with " \
+        f"{after[nt_index]}"
+    for i, a in enumerate(after):
+        if isinstance(a, np.ndarray):
+            assert np.array_equal(args[i], a, equal_nan=True), \
+                f"{fn.__name__}: argument {i} differs with {args[nt_index]} threads"
+
+
 def dropout_keep_ref(seed, step, L, rate):
     """The keep mask (bool, length L) of src_cython/norm.h, written out: key = mix(mix(seed) ^
     mix(step + golden)), element i kept when mix(key + (i + 1) golden) >> 11 >= floor(rate 2^53)."""
@@ -1473,6 +1488,8 @@ def test_dropout_forward(data):
         d = dtype_of(X, after[1])
         scale = f64(np.asarray(1.0 / (1.0 - rate), dtype=d))  # the scale in the dtype
         close(after[1], f64(X) * keep * scale, d, "Y")
+        if not broken:  # the same bits at any thread count
+            same_bits_at_other_thread_count(_norm.dropout_forward, before, after, result, 6)
 
     check_call(_norm.dropout_forward, args, guards, broken, reference)
 
@@ -1564,6 +1581,8 @@ def test_batchnorm_forward(data):
         invstd = 1 / np.sqrt(var + eps)
         np.testing.assert_allclose(after[5], invstd, rtol=1e-9, err_msg="invstd")
         close(after[6], (f64(X) - mean) * invstd * f64(weight) + f64(bias), d, "Y")
+        if not broken:  # the same bits at any thread count
+            same_bits_at_other_thread_count(_norm.batchnorm_forward, before, after, result, 9)
 
     check_call(_norm.batchnorm_forward, args, guards, broken, reference)
 
@@ -1623,6 +1642,8 @@ def test_batchnorm_backward(data):
         if after[5] is not None:
             shape_is(after[5], (M, C), "dX")
             close(after[5], dX, d, "dX")
+        if not broken:  # the same bits at any thread count
+            same_bits_at_other_thread_count(_norm.batchnorm_backward, before, after, result, 9)
 
     check_call(_norm.batchnorm_backward, args, guards, broken, reference)
 
@@ -1676,6 +1697,8 @@ def test_layernorm_forward(data):
         np.testing.assert_allclose(after[4], invstd, rtol=1e-8, err_msg="invstd")
         close(after[5], (f64(X) - mean[:, None]) * invstd[:, None] * f64(weight) + f64(bias),
               d, "Y")
+        if not broken:  # the same bits at any thread count
+            same_bits_at_other_thread_count(_norm.layernorm_forward, before, after, result, 7)
 
     check_call(_norm.layernorm_forward, args, guards, broken, reference)
 
@@ -1719,6 +1742,8 @@ def test_layernorm_backward(data):
         if after[5] is not None:
             shape_is(after[5], (M, C), "dX")
             close(after[5], dX, d, "dX")
+        if not broken:  # the same bits at any thread count
+            same_bits_at_other_thread_count(_norm.layernorm_backward, before, after, result, 8)
 
     check_call(_norm.layernorm_backward, args, guards, broken, reference)
 
@@ -1849,6 +1874,9 @@ def test_softmax_cross_entropy_weighted_smoothed(data):
         want = scale * (w * rows).sum()
         assert abs(result - want) <= abs(scale) * ((w * row_tol).sum() + 1e-12 * N), \
             f"total {result!r}, expected {want!r}"
+        if not broken:  # the same bits at any thread count
+            same_bits_at_other_thread_count(_losses.softmax_cross_entropy, before, after,
+                                            result, 5)
 
     check_call(_losses.softmax_cross_entropy, args, guards, broken, reference)
 
@@ -1904,6 +1932,8 @@ def test_kl_divergence(data):
         close(after[2], scale * w[:, None] * dz, d, "dlogits")
         np.testing.assert_allclose(result, scale * (w * rows).sum(), rtol=1e-9, atol=1e-12,
                                    err_msg="loss")
+        if not broken:  # the same bits at any thread count
+            same_bits_at_other_thread_count(_losses.kl_divergence, before, after, result, 5)
 
     check_call(_losses.kl_divergence, args, guards, broken, reference)
 
@@ -2425,3 +2455,68 @@ def test_new_layer_forward_backward(kind, data):
     for k, g in ref_grads.items():
         close(layer.grads[k], g, dt, f"grad {k} (X {note}, grad {gnote})")
     event(f"{type(layer).__name__}: forward and backward checked")
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("which", ["batchnorm_forward", "batchnorm_backward", "layernorm_forward",
+                                   "layernorm_backward", "dropout_forward", "kl_divergence",
+                                   "softmax_cross_entropy", "huber"])
+def test_new_kernels_same_bits_at_any_thread_count(which, dtype):
+    """Sizes past the kernels' parallel thresholds (several chunks and threads): 1 and 2 threads
+    give the same bits, and the result is the reference's."""
+    rng = np.random.default_rng(7)
+    M, C = 2100, 33
+    X = rng.standard_normal((M, C)).astype(dtype)
+    dY = rng.standard_normal((M, C)).astype(dtype)
+    w = rng.uniform(0.5, 2, C).astype(dtype)
+    b = rng.uniform(-1, 1, C).astype(dtype)
+    sw = rng.uniform(0, 2, M)
+    mean, var = bn_stats_ref(X)
+    lmean, linv = ln_stats_ref(X, 1e-5)
+
+    def run(nt):
+        if which == "batchnorm_forward":
+            out = [np.zeros(C), np.zeros(C), np.zeros(C), np.zeros((M, C), dtype)]
+            _norm.batchnorm_forward(X, w, b, *out, 1e-5, True, nt)
+        elif which == "batchnorm_backward":
+            out = [np.zeros((M, C), dtype), np.zeros(C, dtype), np.zeros(C, dtype)]
+            _norm.batchnorm_backward(X, dY, w, mean, 1 / np.sqrt(var + 1e-5), *out, True, nt)
+        elif which == "layernorm_forward":
+            out = [np.zeros(M), np.zeros(M), np.zeros((M, C), dtype)]
+            _norm.layernorm_forward(X, w, b, *out, 1e-5, nt)
+        elif which == "layernorm_backward":
+            out = [np.zeros((M, C), dtype), np.zeros(C, dtype), np.zeros(C, dtype)]
+            _norm.layernorm_backward(X, dY, w, lmean, linv, *out, nt)
+        elif which == "dropout_forward":
+            out = [np.zeros(M * C, dtype), np.zeros(M * C, np.uint8)]
+            _norm.dropout_forward(X.reshape(-1), *out, 0.3, 5, 9, nt)
+        elif which == "kl_divergence":
+            T = rng_t.random((M, C))
+            T /= T.sum(axis=1, keepdims=True)
+            out = [np.zeros((M, C), dtype), np.zeros(M)]
+            out.append(_losses.kl_divergence(X, T, *out, 1 / M, nt, sw))
+        elif which == "softmax_cross_entropy":
+            lab = rng_t.integers(0, C, M).astype(np.int64)
+            out = [np.zeros((M, C), dtype), np.zeros(M)]
+            out.append(_losses.softmax_cross_entropy(X, lab, *out, 1 / M, nt, sw, 0.1))
+        else:
+            out = [np.zeros(M * C, dtype), np.zeros(-(-M * C // BLOCK))]
+            out.append(_losses.huber(X.reshape(-1), dY.reshape(-1), *out, 1 / (M * C), 0.7, nt,
+                                     sw, C))
+        return out
+
+    rng_t = np.random.default_rng(3)
+    one = run(1)
+    rng_t = np.random.default_rng(3)
+    two = run(2)
+    for a, c in zip(one, two):
+        np.testing.assert_array_equal(a, c)
+    if which == "batchnorm_forward":  # and it is the right result
+        close(one[3], (f64(X) - mean) / np.sqrt(var + 1e-5) * f64(w) + f64(b), dtype, "Y")
+    elif which == "layernorm_backward":
+        dw, db, dX = ln_backward_ref(X, dY, w, lmean, linv)
+        close(one[0], dX, dtype, "dX")
+        close(one[1], dw, dtype, "dweight")
+    elif which == "dropout_forward":
+        keep = dropout_keep_ref(5, 9, M * C, 0.3)
+        np.testing.assert_array_equal(one[1], keep.astype(np.uint8))
