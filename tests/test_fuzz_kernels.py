@@ -861,6 +861,9 @@ def draw_geometry(data, pool=False):
 
 
 GEOM_BAD = (0, -1, -(2 ** 31), 2 ** 31, None)
+# INT_ARGS_NOTE: a C int argument of a kernel wrapper (Cython 3) takes a Python float and
+# truncates it (kh=2.5 runs as kh=2, row_len=1.5 as 1): no memory hazard (the layers pass ints,
+# checked by fastnn._validation), so the references read such arguments through int().
 
 
 @contextlib.contextmanager
@@ -936,6 +939,7 @@ def test_conv_forward(data, path):
     def reference(before, after, result):
         X, Wm, b = before[:3]
         kh, kw, sh, sw, ph, pw, kind, alpha, nt, pe, we = after[5:16]
+        pe, we = int(pe), int(we)  # a float C int argument is truncated (see INT_ARGS_NOTE)
         N, H, Wd, C, M, Ho, Wo, pads = _conv_geometry_of(X, Wm, kh, kw, sh, sw, ph, pw, pe, we)
         shape_is(b, (M,), "b")
         shape_is(after[3], (N, Ho, Wo, M), "A")
@@ -962,6 +966,7 @@ def test_conv_backward(data, path):
     def reference(before, after, result):
         X, Wm, A, dA = before[:4]
         kh, kw, sh, sw, ph, pw, kind, alpha, nt, pe, we = after[11:22]
+        pe, we = int(pe), int(we)  # a float C int argument is truncated (see INT_ARGS_NOTE)
         N, H, Wd, C, M, Ho, Wo, pads = _conv_geometry_of(X, Wm, kh, kw, sh, sw, ph, pw, pe, we)
         for name, a in (("A", A), ("dA", dA), ("dZ", after[4])):
             shape_is(a, (N, Ho, Wo, M), name)
@@ -1483,7 +1488,7 @@ def test_dropout_forward(data):
         # Cython reads a bool buffer as uint8 (same size, values 0 / 1): harmless
         assert after[2].dtype in (np.uint8, np.bool_), f"mask of dtype {after[2].dtype} accepted"
         assert 0 <= rate < 1, f"rate {rate} accepted"
-        keep = dropout_keep_ref(seed, step, L, rate)
+        keep = dropout_keep_ref(int(seed), int(step), L, rate)  # truncated (INT_ARGS_NOTE)
         np.testing.assert_array_equal(after[2], keep.astype(np.uint8), err_msg="mask")
         d = dtype_of(X, after[1])
         scale = f64(np.asarray(1.0 / (1.0 - rate), dtype=d))  # the scale in the dtype
@@ -1803,7 +1808,7 @@ def test_flat_losses_weighted(data, which):
         shape_is(after[2], (L,), "dz")
         assert after[3].shape[0] >= -(-L // BLOCK), "block_loss too short accepted"
         d = dtype_of(z, t, after[2])
-        scale, sw, row_len = after[4], before[-2], after[-1]
+        scale, sw, row_len = after[4], before[-2], int(after[-1])  # truncated (INT_ARGS_NOTE)
         delta = after[5] if which == "huber" else None
         if which == "huber":
             assert delta > 0, f"delta {delta} accepted"
@@ -2446,6 +2451,8 @@ def test_new_layer_forward_backward(kind, data):
         event(f"{type(layer).__name__}: backward refused")
         return
     dAc = np.asarray(dA)
+    if dAc.ndim == 0 and not isinstance(dA, np.ndarray):
+        dAc = dAc.reshape(1)  # as for X
     assert dAc.dtype.kind in "fiu" and dAc.dtype != np.float16 and dAc.shape == A.shape, \
         f"grad {gnote} accepted"
     ref_dX, ref_grads = new_layer_backward_reference(layer, Xc, A, dAc.astype(dt), training,
