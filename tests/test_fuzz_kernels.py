@@ -1176,8 +1176,8 @@ def draw_input(data, rng, shape, dtype, name):
         return rand_values(rng, shape, np.float64), how
     if how == "int":
         return rng.integers(-3, 4, size=shape).astype(np.int32), how
-    if how == "list":  # an empty list has lost the per-sample shape: not a valid input
-        return rand_values(rng, shape, dtype).tolist(), how if shape[0] else "empty list"
+    if how == "list":  # a list with an empty axis has lost the shape after it: not valid
+        return rand_values(rng, shape, dtype).tolist(), how if all(shape) else "empty list"
     if how == "none":
         return None, how
     if how == "dtype":
