@@ -18,6 +18,9 @@
 # Why each setting (see the ASan documentation, "AddressSanitizer and Python"):
 #   LD_PRELOAD=$(gcc -print-file-name=libasan.so)  python itself is not instrumented; the ASan
 #                          runtime must be the first library loaded
+#   ... libstdc++.so.6     preloaded right after it: ASan intercepts __cxa_throw, and a C++
+#                          extension that throws (pybind11 in matplotlib, used by History.plot's
+#                          tests) aborts the process when the real __cxa_throw was not loaded yet
 #   PYTHONMALLOC=malloc    Python's small-object allocator would hide overflows inside its arenas
 #   ASAN_OPTIONS=detect_leaks=0  the interpreter keeps memory alive at exit by design
 #   log_path=...           reports go to files: pytest's output capture would hide stderr, and
@@ -65,7 +68,12 @@ done
 built=$(date +%s)
 echo "asan_check: build took $((built - start)) s"
 
-export LD_PRELOAD="$LIBASAN"
+LIBSTDCXX="$(gcc -print-file-name=libstdc++.so.6)"
+if [ -f "$LIBSTDCXX" ]; then
+  export LD_PRELOAD="$LIBASAN $LIBSTDCXX"
+else
+  export LD_PRELOAD="$LIBASAN"
+fi
 export PYTHONMALLOC=malloc
 export ASAN_OPTIONS="detect_leaks=0:log_path=$LOGS/asan:abort_on_error=0:handle_segv=1:handle_sigfpe=1:allocator_may_return_null=0:print_summary=1"
 # a first run that must report nothing, so the suite's result is not blamed on the setup
