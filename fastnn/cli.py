@@ -1,5 +1,5 @@
-"""Command line: ``python -m fastnn train | evaluate | profile | dqn | bench-info`` (also the ``fastnn``
-script).
+"""Command line: ``python -m fastnn train | evaluate | profile | dqn | bench-info`` (also the
+``fastnn`` script; ``dqn`` is :mod:`fastnn.rl.cli`, extra ``rl``).
 
 Examples
 --------
@@ -11,6 +11,7 @@ Examples
     python -m fastnn profile --model cnn --threads 1 # per-layer times of one training step
     python -m fastnn profile --model-file mlp.npz --json profile.json
     python -m fastnn bench-info                      # version, OpenMP, threads, BLAS, SIMD path
+    python -m fastnn dqn --env ALE/Breakout-v5 --steps 1000000 --save ck  # pip install fastnn[rl]
 
 Exit status: 0 on success, 2 for bad command-line arguments (argparse's convention), 1 for other
 errors (missing data files, unreadable model file, ...), 130 when interrupted with Ctrl-C.

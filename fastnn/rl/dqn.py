@@ -359,12 +359,13 @@ class DQN:
                 "last_loss": self.last_loss, "first": self._first,
                 "rng": self.rng.bit_generator.state, "buffer": buf_meta, "env": env_meta,
                 "config": self.config()}
-        arrays = {"target": self.target._params.params}
+        arrays: dict[str, Any] = {"__meta__": np.array(json.dumps(meta)),
+                                  "target": self.target._params.params}
         arrays.update({f"buffer/{k}": v for k, v in buf_arrays.items()})
         arrays.update({f"env/{k}": v for k, v in env_arrays.items()})
         tmp = os.path.join(path, "agent.npz.tmp")
         with open(tmp, "wb") as f:
-            np.savez(f, __meta__=np.array(json.dumps(meta)), **arrays)
+            np.savez(f, **arrays)
         os.replace(tmp, os.path.join(path, "agent.npz"))
 
     def config(self) -> dict[str, Any]:

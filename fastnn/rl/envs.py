@@ -38,7 +38,8 @@ def is_atari(env_id: str) -> bool:
 
 
 def rom_id(env_id: str) -> str:
-    """``"ALE/Breakout-v5"`` -> ``"breakout"``, ``"ALE/SpaceInvaders-v5"`` -> ``"space_invaders"``."""
+    """The ALE ROM id: ``"ALE/Breakout-v5"`` -> ``"breakout"``, ``"ALE/SpaceInvaders-v5"`` ->
+    ``"space_invaders"``."""
     name = env_id.split("/")[-1]
     name = re.sub(r"(NoFrameskip)?-v\d+$", "", name)
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
