@@ -117,3 +117,23 @@ def test_breakout_smoke_save_resume_bit_identical(tmp_path):
     r2 = [resumed.step() for _ in range(50)]
     assert r1 == r2
     _assert_same(agent, resumed)
+
+
+@pytest.mark.slow
+def test_bench_dqn_runs_the_fastnn_side(tmp_path):
+    """bench/dqn.py's driver and fastnn worker (the PyTorch side needs torch, a bench-only
+    dependency), a few steps: the table and the JSON."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, str(root / "bench" / "dqn.py"), "--impls", "fastnn", "--threads", "1",
+         "--blocks", "2", "--block-steps", "8", "--fill", "100", "--json",
+         str(tmp_path / "r.json")], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "| 1 | " in out.stdout
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert len(res["1"]["fastnn"]["blocks"]) == 2 and res["1"]["fastnn"]["median"] > 0
