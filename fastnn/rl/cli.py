@@ -138,6 +138,7 @@ def plot_curve(path: str, episodes: list[tuple[int, float, int]], title: str,
 def cmd_dqn(args: argparse.Namespace, out: IO[str] | None = None) -> int:
     """Run ``python -m fastnn dqn``; returns the exit status."""
     from ..cli import CLIError, _set_threads
+    from ..model import _SigintFlag
 
     out = out or sys.stdout
     _set_threads(args.threads)
@@ -189,9 +190,9 @@ def cmd_dqn(args: argparse.Namespace, out: IO[str] | None = None) -> int:
     steps_learn = 0
     t_last = time.perf_counter()
     last_episodes = len(agent.episodes)
-    interrupted = False
-    try:
-        while agent.steps < agent.total_steps:
+    # Ctrl-C stops between two agent steps (a consistent checkpoint); a second one at once
+    with _SigintFlag() as sigint:
+        while agent.steps < agent.total_steps and not sigint.hit:
             if t_learn is None and agent.steps >= agent.learning_starts:
                 t_learn, steps_learn = time.perf_counter(), agent.steps
             agent.step()
@@ -208,8 +209,7 @@ def cmd_dqn(args: argparse.Namespace, out: IO[str] | None = None) -> int:
                 if args.csv and len(agent.episodes) != last_episodes and now - t_last > 30:
                     write_csv(args.csv, agent.episodes)
                     t_last, last_episodes = now, len(agent.episodes)
-    except KeyboardInterrupt:
-        interrupted = True
+    interrupted = sigint.hit
     if bar is not None:
         bar.update(agent.steps - bar.n)
         bar.close()
