@@ -96,3 +96,27 @@ def test_cli_dqn_errors(tmp_path, capsys):
     assert rc == 1 and "cannot resume" in err
     with pytest.raises(SystemExit):
         cli.main(["dqn", "--steps", "0"])
+
+
+@pytest.mark.slow
+def test_cli_dqn_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.Popen([sys.executable, "-m", "fastnn", "dqn", "--env", "CartPole-v1",
+                          "--steps", "10000000", "--learning-starts", "200", "--threads", "1",
+                          "--quiet", "--save", str(tmp_path / "ck")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert p.stdout.readline().startswith("dqn: CartPole-v1")
+    time.sleep(2.0)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert "saved checkpoint" in out
+    agent = DQN.load(tmp_path / "ck", make_env("CartPole-v1", seed=0))
+    assert 0 < agent.steps < 10_000_000 and agent.buffer.added == agent.steps
