@@ -100,6 +100,12 @@ def shard_bounds(n: int, rank: int, size: int) -> tuple[int, int]:
     return start, start + q + (1 if rank < extra else 0)
 
 
+def _say(line: str) -> None:
+    """Print one line to stdout in one write (mpirun merges the ranks' output by writes)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def weights_digest(model: Sequential) -> str:
     """SHA-256 (64 hex digits) of the bytes of the model's flat parameter buffer: every trainable
     parameter in layer order, 64-byte aligned, the padding zeros included. Equal digests mean
@@ -130,8 +136,9 @@ def abort_on_error(comm: Any = None, prefix: str = "fastnn.distributed") -> Iter
             raise
         rank, size = comm.Get_rank(), comm.Get_size()
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        print(f"{prefix}: rank {rank} of {size}: {text.rstrip()}\n{prefix}: rank {rank} aborts "
-              f"the job (MPI_Abort)", file=sys.stderr, flush=True)
+        sys.stderr.write(f"{prefix}: rank {rank} of {size}: {text.rstrip()}\n{prefix}: rank "
+                         f"{rank} aborts the job (MPI_Abort)\n")
+        sys.stderr.flush()
         comm.Abort(1)
         raise  # not reached: Abort does not return
 
@@ -505,7 +512,7 @@ def _fit(model: Sequential, X: ArrayLike, y: ArrayLike, epochs: int, batch_size:
         model._data_parallel = None
     digest = check_weights(model, comm, "the end of training")
     if print_digest:
-        print(f"weights sha256: {digest}", flush=True)
+        _say(f"weights sha256: {digest}")
     return history
 
 
@@ -616,7 +623,7 @@ def cli_train(args: Any, out: IO[str],
         digest = check_weights(session.model, comm, "the end of training") \
             if session.model is not None else None
         if digest is not None:
-            print(f"weights sha256: {digest}", flush=True)
+            _say(f"weights sha256: {digest}")
         return status
 
 
