@@ -43,7 +43,6 @@ from . import _validation as V
 
 if TYPE_CHECKING:
     from .callbacks import Callback, History
-    from .losses import Loss
     from .model import Sequential
 
 __all__ = ["fit", "evaluate", "broadcast_model", "check_weights", "weights_digest", "save",
@@ -175,28 +174,29 @@ class _DataParallel:
         start, stop = shard_bounds(a.shape[0], self.rank, self.size)
         return a[start:stop]
 
-    def loss(self, loss_fn: Loss, out: np.ndarray, yb: np.ndarray,
-             wb: np.ndarray | None) -> float:
-        """The global batch's mean loss: this shard's mean times its share, summed over the
-        ranks (a shard whose weights are all 0 adds 0)."""
+    def loss_and_gradients(self, model: Sequential, out: np.ndarray, yb: np.ndarray,
+                           wb: np.ndarray | None) -> float:
+        """The global batch's mean loss (this shard's mean times its share, summed over the
+        ranks), and, in ``model``'s flat gradient buffer, its gradient (this shard's, scaled by
+        its share, summed over the ranks by one in-place Allreduce). The loss's sum is a
+        non-blocking Iallreduce started before the backward pass and completed after the
+        gradients' Allreduce, so a step waits for the other ranks once. Every rank returns the
+        same value; a NaN or inf on any rank makes it non-finite (the caller then skips the
+        update on every rank)."""
+        assert model.loss is not None  # checked by fit
         if wb is not None and self._share == 0.0:
-            local = loss_fn(out, yb, prepared=True)  # its gradient is scaled by 0
+            local = model.loss(out, yb, prepared=True)  # its gradient is scaled by 0
         else:
-            local = loss_fn(out, yb, prepared=True, sample_weight=wb)
+            local = model.loss(out, yb, prepared=True, sample_weight=wb)
         self._scalar[0] = float(local) * self._share  # NaN stays NaN (inf * 0 is NaN)
-        self.comm.Allreduce(self.MPI.IN_PLACE, self._scalar, op=self.MPI.SUM)
+        request = self.comm.Iallreduce(self.MPI.IN_PLACE, self._scalar, op=self.MPI.SUM)
+        grad = np.asarray(model.loss.backward())
+        if self._share != 1.0:  # d(shard mean)/d output times the share: part of d(global mean)
+            grad = np.multiply(grad, grad.dtype.type(self._share))
+        model.backward(grad)
+        self.comm.Allreduce(self.MPI.IN_PLACE, model._params.grads, op=self.MPI.SUM)
+        request.Wait()
         return float(self._scalar[0])
-
-    def scale_output_grad(self, grad: np.ndarray) -> np.ndarray:
-        """``d(shard mean)/d output`` times the shard's share: its part of ``d(global mean)``."""
-        grad = np.asarray(grad)
-        if self._share == 1.0:
-            return grad
-        return np.multiply(grad, grad.dtype.type(self._share))
-
-    def reduce_gradients(self, grads: np.ndarray) -> None:
-        """Sum the flat gradient buffer over the ranks, in place (one Allreduce)."""
-        self.comm.Allreduce(self.MPI.IN_PLACE, grads, op=self.MPI.SUM)
 
     def reduce_sums(self, loss_sum: float, sums: dict[str, float]) -> float:
         """Sum ``loss_sum`` and the metric sums (updated in place) over the ranks."""

@@ -462,17 +462,14 @@ class Sequential:
         if dp is None:
             # through Loss.__call__: a loss without sample-weight support gets a clear TypeError
             loss = self.loss(out, yb, prepared=True, sample_weight=wb)
-        else:  # the global batch's mean loss (every rank gets the same)
-            loss = dp.loss(self.loss, out, yb, wb)
+        else:  # the global batch's mean loss and its gradients, summed over the ranks
+            loss = dp.loss_and_gradients(self, out, yb, wb)
         if not np.isfinite(loss):  # the caller decides; weights and running statistics untouched
             if saved:
                 self._restore_training_state(saved)
             return loss, out
         if dp is None:
             self.backward(self.loss.backward())
-        else:  # this shard's part of the global mean, summed over the ranks
-            self.backward(dp.scale_output_grad(self.loss.backward()))
-            dp.reduce_gradients(self._params.grads)
         self.optimizer.step(self.layers)
         return loss, out
 

@@ -162,6 +162,27 @@ def test_sample_and_class_weights_are_shared_by_weight(tmp_path):
     assert _per_array_rel(ref, flat) <= 1e-5
 
 
+@pytest.mark.slow
+def test_a_users_loss_and_a_nan_on_one_rank(tmp_path):
+    """A Loss subclass of the user's trains as in one process; a NaN loss on rank 1 alone
+    (its 4th step) stops every rank before that update (on_nan="stop")."""
+    out = tmp_path / "rank0.npy"
+    rc, stdout, stderr, _ = mpirun([SCRIPT, "userloss", "--out", out])
+    assert rc == 0, stderr
+    digests = DIGEST_RE.findall(stdout)
+    assert len(digests) == 2 and digests[0] == digests[1]
+    fastnn.set_num_threads(1)
+    ref, X, y, kw = dp_check.build_user_loss()
+    ref.fit(X, y, epochs=1, batch_size=64, verbose=0, **kw)
+    assert _per_array_rel(ref, np.load(out)) <= 1e-5
+    stops = re.findall(r"rank (\d) stopped after (\d+) steps, (\d) epoch\(s\); nan sha256: (\w+)",
+                       stdout)
+    assert sorted(r for r, *_ in stops) == ["0", "1"]
+    assert stops[0][1:] == stops[1][1:]  # the same steps, epochs and weights on both ranks
+    assert stops[0][1:3] == ("3", "1")  # 3 updates, then the NaN step was not applied
+    assert "loss became nan at epoch 1, batch 4" in stderr
+
+
 # -- failures, save and resume, BatchNorm ------------------------------------------------------
 
 @pytest.mark.slow

@@ -67,6 +67,44 @@ class FailAt(fastnn.Callback):
                                f"{self.epoch + 1}, batch {self.batch + 1}")
 
 
+class HalfSquaredError(fastnn.Loss):
+    """A user's loss (NumPy only): mean over samples of ``0.5 * sum_k (out - onehot)^2``; with
+    ``nan_at=(rank, step)`` it returns NaN on that rank at that call (counted from 0)."""
+
+    metric = "accuracy"
+
+    def __init__(self, nan_at=None):
+        super().__init__()
+        self.nan_at = nan_at
+        self.calls = 0
+
+    def prepare_target(self, target, output_shape):
+        return np.eye(output_shape[1], dtype=np.float32)[np.asarray(target, dtype=np.int64)]
+
+    def forward(self, output, target, prepared=False):
+        from mpi4py import MPI
+
+        if not prepared:
+            target = self.prepare_target(target, output.shape)
+        diff = output.astype(np.float64) - target
+        self._grad = (diff / output.shape[0]).astype(output.dtype)
+        value = float(0.5 * np.sum(diff * diff) / output.shape[0])
+        if self.nan_at == (MPI.COMM_WORLD.Get_rank(), self.calls):
+            value = float("nan")
+        self.calls += 1
+        return value
+
+    def score(self, output, target):
+        return float(np.mean(np.argmax(output, axis=1) == np.argmax(target, axis=1)))
+
+
+def build_user_loss(nan_at=None):
+    """The MLP of ``build("mlp", 64, 10)`` compiled with :class:`HalfSquaredError`."""
+    model, X, y, kw = build("mlp", 64, 10)
+    model.compile(fastnn.SGD(0.01, momentum=0.9), HalfSquaredError(nan_at))
+    return model, X, y, kw
+
+
 class EpochCounter(fastnn.Callback):
     """Counts epochs; runs on rank 0 only under fastnn.distributed."""
 
@@ -85,7 +123,7 @@ def main():
     from fastnn import distributed
 
     p = argparse.ArgumentParser()
-    p.add_argument("case", choices=("train", "fail", "resume", "misc"))
+    p.add_argument("case", choices=("train", "fail", "resume", "misc", "userloss"))
     p.add_argument("--model", default="mlp")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--steps", type=int, default=20)
@@ -131,6 +169,19 @@ def main():
         distributed.save(resumed, out2)
         if rank == 0:
             say(f"saved sha256: {distributed.weights_digest(fastnn.load(out2))}")
+
+    elif args.case == "userloss":
+        # a user's Loss subclass; then a NaN loss on rank 1 only at step 4 stops every rank there
+        model, X, y, kw = build_user_loss()
+        distributed.fit(model, X, y, epochs=1, batch_size=64, verbose=0, **kw)
+        if rank == 0:
+            np.save(args.out, model._params.params)
+        say(f"weights sha256: {distributed.weights_digest(model)}")
+        model, X, y, kw = build_user_loss(nan_at=(1, 3))
+        h = distributed.fit(model, X, y, epochs=2, batch_size=64, verbose=0, on_nan="stop", **kw)
+        say(f"rank {rank} stopped after {model.optimizer.iterations} steps, "
+            f"{len(h.history['loss'])} epoch(s); nan sha256: "
+            f"{distributed.weights_digest(model)}")
 
     elif args.case == "misc":
         # BatchNorm + Dropout: the ranks stay identical, running statistics included; sharded
