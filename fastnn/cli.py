@@ -339,10 +339,12 @@ def cmd_train(args: argparse.Namespace, out: IO[str] | None = None) -> int:
 
 
 def _train(args: argparse.Namespace, out: IO[str], session: Any = None) -> int:
-    """The body of ``train``; ``session``: the MPI run of ``--distributed`` (its fit and save)."""
-    if args.save:
+    """The body of ``train``; ``session``: the MPI run of ``--distributed`` (its fit and save;
+    rank 0 writes the files)."""
+    writes = session is None or session.rank == 0
+    if args.save and writes:
         _check_save_path(args.save)  # fail before training, not after
-    if args.plot:
+    if args.plot and writes:
         _check_save_path(args.plot)
         try:
             import matplotlib  # noqa: F401
@@ -396,7 +398,7 @@ def _train(args: argparse.Namespace, out: IO[str], session: Any = None) -> int:
         print(f"training time: {total:.1f} s ({total / max(epochs_run, 1):.2f} s/epoch)",
               file=out)
     print(f"test accuracy: {test_acc:.4f} (loss {test_loss:.4f})", file=out, flush=True)
-    if args.plot and (session is None or session.rank == 0):
+    if args.plot and writes:
         history.plot(args.plot)
         if not args.quiet:
             print(f"wrote learning curves to {args.plot}", file=out)
