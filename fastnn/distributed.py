@@ -45,8 +45,9 @@ if TYPE_CHECKING:
     from .callbacks import Callback, History
     from .model import Sequential
 
-__all__ = ["fit", "evaluate", "broadcast_model", "check_weights", "weights_digest", "save",
-           "load", "abort_on_error", "shard_bounds", "default_threads_per_rank", "get_comm"]
+__all__ = ["fit", "evaluate", "broadcast_model", "average_buffers", "check_weights",
+           "weights_digest", "save", "load", "abort_on_error", "shard_bounds",
+           "default_threads_per_rank", "get_comm", "cli_train"]
 
 
 def _mpi() -> Any:
@@ -589,7 +590,8 @@ def load(path: str | os.PathLike[str], comm: Any = None) -> Sequential:
 def default_threads_per_rank(comm: Any = None) -> int:
     """OpenMP threads per rank that fill this node's cores: the CPUs this process may run on
     when mpirun bound it (its affinity mask is smaller than the machine), else the machine's
-    CPUs divided by the ranks on this node (at least 1)."""
+    CPUs divided by the ranks on this node (at least 1). Collective (every rank of ``comm``
+    calls it)."""
     comm = get_comm(comm)
     MPI = _mpi()
     cpus = os.cpu_count() or 1
@@ -597,13 +599,12 @@ def default_threads_per_rank(comm: Any = None) -> int:
         allowed = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # pragma: no cover - not Linux
         allowed = cpus
-    if allowed < cpus:
-        return max(1, allowed)
     local = comm.Split_type(MPI.COMM_TYPE_SHARED)
     try:
-        return max(1, cpus // local.Get_size())
+        ranks_here = local.Get_size()
     finally:
         local.Free()
+    return max(1, allowed if allowed < cpus else cpus // ranks_here)
 
 
 def cli_train(args: Any, out: IO[str],
@@ -634,8 +635,9 @@ class _CLISession:
         self.comm = comm
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
+        share = default_threads_per_rank(comm)  # collective: every rank calls it
         if threads is None and not os.environ.get("OMP_NUM_THREADS"):
-            threads = default_threads_per_rank(comm)
+            threads = share
         self.threads = threads
         self.model: Sequential | None = None
 
