@@ -383,8 +383,9 @@ def export(model: Sequential, path: str | os.PathLike[str] | None, opset: int = 
     Examples
     --------
     >>> import fastnn, onnxruntime as ort
+    >>> from fastnn.onnx import export
     >>> model = fastnn.models.small_cnn(seed=0)
-    >>> fastnn.onnx.export(model, "cnn.onnx")                       # doctest: +SKIP
+    >>> export(model, "cnn.onnx")             # or model.export_onnx("cnn.onnx")  # doctest: +SKIP
     >>> sess = ort.InferenceSession("cnn.onnx")                     # doctest: +SKIP
     >>> logits = sess.run(None, {"input": X})[0]    # == model.predict(X)  # doctest: +SKIP
     """
