@@ -885,6 +885,17 @@ class Sequential:
         """Save to ``path`` (.npz + JSON header, loads without pickle); see :func:`fastnn.load`."""
         io_mod.save_model(self, path, include_optimizer=include_optimizer)
 
+    def export_onnx(self, path: str | os.PathLike[str] | None, opset: int = 17,
+                    probabilities: bool = False,
+                    input_shape: Sequence[int] | None = None) -> Any:
+        """Write the model as an ONNX file whose graph computes :meth:`predict` (inference form;
+        needs ``pip install 'fastnn[onnx]'``); returns the ``onnx.ModelProto``. See
+        :func:`fastnn.onnx.export` for the arguments, the graph and the errors raised."""
+        from . import onnx as onnx_export
+
+        return onnx_export.export(self, path, opset=opset, probabilities=probabilities,
+                                  input_shape=input_shape)
+
     def __repr__(self) -> str:
         return "Sequential([" + ", ".join(repr(layer) for layer in self.layers) + "])"
 
