@@ -15,7 +15,7 @@ import contextlib
 import numbers
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -81,11 +81,12 @@ def _check_param(value: Any, name: str, kind: type | tuple[type, ...], low: floa
                         f"{type(value).__name__} {value!r}")
     if kind is bool:
         return
-    if not np.isfinite(value):
+    v = float(cast(Any, value))
+    if not np.isfinite(v):
         raise ValueError(f"{name} must be finite, got {value!r}")
-    if low is not None and (value < low or low_open and value == low):
+    if low is not None and (v < low or low_open and v == low):
         raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value!r}")
-    if high is not None and (value > high or high_open and value == high):
+    if high is not None and (v > high or high_open and v == high):
         raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {value!r}")
 
 
@@ -141,7 +142,7 @@ class _BaseMLP(BaseEstimator):
 
     # -- checks -----------------------------------------------------------------------------
     def _hidden_sizes(self) -> list[int]:
-        sizes = self.hidden_layer_sizes
+        sizes: Any = self.hidden_layer_sizes
         if isinstance(sizes, (numbers.Integral, np.integer)) and not isinstance(sizes, bool):
             sizes = [sizes]
         try:
@@ -342,8 +343,8 @@ class _BaseMLP(BaseEstimator):
         idx_all = np.arange(n)
         self.n_iter_ = 0
         for _ in range(int(self.max_iter)):
-            if self.shuffle:
-                idx_all = self._random_state.permutation(n)
+            if self.shuffle:  # as sklearn.utils.shuffle(idx_all, random_state): compounded
+                idx_all = idx_all[self._random_state.permutation(n)]
             accumulated = 0.0
             for start in range(0, n, batch_size):
                 idx = idx_all[start:start + batch_size]
