@@ -29,7 +29,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
-from . import _config
+from . import _config, _optim
 from .layers import Dense, Dropout
 from .losses import BinaryCrossEntropy, Loss, MeanSquaredError, SoftmaxCrossEntropy
 from .model import Sequential
@@ -333,10 +333,11 @@ class _BaseMLP(BaseEstimator):
             batch_size = int(np.clip(self.batch_size, 1, n))
         target = self._targets(y)
         dense = self._dense_layers(model)
-        weights = [d.params["weight"] for d in dense]
-        wgrads = [d.grads["weight"] for d in dense]
-        scratch = [np.empty_like(w) for w in weights]
+        weights = [d.params["weight"].reshape(-1) for d in dense]
+        biases = [(d.params["bias"], d.grads["bias"]) for d in dense]
         alpha = float(self.alpha)
+        opt = model.optimizer
+        assert isinstance(opt, (SGD, Adam))
         xbuf = np.empty((batch_size, X.shape[1]), dtype=np.float32)
         tbuf = np.empty((batch_size,) + target.shape[1:], dtype=target.dtype)
         wbuf = np.empty(batch_size, dtype=np.float64)
@@ -371,14 +372,16 @@ class _BaseMLP(BaseEstimator):
                 if grad_scale != 1.0:
                     grad *= grad_scale
                 model.backward(grad)
-                if alpha > 0:  # scikit-learn's L2: + alpha/2 sum(W^2) / sum(w), weights only
+                if alpha > 0:
+                    # scikit-learn's L2 term: + alpha/2 sum(W^2) / sum(w) over the weights, not
+                    # the biases; its gradient alpha W / sum(w) is the optimizer's weight decay
+                    # (fused into its kernel), taken back out of the few bias gradients
                     c = alpha / sw_sum
-                    sq = 0.0
-                    for W, G, S in zip(weights, wgrads, scratch):
-                        flat = W.reshape(-1)
-                        sq += float(np.dot(flat, flat))
-                        np.multiply(W, c, out=S)
-                        G += S
+                    opt.weight_decay = c
+                    for b, gb in biases:
+                        gb -= c * b
+                    nt = _config.get_num_threads()  # the same sum at any thread count
+                    sq = sum(_optim.grad_norm(w, nt) ** 2 for w in weights)
                     batch_loss += 0.5 * alpha * sq / sw_sum
                 model.optimizer.step(model.layers)
                 if tuner is not None:

@@ -123,7 +123,8 @@ def test_regressor_fits_a_function():
     assert reg.score(X, y) > 0.95
     Y = np.stack([y, -y], axis=1)
     with _quiet():
-        reg2 = MLPRegressor(hidden_layer_sizes=(32,), max_iter=20, random_state=0, n_threads=1).fit(X, Y)
+        reg2 = MLPRegressor(hidden_layer_sizes=(32,), max_iter=20, random_state=0,
+                            n_threads=1).fit(X, Y)
     assert reg2.predict(X).shape == (500, 2) and reg2.n_outputs_ == 2
 
 
@@ -143,7 +144,8 @@ def test_predict_proba_and_labels(digits):
     np.testing.assert_allclose(clf.predict_log_proba(X[:50]), np.log(p))
     # binary: one logistic output, probabilities [1 - p, p]
     with _quiet():
-        b = MLPClassifier(hidden_layer_sizes=(16,), max_iter=10, random_state=0, n_threads=1).fit(X, y > 4)
+        b = MLPClassifier(hidden_layer_sizes=(16,), max_iter=10, random_state=0,
+                          n_threads=1).fit(X, y > 4)
     pb = b.predict_proba(X[:20])
     assert pb.shape == (20, 2) and b.n_outputs_ == 1 and b.out_activation_ == "logistic"
     np.testing.assert_array_equal(b.predict(X[:20]), b.classes_[(pb[:, 1] > 0.5).astype(int)])
@@ -153,7 +155,8 @@ def test_multilabel():
     X, Y = make_multilabel_classification(n_samples=300, n_features=10, n_classes=4,
                                           random_state=0)
     with _quiet():
-        clf = MLPClassifier(hidden_layer_sizes=(32,), max_iter=50, random_state=0, n_threads=1).fit(X, Y)
+        clf = MLPClassifier(hidden_layer_sizes=(32,), max_iter=50, random_state=0,
+                            n_threads=1).fit(X, Y)
     ref = sk_nn.MLPClassifier(hidden_layer_sizes=(32,), max_iter=50, random_state=0)
     with _quiet():
         ref.fit(X, Y)
@@ -166,8 +169,10 @@ def test_sparse_input_equals_dense(digits):
     import scipy.sparse as sp
     X, y = digits
     with _quiet():
-        a = MLPClassifier(hidden_layer_sizes=(16,), max_iter=3, random_state=0, n_threads=1).fit(X, y)
-        b = MLPClassifier(hidden_layer_sizes=(16,), max_iter=3, random_state=0, n_threads=1).fit(
+        a = MLPClassifier(hidden_layer_sizes=(16,), max_iter=3, random_state=0,
+                          n_threads=1).fit(X, y)
+        b = MLPClassifier(hidden_layer_sizes=(16,), max_iter=3, random_state=0,
+                          n_threads=1).fit(
             sp.csr_matrix(X), y)
     np.testing.assert_array_equal(a.coefs_[0], b.coefs_[0])
     np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(sp.csr_matrix(X)))
@@ -176,7 +181,8 @@ def test_sparse_input_equals_dense(digits):
 def test_pickle_round_trip(digits):
     X, y = digits
     with _quiet():
-        clf = MLPClassifier(hidden_layer_sizes=(16,), max_iter=3, random_state=0, n_threads=1).fit(X, y)
+        clf = MLPClassifier(hidden_layer_sizes=(16,), max_iter=3, random_state=0,
+                            n_threads=1).fit(X, y)
     clf2 = pickle.loads(pickle.dumps(clf))
     np.testing.assert_array_equal(clf.predict_proba(X), clf2.predict_proba(X))
     clf2.partial_fit(X, y)  # the copy trains on
@@ -221,7 +227,8 @@ def test_warm_start_continues(digits):
 def test_convergence_warning_and_tol_stop(digits):
     X, y = digits
     with pytest.warns(ConvergenceWarning, match="Maximum iterations \\(2\\)"):
-        MLPClassifier(hidden_layer_sizes=(8,), max_iter=2, random_state=0, n_threads=1).fit(X, y)
+        MLPClassifier(hidden_layer_sizes=(8,), max_iter=2, random_state=0,
+                      n_threads=1).fit(X, y)
     # a huge tol: no epoch after the first improves by it, so training stops once
     # n_iter_no_change + 1 epochs in a row did not (as scikit-learn's)
     kw = dict(hidden_layer_sizes=(8,), max_iter=50, tol=10.0, n_iter_no_change=3, random_state=0)
