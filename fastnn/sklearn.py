@@ -279,9 +279,13 @@ class _BaseMLP(BaseEstimator):
         self._random_state = check_random_state(self.random_state)
         if first_pass:
             self._initialize(n_features, yc.shape[1])
-        elif yc.shape[1] != self.n_outputs_:
-            raise ValueError(f"y has {yc.shape[1]} outputs, the fitted network "
-                             f"{self.n_outputs_}; fit again without warm_start")
+        else:
+            sizes = [d.out_features for d in self._dense_layers(self.model_)]
+            if yc.shape[1] != self.n_outputs_ or sizes[:-1] != self._hidden_sizes():
+                raise ValueError(f"the fitted network has hidden layers {sizes[:-1]} and "
+                                 f"{self.n_outputs_} outputs; hidden_layer_sizes="
+                                 f"{self.hidden_layer_sizes} and y with {yc.shape[1]} outputs "
+                                 f"need a new fit (warm_start=False)")
         if not incremental or not hasattr(self, "_optimizer"):
             self._optimizer = self._make_optimizer()
         loss, loss_scale, grad_scale = self._make_loss()

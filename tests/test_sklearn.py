@@ -222,6 +222,8 @@ def test_warm_start_continues(digits):
     assert not np.array_equal(first, clf.coefs_[0])
     with pytest.raises(ValueError, match="warm_start"):
         clf.fit(X[y < 5], y[y < 5])
+    with pytest.raises(ValueError, match="hidden layers"):
+        clf.set_params(hidden_layer_sizes=(8,)).fit(X, y)
 
 
 def test_convergence_warning_and_tol_stop(digits):
