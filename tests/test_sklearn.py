@@ -43,6 +43,7 @@ def _quiet():
 
 # ---- scikit-learn's own estimator checks ---------------------------------------------------------
 # small default-ish settings (scikit-learn's own test suite runs its MLPs with max_iter=100)
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @parametrize_with_checks([MLPClassifier(max_iter=100, n_threads=1),
                           MLPRegressor(max_iter=100, n_threads=1)],
                          expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS)
