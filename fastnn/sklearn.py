@@ -51,24 +51,46 @@ EXPECTED_FAILED_CHECKS: dict[str, str] = {
 }
 
 
+#: the thread tuners of fits with a given n_threads, so that what one fit learned carries over
+_TUNERS: dict[int, _config.ThreadTuner] = {}
+
+
 @contextlib.contextmanager
-def _thread_limit(n_threads: int | None) -> Iterator[_config.ThreadTuner | None]:
+def _thread_limit(n_threads: int | None, tune: bool = False) -> Iterator[
+        _config.ThreadTuner | None]:
     """Run fastnn's kernels on at most ``n_threads`` threads, never more than the OpenMP limit
     in force (``OMP_NUM_THREADS``, threadpoolctl's ``threadpool_limits``, joblib's workers).
-    Without ``n_threads`` (and with no count fixed by ``fastnn.set_num_threads``), yields the
-    process's :class:`fastnn._config.ThreadTuner`, as ``Sequential.fit`` uses."""
+
+    With ``tune`` (``fit``), yields a :class:`fastnn._config.ThreadTuner` choosing between that
+    count and 1 as ``Sequential.fit`` does (on a machine where another process keeps a core
+    busy, 2 threads can be many times slower than 1; results do not depend on the count).
+    ``n_threads=None``: fastnn's default count (and the process's tuner), or the count fixed by
+    ``fastnn.set_num_threads``.
+    """
+    old = _config._num_threads
     if n_threads is None:
-        if _config._num_threads is None:
-            with _config.ThreadTuner.shared() as tuner:
-                yield tuner
+        if tune and old is None:
+            with _config.ThreadTuner.shared() as shared:
+                yield shared
         else:
             yield None
         return
-    old = _config._num_threads
-    limit = max(1, _config._threads.omp_max_threads())
-    _config.set_num_threads(min(int(n_threads), limit))
+    n = min(int(n_threads), max(1, _config._threads.omp_max_threads()))
+    tuner = None
+    if tune and n > 1 and _config._threads.openmp_enabled():
+        tuner = _TUNERS.get(n)
+        if tuner is None:
+            tuner = _TUNERS[n] = _config.ThreadTuner()
+            tuner.choices = (n, 1)
+            tuner.current = n
+            tuner.active = True
     try:
-        yield None
+        if tuner is not None:
+            with tuner:
+                yield tuner
+        else:
+            _config.set_num_threads(n)
+            yield None
     finally:
         _config._num_threads = old
 
@@ -290,7 +312,7 @@ class _BaseMLP(BaseEstimator):
             self._optimizer = self._make_optimizer()
         loss, loss_scale, grad_scale = self._make_loss()
         self.model_.compile(self._optimizer, loss)
-        with _thread_limit(self.n_threads) as tuner:
+        with _thread_limit(self.n_threads, tune=True) as tuner:
             self._fit_stochastic(Xc, yc, sw, incremental, loss_scale, grad_scale, tuner)
         if not all(np.isfinite(d.weight).all() and np.isfinite(d.bias).all()
                    for d in self._dense_layers(self.model_)):
@@ -580,7 +602,10 @@ _COMMON_DOC = """
         fastnn's: at most this many OpenMP threads in ``fit`` / ``predict``, never more than
         the OpenMP limit in force (``OMP_NUM_THREADS``, threadpoolctl's ``threadpool_limits``,
         joblib's limits in its workers, so fastnn's threads never oversubscribe joblib's).
-        ``None``: fastnn's default (that limit, with ``fit``'s thread tuning).
+        ``fit`` runs at the faster of that count and 1 thread, re-checked as it trains
+        (fastnn's thread tuning: on a machine where another process keeps a core busy, 2
+        threads can be many times slower than 1; results are the same at any count).
+        ``None``: fastnn's default count (or the one fixed by ``fastnn.set_num_threads``).
 """
 
 

@@ -23,6 +23,7 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 
 import fastnn  # noqa: E402
 import fastnn.optimizers  # noqa: E402
+import fastnn.sklearn  # noqa: E402
 from fastnn import _config  # noqa: E402
 from fastnn.sklearn import EXPECTED_FAILED_CHECKS, MLPClassifier, MLPRegressor  # noqa: E402
 
@@ -319,7 +320,7 @@ def thread_spy(monkeypatch):
     return seen
 
 
-def test_threads_follow_threadpoolctl_and_n_threads(digits, thread_spy):
+def test_threads_follow_threadpoolctl_and_n_threads(digits, thread_spy, monkeypatch):
     X, y = digits
     before = _config._num_threads
     kw = dict(hidden_layer_sizes=(8,), max_iter=1)
@@ -333,6 +334,13 @@ def test_threads_follow_threadpoolctl_and_n_threads(digits, thread_spy):
         assert set(thread_spy) == {1}
         if _config._threads.openmp_enabled() and _config._threads.omp_max_threads() >= 2:
             thread_spy.clear()
+            MLPClassifier(n_threads=2, **kw).fit(X, y)
+            # 2 threads, or 1 for a while if the thread tuning finds 1 faster (a busy machine)
+            assert set(thread_spy) <= {1, 2}
+            # without the tuning's probes and switches: 2 throughout
+            thread_spy.clear()
+            monkeypatch.setattr(fastnn.sklearn, "_TUNERS", {})
+            monkeypatch.setattr(_config.ThreadTuner, "step_done", lambda self, seconds: None)
             MLPClassifier(n_threads=2, **kw).fit(X, y)
             assert set(thread_spy) == {2}
     assert _config._num_threads == before  # the user's setting is left as it was
