@@ -5,11 +5,15 @@ Same estimator settings for both: ``hidden_layer_sizes=(256, 128)``, relu, adam,
 ``random_state=0``; the 60,000 training images as float32 in [0, 1] (scikit-learn then trains in
 float32 too; ``--sklearn-float64`` adds scikit-learn on float64 input, its usual dtype). Each
 fit runs in its own process (``--worker``), the implementations interleaved (A B A B ...) for
-``--reps`` rounds at each thread count; fastnn's threads by ``n_threads``, scikit-learn's (its
-BLAS) by ``threadpoolctl.threadpool_limits``. Prints fit seconds (median over the rounds) and
-test accuracy, and the ratio sklearn/fastnn of fit seconds.
+``--reps`` rounds at each thread count; fastnn's threads by ``n_threads`` (an upper bound: fit
+runs at the faster of it and 1 thread), scikit-learn's (its BLAS) by
+``threadpoolctl.threadpool_limits``. Prints fit seconds (median over the rounds) and test
+accuracy, and the ratio sklearn/fastnn of fit seconds; writes the rows to ``--json``.
 
-    flock /tmp/fastnn-bench.lock python -m bench.sklearn_mlp --reps 3 --threads 1,2 --auto
+    flock /tmp/fastnn-bench.lock python -m bench.sklearn_mlp --reps 3 --threads 1,2
+
+``--auto`` adds fastnn with ``n_threads=None`` (``OMP_NUM_THREADS`` = the thread count), fastnn's
+default count.
 """
 from __future__ import annotations
 
@@ -42,8 +46,8 @@ def worker(impl: str, threads: int) -> dict:
         X, Xt = X.astype(np.float64), Xt.astype(np.float64)
     if impl in ("fastnn", "fastnn-auto"):
         from fastnn.sklearn import MLPClassifier
-        # fastnn-auto: n_threads=None, fastnn's default (OMP_NUM_THREADS=threads, set by the
-        # driver) with fit's thread tuning, which drops to 1 thread when a core is busy
+        # fastnn-auto: n_threads=None, fastnn's default count (OMP_NUM_THREADS=threads, set by
+        # the driver)
         clf = MLPClassifier(n_threads=threads if impl == "fastnn" else None, **SETTINGS)
         t0 = time.perf_counter()
         clf.fit(X, y)
