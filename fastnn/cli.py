@@ -1,5 +1,5 @@
-"""Command line: ``python -m fastnn train | evaluate | profile | bench-info`` (also the ``fastnn``
-script).
+"""Command line: ``python -m fastnn train | evaluate | profile | dqn | bench-info`` (also the
+``fastnn`` script; ``dqn`` is :mod:`fastnn.rl.cli`, extra ``rl``).
 
 Examples
 --------
@@ -11,6 +11,7 @@ Examples
     python -m fastnn profile --model cnn --threads 1 # per-layer times of one training step
     python -m fastnn profile --model-file mlp.npz --json profile.json
     python -m fastnn bench-info                      # version, OpenMP, threads, BLAS, SIMD path
+    python -m fastnn dqn --env ALE/Breakout-v5 --steps 1000000 --save ck  # pip install fastnn[rl]
 
 Exit status: 0 on success, 2 for bad command-line arguments (argparse's convention), 1 for other
 errors (missing data files, unreadable model file, ...), 130 when interrupted with Ctrl-C.
@@ -103,7 +104,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"fastnn {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{train,evaluate,profile,bench-info}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,evaluate,profile,dqn,bench-info}")
     sub.required = True
 
     threads = argparse.ArgumentParser(add_help=False)
@@ -197,6 +198,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     prof.add_argument("--json", default=None, metavar="PATH",
                       help="also write the settings and the rows to PATH as JSON")
 
+    from .rl.cli import add_parser as add_dqn_parser  # fastnn.rl: its extra is imported on use
+
+    add_dqn_parser(sub, [threads], _positive_int, _nonnegative_int, _positive_float)
     sub.add_parser("bench-info", help="print fastnn's build and run-time configuration",
                    description="Print the fastnn version, OpenMP status and thread count, the "
                                "BLAS library and its thread control, and the SIMD path in use.")
@@ -544,9 +548,15 @@ def cmd_bench_info(args: argparse.Namespace, out: IO[str] | None = None) -> int:
     return 0
 
 
+def _cmd_dqn(args: argparse.Namespace, out: IO[str] | None = None) -> int:
+    from .rl.cli import cmd_dqn
+
+    return cmd_dqn(args, out)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]]
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "profile": cmd_profile,
-            "bench-info": cmd_bench_info}
+            "bench-info": cmd_bench_info, "dqn": _cmd_dqn}
 
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:

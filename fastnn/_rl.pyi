@@ -1,0 +1,13 @@
+"""Type stub of the compiled module fastnn._rl (src_cython/rl.pyx): the fused DQN loss, the Polyak
+update and the frame-stack gather of fastnn.rl. Arrays are C-contiguous, float arrays of one dtype
+(float32 or float64); inputs are checked by fastnn.rl."""
+import numpy as np
+
+def td_huber(q: np.ndarray, q_next: np.ndarray, q_next_online: np.ndarray, actions: np.ndarray,
+             rewards: np.ndarray, dones: np.ndarray, gamma: float, delta: float,
+             double_dqn: bool, grad: np.ndarray, target: np.ndarray) -> float: ...
+def polyak_update(target: np.ndarray, online: np.ndarray, tau: float, num_threads: int) -> None: ...
+def gather_stacks(frames: np.ndarray, first: np.ndarray, index: np.ndarray, out: np.ndarray,
+                  scale: float, num_threads: int) -> None: ...
+def max_area_resize(a: np.ndarray, b: np.ndarray, row_index: np.ndarray, row_weight: np.ndarray,
+                    col_index: np.ndarray, col_weight: np.ndarray, out: np.ndarray) -> None: ...
