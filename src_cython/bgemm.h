@@ -155,6 +155,64 @@ fnn_bgemm_pack_a_avx512(ptrdiff_t mr, ptrdiff_t kc, ptrdiff_t kcp, const float *
     }
 }
 
+/* A^T row-major (ars == 1, A[i, p] = A[i + p acs]): two rows of A^T (k = 2q, 2q + 1) make the
+ * pairs of 16 rows of Ap, scattered to their rows. */
+__attribute__((target("avx512f"))) static void
+fnn_bgemm_pack_at_avx512(ptrdiff_t mr, ptrdiff_t kc, ptrdiff_t kcp, const float *A, ptrdiff_t acs,
+                         uint16_t *Ap) {
+    const __m512i idx = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32((int)(kcp / 2)));
+    for (ptrdiff_t i0 = 0; i0 < mr; i0 += 16) {
+        const ptrdiff_t il = mr - i0;
+        const __mmask16 m = il >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << il) - 1);
+        int32_t *o = (int32_t *)(Ap + i0 * kcp);
+        for (ptrdiff_t q = 0; q < kcp / 2; q++) {
+            const ptrdiff_t p = 2 * q;
+            const __m512 e = p < kc ? _mm512_maskz_loadu_ps(m, A + p * acs + i0) : _mm512_setzero_ps();
+            const __m512 od = p + 1 < kc ? _mm512_maskz_loadu_ps(m, A + (p + 1) * acs + i0)
+                                         : _mm512_setzero_ps();
+            const __m512i pair = _mm512_or_si512(fnn_f2bf16x(e), _mm512_slli_epi32(fnn_f2bf16x(od), 16));
+            _mm512_mask_i32scatter_epi32(o + q, m, idx, pair, 4);
+        }
+    }
+}
+
+/* B^T row-major (brs == 1, B[p, j] = B[p + j bcs]): 32 values of K of one column make 16 pairs,
+ * scattered down the panel's rows. */
+__attribute__((target("avx512f"))) static void
+fnn_bgemm_pack_bt_avx512(ptrdiff_t kc, ptrdiff_t nc, ptrdiff_t kcp, const float *B, ptrdiff_t bcs,
+                         uint16_t *Bp) {
+    const __m512i idx = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32(32));
+    const __m512i perm_e = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i perm_o = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    for (ptrdiff_t j0 = 0; j0 < nc; j0 += 32) {
+        int32_t *panel = (int32_t *)(Bp + (j0 / 32) * kcp * 32);
+        for (ptrdiff_t j = 0; j < 32; j++) {
+            const float *b = B + (j0 + j) * bcs;
+            for (ptrdiff_t p = 0; p < kcp; p += 32) {
+                __m512 lo = _mm512_setzero_ps(), hi = _mm512_setzero_ps();
+                if (j0 + j < nc) {
+                    const ptrdiff_t left = kc - p;
+                    const __mmask16 m0 = left >= 16 ? (__mmask16)0xffff
+                                         : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
+                    const __mmask16 m1 = left >= 32 ? (__mmask16)0xffff
+                                         : left <= 16 ? (__mmask16)0 : (__mmask16)((1u << (left - 16)) - 1);
+                    lo = _mm512_maskz_loadu_ps(m0, b + p);
+                    hi = _mm512_maskz_loadu_ps(m1, b + p + 16);
+                }
+                /* values p..p+31 -> (even, odd) of pairs q = p/2 .. p/2 + 15 */
+                const __m512 e = _mm512_permutex2var_ps(lo, perm_e, hi);
+                const __m512 od = _mm512_permutex2var_ps(lo, perm_o, hi);
+                const __m512i pair = _mm512_or_si512(fnn_f2bf16x(e), _mm512_slli_epi32(fnn_f2bf16x(od), 16));
+                _mm512_i32scatter_epi32(panel + (p / 2) * 32 + j, idx, pair, 4);
+            }
+        }
+    }
+}
+
 __attribute__((target("avx512f"))) static void
 fnn_bgemm_pack_b_avx512(ptrdiff_t kc, ptrdiff_t nc, ptrdiff_t kcp, const float *B, ptrdiff_t brs,
                         uint16_t *Bp) {
@@ -185,6 +243,8 @@ static void fnn_bgemm_pack_a(int simd, ptrdiff_t mr, ptrdiff_t kc, ptrdiff_t kcp
 #ifdef FNN_GEMM_X86
     if (simd && acs == 1) {
         fnn_bgemm_pack_a_avx512(mr, kc, kcp, A, ars, Ap);
+    } else if (simd && ars == 1) {
+        fnn_bgemm_pack_at_avx512(mr, kc, kcp, A, acs, Ap);
     } else
 #endif
     if (acs == 1) {
@@ -207,6 +267,10 @@ static void fnn_bgemm_pack_b(int simd, ptrdiff_t kc, ptrdiff_t nc, ptrdiff_t kcp
 #ifdef FNN_GEMM_X86
     if (simd && bcs == 1) {
         fnn_bgemm_pack_b_avx512(kc, nc, kcp, B, brs, Bp);
+        return;
+    }
+    if (simd && brs == 1) {
+        fnn_bgemm_pack_bt_avx512(kc, nc, kcp, B, bcs, Bp);
         return;
     }
 #endif
