@@ -10,7 +10,7 @@ what gets packed twice, not the weight matrix).
 """
 from cython cimport floating
 from cython.parallel cimport prange
-from _blas cimport gemm_rm, gemm_kernel_name, fnn_blas_single_begin, fnn_blas_single_enter, fnn_blas_single_end, fnn_install_blas_hook
+from _blas cimport gemm_rm, gemm_kernel_name, bf16_kernel_name, fnn_blas_single_begin, fnn_blas_single_enter, fnn_blas_single_end, fnn_install_blas_hook
 from _simd cimport act_forward, act_forward_keep, act_backward, fill_rows, col_sum
 
 # Below this many multiply-adds a kernel runs on one thread (OpenMP fork/join costs ~2-5 us).
@@ -31,12 +31,13 @@ cdef inline Py_ssize_t block_size(Py_ssize_t n, Py_ssize_t align, Py_ssize_t nbl
 
 cdef void forward_block(const floating[:, ::1] X, const floating[:, ::1] W, const floating[::1] b,
                         floating[:, ::1] A, Py_ssize_t r0, Py_ssize_t rows, Py_ssize_t c0,
-                        Py_ssize_t cols, int kind, floating alpha, floating *Zp) noexcept nogil:
+                        Py_ssize_t cols, int kind, floating alpha, floating *Zp,
+                        bint bf16) noexcept nogil:
     """Zp: NULL, or the (N, M) buffer that keeps the pre-activation (gelu, silu)."""
     cdef Py_ssize_t K = X.shape[1], M = W.shape[1], r
     fill_rows(&A[r0, c0], rows, cols, M, &b[c0])
     gemm_rm(False, False, <int>rows, <int>cols, <int>K, <floating>1, &X[r0, 0], <int>K,
-            &W[0, c0], <int>M, <floating>1, &A[r0, c0], <int>M)
+            &W[0, c0], <int>M, <floating>1, &A[r0, c0], <int>M, bf16)
     if kind != 0:
         if Zp != NULL:
             for r in range(r0, r0 + rows):
@@ -50,8 +51,11 @@ cdef void forward_block(const floating[:, ::1] X, const floating[:, ::1] W, cons
 
 def forward(const floating[:, ::1] X not None, const floating[:, ::1] W not None,
             const floating[::1] b not None, floating[:, ::1] A not None,
-            int kind, double alpha, int num_threads, floating[:, ::1] Z=None):
+            int kind, double alpha, int num_threads, floating[:, ::1] Z=None, bint bf16=False):
     """A (N, M) <- g(X (N, K) @ W (K, M) + b (M,)); kind: a code of simd.h's activation list.
+
+    ``bf16`` (float32): the GEMM's inputs X and W rounded to bfloat16, float32 sums (bgemm.h);
+    the bias and the activation in float32.
 
     Z (N, M), optional: for the activations whose derivative needs the pre-activation (gelu,
     silu: ``fastnn._activations.activations_from_z()``) it receives ``X @ W + b``, written in the
@@ -90,17 +94,18 @@ def forward(const floating[:, ::1] X not None, const floating[:, ::1] W not None
             start = i * bs
             size = min(bs, total - start)
             if by_cols:
-                forward_block(X, W, b, A, 0, N, start, size, kind, a, Zp)
+                forward_block(X, W, b, A, 0, N, start, size, kind, a, Zp, bf16)
             else:
-                forward_block(X, W, b, A, start, size, 0, M, kind, a, Zp)
+                forward_block(X, W, b, A, start, size, 0, M, kind, a, Zp, bf16)
         fnn_blas_single_end(prev)
 
 
 def backward(const floating[:, ::1] X not None, const floating[:, ::1] W not None,
              const floating[:, ::1] A not None, const floating[:, ::1] dA not None,
              floating[:, ::1] dZ not None, floating[:, ::1] dW not None, floating[::1] db not None,
-             floating[:, ::1] dX, int kind, double alpha, int num_threads):
-    """Backward of ``A = g(X @ W + b)``.
+             floating[:, ::1] dX, int kind, double alpha, int num_threads, bint bf16=False):
+    """Backward of ``A = g(X @ W + b)``. ``bf16`` (float32): the GEMMs' inputs (dZ, W, X) rounded
+    to bfloat16, float32 sums (bgemm.h); dZ and db in float32.
 
     dZ (N, M) <- dA * g'(Z) (g' from the output A, or, for gelu and silu, from the pre-activation
     Z that ``forward`` kept, passed in place of A; dZ may be dA itself), then
@@ -162,21 +167,21 @@ def backward(const floating[:, ::1] X not None, const floating[:, ::1] W not Non
                 if dx_by_cols:
                     size = min(dxb, K - start)
                     gemm_rm(False, True, <int>N, <int>size, <int>M, <floating>1, &dZ[0, 0], <int>M,
-                            &W[start, 0], <int>M, <floating>0, &dX[0, start], <int>K)
+                            &W[start, 0], <int>M, <floating>0, &dX[0, start], <int>K, bf16)
                 else:
                     size = min(dxb, N - start)
                     gemm_rm(False, True, <int>size, <int>K, <int>M, <floating>1, &dZ[start, 0],
-                            <int>M, &W[0, 0], <int>M, <floating>0, &dX[start, 0], <int>K)
+                            <int>M, &W[0, 0], <int>M, <floating>0, &dX[start, 0], <int>K, bf16)
             elif i < dxn + dwn:
                 start = (i - dxn) * dwb
                 if dw_by_cols:
                     size = min(dwb, M - start)
                     gemm_rm(True, False, <int>K, <int>size, <int>N, <floating>1, &X[0, 0], <int>K,
-                            &dZ[0, start], <int>M, <floating>0, &dW[0, start], <int>M)
+                            &dZ[0, start], <int>M, <floating>0, &dW[0, start], <int>M, bf16)
                 else:
                     size = min(dwb, K - start)
                     gemm_rm(True, False, <int>size, <int>M, <int>N, <floating>1, &X[0, start],
-                            <int>K, &dZ[0, 0], <int>M, <floating>0, &dW[start, 0], <int>M)
+                            <int>K, &dZ[0, 0], <int>M, <floating>0, &dW[start, 0], <int>M, bf16)
             else:
                 col_sum(&dZ[0, 0], N, M, M, &db[0], False)
         fnn_blas_single_end(prev)
@@ -189,3 +194,8 @@ def install_blas_hook(size_t addr):
 def gemm_kernel(int level=-2):
     """This module's float32 GEMM kernel (see fastnn._gemm.gemm_kernel)."""
     return gemm_kernel_name(level)
+
+
+def bf16_kernel(int level=-2):
+    """This module's bfloat16 GEMM kernel (see fastnn._gemm.bf16_kernel)."""
+    return bf16_kernel_name(level)

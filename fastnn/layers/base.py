@@ -46,6 +46,9 @@ class Layer:
 
     #: whether backward must compute the gradient with respect to the input
     need_input_grad = True
+    #: the mixed-precision policy: set on every layer by ``Sequential(dtype="mixed_bfloat16")``;
+    #: Dense and Conv2D then round their GEMMs' inputs to bfloat16 (float32 sums)
+    compute_bf16 = False
     #: the model's flat parameter group, once a model owns the layer (set by ``ParamGroup``)
     _param_group: ParamGroup
 

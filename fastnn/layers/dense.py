@@ -92,11 +92,11 @@ class Dense(ParamLayer):
         nt = get_num_threads()
         if self._kind >= 0:
             Zk = self._z_buffer(A.shape)  # gelu, silu: the kernel keeps the pre-activation
-            _dense.forward(X, W, b, A, self._kind, self.alpha, nt, Zk)
+            _dense.forward(X, W, b, A, self._kind, self.alpha, nt, Zk, bf16=self.compute_bf16)
             self._Z = Zk
         else:  # softmax: logits, then a row softmax
             Z = self._buffer("Z", (N, self.out_features))
-            _dense.forward(X, W, b, Z, act.IDENTITY, 0.0, nt)
+            _dense.forward(X, W, b, Z, act.IDENTITY, 0.0, nt, bf16=self.compute_bf16)
             _losses.softmax(Z, A, nt)
         self._X, self._A = X, A
         return A
@@ -114,5 +114,6 @@ class Dense(ParamLayer):
         """
         X, A, dA, dZ, dX, kind = self._begin_backward(grad_output)
         _dense.backward(X, self.params["weight"], A, dA, dZ, self.grads["weight"],
-                        self.grads["bias"], dX, kind, self.alpha, get_num_threads())
+                        self.grads["bias"], dX, kind, self.alpha, get_num_threads(),
+                        bf16=self.compute_bf16)
         return dX
