@@ -147,11 +147,9 @@ class Sequential:
                 raise ValueError(f"layers[{i}] ({type(layer).__name__}) appears twice in layers")
         self.layers = layers
         #: the dtype policy: "float32", "float64" or "mixed_bfloat16"
-        self.dtype_policy = ("mixed_bfloat16" if isinstance(dtype, str) and dtype == "mixed_bfloat16"
-                             else None)
-        self.dtype = V.check_dtype("float32" if self.dtype_policy else dtype)
-        if self.dtype_policy is None:
-            self.dtype_policy = str(self.dtype)
+        mixed = isinstance(dtype, str) and dtype == "mixed_bfloat16"
+        self.dtype = V.check_dtype("float32" if mixed else dtype)
+        self.dtype_policy = "mixed_bfloat16" if mixed else str(self.dtype)
         self.seed = seed
         rng = np.random.default_rng(seed)
         for i, layer in enumerate(layers):

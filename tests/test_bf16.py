@@ -73,7 +73,7 @@ def test_round_bf16_rejects_mismatched_lengths():
         _gemm.round_bf16(np.zeros(3, np.float32), np.zeros(4, np.float32))
 
 
-# -- the bfloat16 GEMM ------------------------------------------------------------------------------
+# -- the bfloat16 GEMM ---------------------------------------------------------------------------
 @pytest.mark.parametrize("M,N,K", SHAPES)
 @pytest.mark.parametrize("trans_a", [False, True])
 @pytest.mark.parametrize("trans_b", [False, True])
