@@ -15,12 +15,14 @@ def conv_workspace(N: int, H: int, W: int, C: int, M: int, kh: int, kw: int, sh:
 def conv_forward(X: np.ndarray, W: np.ndarray, b: np.ndarray, A: np.ndarray, col: np.ndarray,
                  kh: int, kw: int, sh: int, sw: int, ph: int, pw: int, kind: int, alpha: float,
                  num_threads: int, ph_end: int = ..., pw_end: int = ...,
-                 Z: np.ndarray | None = None, bf16: bool = ...) -> None: ...
+                 Z: np.ndarray | None = None, bf16: bool = ...,
+                 Wpk: np.ndarray | None = ...) -> None: ...
 def conv_backward(X: np.ndarray, W: np.ndarray, A: np.ndarray, dA: np.ndarray, dZ: np.ndarray,
                   dW: np.ndarray, db: np.ndarray, dX: np.ndarray | None, col: np.ndarray,
                   pdW: np.ndarray, pdb: np.ndarray, kh: int, kw: int, sh: int, sw: int, ph: int,
                   pw: int, kind: int, alpha: float, num_threads: int,
-                  ph_end: int = ..., pw_end: int = ..., bf16: bool = ...) -> None: ...
+                  ph_end: int = ..., pw_end: int = ..., bf16: bool = ...,
+                  WTpk: np.ndarray | None = ...) -> None: ...
 def maxpool_forward(X: np.ndarray, Y: np.ndarray, argmax: np.ndarray, kh: int, kw: int, sh: int,
                     sw: int, num_threads: int, ph: int = ..., pw: int = ..., ph_end: int = ...,
                     pw_end: int = ...) -> None: ...

@@ -404,12 +404,32 @@ fnn_bukr_amx(ptrdiff_t kcp, const uint16_t *Ap, const uint16_t *Bp, float *Ct) {
 static FNN_TLS uint16_t *fnn_bgemm_ap = NULL;  /* FNN_BGEMM_MB x KC */
 static FNN_TLS uint16_t *fnn_bgemm_bp = NULL;  /* KC x NC */
 
+/* Bpk <- bf16(B) (K x N, B[p, j] = B[p brs + j bcs]) packed once for many calls: for every KC
+ * slice of K (at Bpk + pc * 32 * np), the np = ceil(N / 32) panels of 32 columns (kcp * 32 values
+ * each, kcp the slice's length rounded up to 32), zero-padded: roundup(K, 32) * 32 * np values. */
+static void fnn_bgemm_pack_full(ptrdiff_t K, ptrdiff_t N, const float *B, ptrdiff_t brs,
+                                ptrdiff_t bcs, uint16_t *Bpk) {
+    const ptrdiff_t np = (N + 31) / 32;
+    int simd = 0;
+#ifdef FNN_GEMM_X86
+    __builtin_cpu_init();
+    simd = __builtin_cpu_supports("avx512f");
+#endif
+    for (ptrdiff_t pc = 0; pc < K; pc += FNN_BGEMM_KC) {
+        const ptrdiff_t kc = K - pc < FNN_BGEMM_KC ? K - pc : FNN_BGEMM_KC;
+        fnn_bgemm_pack_b(simd, kc, N, (kc + 31) / 32 * 32, B + pc * brs, brs, bcs,
+                         Bpk + pc * 32 * np);
+    }
+}
+
 /* C (M x N, row-major, ldc) = (beta1 ? C : 0) + bf16(A) bf16(B), A[i, p] = A[i ars + p acs],
- * B[p, j] = B[p brs + j bcs]. Returns 0, or -1 if a pack buffer could not be allocated (C is then
- * unchanged). */
+ * B[p, j] = B[p brs + j bcs]; or, when Bpk is not NULL, B's columns from panel panel0 on of a
+ * matrix of np panels packed by fnn_bgemm_pack_full (B, brs, bcs unused; the rounding is the
+ * same). Returns 0, or -1 if a pack buffer could not be allocated (C is then unchanged). */
 static int fnn_bgemm(int level, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A,
                      ptrdiff_t ars, ptrdiff_t acs, const float *B, ptrdiff_t brs, ptrdiff_t bcs,
-                     int beta1, float *C, ptrdiff_t ldc) {
+                     int beta1, float *C, ptrdiff_t ldc, const uint16_t *Bpk, ptrdiff_t np,
+                     ptrdiff_t panel0) {
     if (M <= 0 || N <= 0) return 0;
     if (K <= 0) {
         if (!beta1)
@@ -418,9 +438,9 @@ static int fnn_bgemm(int level, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const flo
     }
     if (!fnn_bgemm_ap)
         fnn_bgemm_ap = (uint16_t *)fnn_aligned_alloc((size_t)FNN_BGEMM_MB * FNN_BGEMM_KC * 2);
-    if (!fnn_bgemm_bp)
+    if (!fnn_bgemm_bp && !Bpk)
         fnn_bgemm_bp = (uint16_t *)fnn_aligned_alloc((size_t)FNN_BGEMM_KC * FNN_BGEMM_NC * 2);
-    if (!fnn_bgemm_ap || !fnn_bgemm_bp) return -1;
+    if (!fnn_bgemm_ap || (!fnn_bgemm_bp && !Bpk)) return -1;
     uint16_t *Ap = fnn_bgemm_ap, *Bp = fnn_bgemm_bp;
     const int simd = level >= FNN_BF16_AVX512;
     FNN_ALIGN64 float Ct[FNN_BGEMM_MB * 32];
@@ -433,13 +453,17 @@ static int fnn_bgemm(int level, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const flo
             const ptrdiff_t kc = K - pc < FNN_BGEMM_KC ? K - pc : FNN_BGEMM_KC;
             const ptrdiff_t kcp = (kc + 31) / 32 * 32;
             const int acc = beta1 || pc > 0;
-            fnn_bgemm_pack_b(simd, kc, nc, kcp, B + pc * brs + jc * bcs, brs, bcs, Bp);
+            const uint16_t *Bblk = Bp;
+            if (Bpk)
+                Bblk = Bpk + pc * 32 * np + (panel0 + jc / 32) * kcp * 32;
+            else
+                fnn_bgemm_pack_b(simd, kc, nc, kcp, B + pc * brs + jc * bcs, brs, bcs, Bp);
             for (ptrdiff_t ic = 0; ic < M; ic += FNN_BGEMM_MB) {
                 const ptrdiff_t mr = M - ic < FNN_BGEMM_MB ? M - ic : FNN_BGEMM_MB;
                 fnn_bgemm_pack_a(simd, mr, kc, kcp, A + ic * ars + pc * acs, ars, acs, Ap);
                 for (ptrdiff_t j0 = 0; j0 < nc; j0 += 32) {
                     const ptrdiff_t nr = nc - j0 < 32 ? nc - j0 : 32;
-                    const uint16_t *bp = Bp + (j0 / 32) * kcp * 32;
+                    const uint16_t *bp = Bblk + (j0 / 32) * kcp * 32;
 #ifdef FNN_GEMM_X86
                     if (level == FNN_BF16_AMX) fnn_bukr_amx(kcp, Ap, bp, Ct);
                     else if (level == FNN_BF16_AVX512) fnn_bukr_avx512(mr, kcp, Ap, bp, Ct);

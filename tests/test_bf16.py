@@ -126,6 +126,50 @@ def test_bgemm_kernel_results_do_not_depend_on_the_row_split(kernel):
     assert np.array_equal(left, whole[:, :45])
 
 
+@pytest.mark.parametrize("K,N", [(1, 1), (40, 70), (600, 33), (1100, 512)])
+@pytest.mark.parametrize("trans", [False, True])
+def test_packed_weights_give_the_same_bits(kernel, K, N, trans):
+    """B packed once (a layer's weights, once per step) gives the bits of packing it per call."""
+    rng = np.random.default_rng(K + N)
+    A = rng.standard_normal((9, K)).astype(np.float32)
+    B = rng.standard_normal((N, K) if trans else (K, N)).astype(np.float32)
+    Bpk = np.empty(_gemm.packed_bf16_size(K, N), np.uint16)
+    _gemm.pack_bf16(B, trans, Bpk)
+    C1 = np.zeros((9, N), np.float32)
+    C2 = np.zeros((9, N), np.float32)
+    _gemm.gemm(A, B, C1, False, trans, False, True)
+    _gemm.gemm(A, B, C2, False, trans, False, True, Bpk)
+    assert np.array_equal(C1, C2)
+    with pytest.raises(ValueError, match="pack_bf16: out has"):
+        _gemm.pack_bf16(B, trans, Bpk[:-1])
+    with pytest.raises(ValueError, match="Bpk has"):
+        _gemm.gemm(A, B, C2, False, trans, False, True, Bpk[:-1])
+
+
+def test_dense_column_blocks_read_the_packed_weights_at_their_panel():
+    """A small batch splits the output columns in blocks (panels 0.. and 2.. of the packed W):
+    the same bits as the layer without packed weights, and as the whole product at once."""
+    from fastnn import _dense
+
+    rng = np.random.default_rng(11)
+    X = rng.standard_normal((4, 300)).astype(np.float32)
+    W = rng.standard_normal((300, 100)).astype(np.float32)
+    b = rng.standard_normal(100).astype(np.float32)
+    Wpk = np.empty(_gemm.packed_bf16_size(300, 100), np.uint16)
+    _gemm.pack_bf16(W, False, Wpk)
+    outs = []
+    for threads, packed in ((1, None), (2, Wpk), (1, Wpk)):
+        A = np.empty((4, 100), np.float32)
+        _dense.forward(X, W, b, A, 0, 0.0, threads, bf16=True, Wpk=packed)
+        outs.append(A)
+    C = np.zeros((4, 100), np.float32)
+    _gemm.gemm(X, W, C, False, False, False, True)
+    assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
+    assert np.array_equal(outs[0], C + b)
+    with pytest.raises(ValueError, match="Wpk has"):
+        _dense.forward(X, W, b, A, 0, 0.0, 1, bf16=True, Wpk=Wpk[:-1])
+
+
 def test_bf16_kernel_names_and_errors():
     assert _gemm.bf16_kernel() in KERNELS
     assert _config.set_bf16_kernel("emulated") == "emulated"
