@@ -32,7 +32,7 @@ cdef extern from "bgemm.h" nogil:
     int fnn_bgemm(int level, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float *A,
                   Py_ssize_t ars, Py_ssize_t acs, const float *B, Py_ssize_t brs, Py_ssize_t bcs,
                   int beta1, float *C, Py_ssize_t ldc, const unsigned short *Bpk, Py_ssize_t np,
-                  Py_ssize_t panel0)
+                  Py_ssize_t panel0, int ctrans)
     void fnn_bgemm_pack_full(Py_ssize_t K, Py_ssize_t N, const float *B, Py_ssize_t brs,
                              Py_ssize_t bcs, unsigned short *Bpk)
 
@@ -59,10 +59,17 @@ cdef inline void gemm_rm(bint trans_a, bint trans_b, int M, int N, int K,
         return
     if floating is float:
         if bf16 and alpha == 1 and (beta == 0 or beta == 1):
-            if fnn_bgemm(fnn_bf16_get_level(), M, N, K, <const float *>A, 1 if trans_a else lda,
-                         lda if trans_a else 1, <const float *>B, 1 if trans_b else ldb,
-                         ldb if trans_b else 1, beta == 1, <float *>C, ldc, Bpk, bpk_panels,
-                         bpk_panel0) == 0:
+            if trans_a and not trans_b and Bpk == NULL and M > N:
+                # a weight gradient X^T dZ: C^T = dZ^T X packs the smaller operand transposed
+                # and the larger one (X, an im2col block) row-major, the fast way
+                if fnn_bgemm(fnn_bf16_get_level(), N, M, K, <const float *>B, 1, ldb,
+                             <const float *>A, lda, 1, beta == 1, <float *>C, ldc, NULL, 0, 0,
+                             1) == 0:
+                    return
+            elif fnn_bgemm(fnn_bf16_get_level(), M, N, K, <const float *>A, 1 if trans_a else lda,
+                           lda if trans_a else 1, <const float *>B, 1 if trans_b else ldb,
+                           ldb if trans_b else 1, beta == 1, <float *>C, ldc, Bpk, bpk_panels,
+                           bpk_panel0, 0) == 0:
                 return
         level = fnn_gemm_get_level()
         if alpha == 1 and (beta == 0 or beta == 1) and fnn_gemm_own(M):

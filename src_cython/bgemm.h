@@ -425,11 +425,12 @@ static void fnn_bgemm_pack_full(ptrdiff_t K, ptrdiff_t N, const float *B, ptrdif
 /* C (M x N, row-major, ldc) = (beta1 ? C : 0) + bf16(A) bf16(B), A[i, p] = A[i ars + p acs],
  * B[p, j] = B[p brs + j bcs]; or, when Bpk is not NULL, B's columns from panel panel0 on of a
  * matrix of np panels packed by fnn_bgemm_pack_full (B, brs, bcs unused; the rounding is the
- * same). Returns 0, or -1 if a pack buffer could not be allocated (C is then unchanged). */
+ * same). ctrans: C is stored transposed (C[i, j] at C[j ldc + i]). Returns 0, or -1 if a pack
+ * buffer could not be allocated (C is then unchanged). */
 static int fnn_bgemm(int level, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A,
                      ptrdiff_t ars, ptrdiff_t acs, const float *B, ptrdiff_t brs, ptrdiff_t bcs,
                      int beta1, float *C, ptrdiff_t ldc, const uint16_t *Bpk, ptrdiff_t np,
-                     ptrdiff_t panel0) {
+                     ptrdiff_t panel0, int ctrans) {
     if (M <= 0 || N <= 0) return 0;
     if (K <= 0) {
         if (!beta1)
@@ -470,6 +471,17 @@ static int fnn_bgemm(int level, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const flo
                     else
 #endif
                         fnn_bukr_emulated(mr, kcp, Ap, bp, Ct);
+                    if (ctrans) {
+                        float *c = C + (jc + j0) * ldc + ic;
+                        for (ptrdiff_t j = 0; j < nr; j++) {
+                            float *cj = c + j * ldc;
+                            if (acc)
+                                for (ptrdiff_t i = 0; i < mr; i++) cj[i] += Ct[i * 32 + j];
+                            else
+                                for (ptrdiff_t i = 0; i < mr; i++) cj[i] = Ct[i * 32 + j];
+                        }
+                        continue;
+                    }
                     float *c = C + ic * ldc + jc + j0;
                     for (ptrdiff_t i = 0; i < mr; i++) {
                         float *ci = c + i * ldc;
