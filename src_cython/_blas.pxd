@@ -59,9 +59,10 @@ cdef inline void gemm_rm(bint trans_a, bint trans_b, int M, int N, int K,
         return
     if floating is float:
         if bf16 and alpha == 1 and (beta == 0 or beta == 1):
-            if trans_a and not trans_b and Bpk == NULL and M > N:
-                # a weight gradient X^T dZ: C^T = dZ^T X packs the smaller operand transposed
-                # and the larger one (X, an im2col block) row-major, the fast way
+            if trans_a and not trans_b and Bpk == NULL and M > N and K > N:
+                # a weight gradient X^T dZ over many rows (a convolution's im2col block): C^T =
+                # dZ^T X packs the smaller operand transposed and the larger one row-major, the
+                # fast way (over few rows, e.g. a Dense layer's batch, writing C^T costs more)
                 if fnn_bgemm(fnn_bf16_get_level(), N, M, K, <const float *>B, 1, ldb,
                              <const float *>A, lda, 1, beta == 1, <float *>C, ldc, NULL, 0, 0,
                              1) == 0:
