@@ -23,6 +23,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
@@ -147,6 +148,12 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     train.add_argument("--plot", default=None, metavar="PNG",
                        help="write the learning curves (loss and accuracy per epoch, training and "
                             "test) to this PNG file (needs matplotlib: pip install fastnn[plot])")
+    train.add_argument("--distributed", action="store_true",
+                       help="data-parallel training on MPI, one process per rank: run as "
+                            "`mpirun -n P python -m fastnn train --distributed` (needs mpi4py: "
+                            "pip install fastnn[mpi]); --batch-size is the global batch, "
+                            "--threads per rank (default: the rank's share of the cores); rank "
+                            "0 prints and saves, every rank prints its weights' sha256")
     train.add_argument("--quiet", action="store_true",
                        help="no progress bar and no per-epoch lines; print the final result only")
     # undocumented: train on the first N training samples only (fast tests, quick experiments)
@@ -323,17 +330,32 @@ def _check_save_path(path: str) -> None:
 # -- commands ---------------------------------------------------------------------------------
 
 def cmd_train(args: argparse.Namespace, out: IO[str] | None = None) -> int:
-    """``train``: returns the exit status."""
+    """``train``: returns the exit status (``--distributed``: :func:`fastnn.distributed.cli_train`
+    runs the same steps on every MPI rank)."""
     out = out or sys.stdout
-    if args.save:
+    if getattr(args, "distributed", False):
+        try:
+            from .distributed import _mpi, cli_train
+            _mpi()
+        except ImportError as exc:
+            raise CLIError(str(exc)) from None
+        return cli_train(args, out, _train)
+    return _train(args, out)
+
+
+def _train(args: argparse.Namespace, out: IO[str], session: Any = None) -> int:
+    """The body of ``train``; ``session``: the MPI run of ``--distributed`` (its fit and save;
+    rank 0 writes the files)."""
+    writes = session is None or session.rank == 0
+    if args.save and writes:
         _check_save_path(args.save)  # fail before training, not after
-    if args.plot:
+    if args.plot and writes:
         _check_save_path(args.plot)
         try:
             import matplotlib  # noqa: F401
         except ImportError:
             raise CLIError("--plot needs matplotlib: pip install fastnn[plot]") from None
-    _set_threads(args.threads)
+    _set_threads(args.threads if session is None else session.threads)
     import fastnn
     from .losses import SoftmaxCrossEntropy
 
@@ -355,7 +377,9 @@ def cmd_train(args: argparse.Namespace, out: IO[str] | None = None) -> int:
             f" (cosine to {lr * FINAL_LR_FRACTION:g})" if args.lr_schedule == "cosine" else "")
         print(f"fastnn {fastnn.__version__}: model {args.model} ({n_params} params, "
               f"{args.dtype}), {opt_desc}, batch {args.batch_size}, {args.epochs} epochs, "
-              f"{fastnn.get_num_threads()} threads, seed {args.seed}", file=out)
+              f"{fastnn.get_num_threads()} threads" + (
+                  f" per rank, {session.size} MPI ranks" if session else "") +
+              f", seed {args.seed}", file=out)
         print(f"data: {X.shape[0]} training samples; val_* = Fashion-MNIST test set "
               f"({Xt.shape[0]} samples)", file=out, flush=True)
 
@@ -367,9 +391,10 @@ def cmd_train(args: argparse.Namespace, out: IO[str] | None = None) -> int:
         callbacks.append(LearningRateScheduler(CosineDecay(lr, args.epochs,
                                                            alpha=FINAL_LR_FRACTION)))
     t0 = time.perf_counter()
-    history = model.fit(X, y, epochs=args.epochs, batch_size=args.batch_size,
-                        validation_data=(Xt, yt), shuffle=True, seed=args.seed,
-                        verbose=0 if args.quiet else 1, callbacks=callbacks)
+    fit: Callable[..., Any] = model.fit if session is None else partial(session.fit, model)
+    history = fit(X, y, epochs=args.epochs, batch_size=args.batch_size,
+                  validation_data=(Xt, yt), shuffle=True, seed=args.seed,
+                  verbose=0 if args.quiet else 1, callbacks=callbacks)
     total = time.perf_counter() - t0
     h = history.history
     test_acc, test_loss = h["val_accuracy"][-1], h["val_loss"][-1]
@@ -378,13 +403,16 @@ def cmd_train(args: argparse.Namespace, out: IO[str] | None = None) -> int:
         print(f"training time: {total:.1f} s ({total / max(epochs_run, 1):.2f} s/epoch)",
               file=out)
     print(f"test accuracy: {test_acc:.4f} (loss {test_loss:.4f})", file=out, flush=True)
-    if args.plot:
+    if args.plot and writes:
         history.plot(args.plot)
         if not args.quiet:
             print(f"wrote learning curves to {args.plot}", file=out)
     if args.save:
         try:
-            model.save(args.save)
+            if session is None:
+                model.save(args.save)
+            else:  # every rank checks its weights, rank 0 writes
+                session.save(model, args.save)
         except OSError as exc:
             raise CLIError(f"could not save the model to {args.save!r}: {exc}") from None
         if not args.quiet:

@@ -128,6 +128,11 @@ class Sequential:
     >>> model.compile(optimizer=Adam(1e-3), loss=SoftmaxCrossEntropy())
     """
 
+    #: data-parallel training: None, or the hooks object of :mod:`fastnn.distributed` while its
+    #: ``fit`` runs (shards each batch and the validation set, reduces the loss, the gradients
+    #: and the epoch sums across ranks)
+    _data_parallel: Any = None
+
     def __init__(self, layers: Iterable[Layer], dtype: DTypeLike = "float32",
                  seed: int | None = None, input_shape: Sequence[int] | None = None) -> None:
         layers = list(layers)
@@ -464,13 +469,18 @@ class Sequential:
         assert self.loss is not None and self.optimizer is not None  # checked by the callers
         saved = self._training_state() if self._has_state else None
         out = self._forward(Xb, training=True)
-        # through Loss.__call__: a loss without sample-weight support gets a clear TypeError
-        loss = self.loss(out, yb, prepared=True, sample_weight=wb)
+        dp = self._data_parallel
+        if dp is None:
+            # through Loss.__call__: a loss without sample-weight support gets a clear TypeError
+            loss = self.loss(out, yb, prepared=True, sample_weight=wb)
+        else:  # the global batch's mean loss and its gradients, summed over the ranks
+            loss = dp.loss_and_gradients(self, out, yb, wb)
         if not np.isfinite(loss):  # the caller decides; weights and running statistics untouched
             if saved:
                 self._restore_training_state(saved)
             return loss, out
-        self.backward(self.loss.backward())
+        if dp is None:
+            self.backward(self.loss.backward())
         self.optimizer.step(self.layers)
         return loss, out
 
@@ -699,6 +709,10 @@ class Sequential:
                     tuner: _config.ThreadTuner) -> None:
         assert self.loss is not None  # checked by fit
         n = X.shape[0]
+        dp = self._data_parallel
+        # a last batch smaller than this is left out (BatchNorm needs 2 samples; under
+        # fastnn.distributed each rank needs its share)
+        min_last = dp.min_batch if dp is not None else (2 if self._drops_single_sample else 1)
         xbuf = ybuf = wbuf = None
         for epoch in range(initial_epoch, epochs):
             t0 = time.perf_counter()
@@ -707,7 +721,7 @@ class Sequential:
             else:
                 order = np.arange(n)
             nb = (n + batch_size - 1) // batch_size
-            if nb > 1 and n % batch_size == 1 and self._drops_single_sample:
+            if nb > 1 and 0 < n % batch_size < min_last:
                 nb -= 1  # BatchNorm cannot train on one sample: drop a last batch of one
             bar = None
             if verbose == 1:
@@ -719,6 +733,10 @@ class Sequential:
             seen = 0
             for b in range(nb):
                 idx = order[b * batch_size:(b + 1) * batch_size]
+                if dp is not None:  # this rank's part; None when the batch weighs nothing
+                    idx = dp.shard(idx, weights)
+                    if idx is None:
+                        continue
                 m = idx.shape[0]
                 if xbuf is None or xbuf.shape[0] != m:
                     xbuf = np.empty((m,) + X.shape[1:], dtype=X.dtype)
@@ -730,7 +748,7 @@ class Sequential:
                 if weights is not None:
                     assert wbuf is not None  # allocated with xbuf
                     np.take(weights, idx, out=wbuf)
-                    if not np.any(wbuf > 0):  # a batch of zero weights: nothing to learn from
+                    if dp is None and not np.any(wbuf > 0):  # zero weights: nothing to learn
                         continue
                 t_step = time.perf_counter()
                 loss, out = self._train_step(xbuf, ybuf, wbuf)
@@ -766,6 +784,8 @@ class Sequential:
                 bar.close()
             if interrupted.hit:
                 return
+            if dp is not None:  # the sums over every rank; every rank's weights checked
+                loss_sum, seen = dp.end_epoch(self, epoch, loss_sum, metric_sums, seen)
             logs = {"loss": loss_sum / max(seen, 1)}
             logs.update({k: v / max(seen, 1) for k, v in metric_sums.items()})
             if validation is not None:
@@ -834,15 +854,20 @@ class Sequential:
                            batch_size: int = 1024) -> dict[str, float]:
         assert self.loss is not None  # checked by the callers
         n = X.shape[0]
+        dp = self._data_parallel
+        if dp is not None:  # this rank's contiguous part (the sums are reduced below)
+            X, y = dp.shard_rows(X), dp.shard_rows(y)
         loss_sum = 0.0
         sums = dict.fromkeys((m.name for m in self.metrics), 0.0)
-        for s in range(0, n, batch_size):
+        for s in range(0, X.shape[0], batch_size):
             out = self._forward(X[s:s + batch_size], training=False)
             yb = y[s:s + batch_size]
             m = out.shape[0]
             loss_sum += self.loss.forward(out, yb, prepared=True) * m
             for metric in self.metrics:
                 sums[metric.name] += metric(out, yb, self.loss) * m
+        if dp is not None:
+            loss_sum = dp.reduce_sums(loss_sum, sums)
         res = {"loss": loss_sum / n}
         res.update({k: v / n for k, v in sums.items()})
         return res
@@ -870,6 +895,17 @@ class Sequential:
     def save(self, path: str | os.PathLike[str], include_optimizer: bool = True) -> None:
         """Save to ``path`` (.npz + JSON header, loads without pickle); see :func:`fastnn.load`."""
         io_mod.save_model(self, path, include_optimizer=include_optimizer)
+
+    def export_onnx(self, path: str | os.PathLike[str] | None, opset: int = 17,
+                    probabilities: bool = False,
+                    input_shape: Sequence[int] | None = None) -> Any:
+        """Write the model as an ONNX file whose graph computes :meth:`predict` (inference form;
+        needs ``pip install 'fastnn[onnx]'``); returns the ``onnx.ModelProto``. See
+        :func:`fastnn.onnx.export` for the arguments, the graph and the errors raised."""
+        from . import onnx as onnx_export
+
+        return onnx_export.export(self, path, opset=opset, probabilities=probabilities,
+                                  input_shape=input_shape)
 
     def __repr__(self) -> str:
         return "Sequential([" + ", ".join(repr(layer) for layer in self.layers) + "])"

@@ -375,14 +375,35 @@ static inline void fnn_fill_rows_##SUF(T *Z, long rows, long cols, long ld, cons
 FNN_FILL_ROWS(float, f32)
 FNN_FILL_ROWS(double, f64)
 
-/* ---- column sums: db[j] (+)= sum_r dZ[r, j], rows summed in order (deterministic) ------------ */
+/* ---- column sums: db[j] (+)= sum_r dZ[r, j] (deterministic) ---------------------------------
+ * In slices of FNN_SUM_SLICE rows, as gemm.h sums over K in KC slices: each slice is summed in row
+ * order from zero, then added to db in slice order (the first slice overwrites db unless
+ * accumulating). A Dense layer's bias and weight gradients are then the same kind of sum, and a
+ * batch cut at a multiple of 128 rows (fastnn.distributed's shards) gives the same partial sums. */
+#define FNN_SUM_SLICE 128
 #define FNN_COL_SUM(T, SUF)                                                                       \
 FNN_CLONES static void fnn_col_sum_##SUF(const T *dZ, long rows, long cols, long ld, T *db,       \
                                          int accumulate) {                                        \
-    if (!accumulate) for (long j = 0; j < cols; j++) db[j] = 0;                                   \
-    for (long r = 0; r < rows; r++) {                                                             \
-        const T *row = dZ + r * ld;                                                               \
-        for (long j = 0; j < cols; j++) db[j] += row[j];                                          \
+    T part[64];                                                                                   \
+    if (rows <= 0) {                                                                              \
+        if (!accumulate) for (long j = 0; j < cols; j++) db[j] = 0;                               \
+        return;                                                                                   \
+    }                                                                                             \
+    for (long j0 = 0; j0 < cols; j0 += 64) {                                                      \
+        const long nj = cols - j0 < 64 ? cols - j0 : 64;                                          \
+        T *d = db + j0;                                                                           \
+        for (long r0 = 0; r0 < rows; r0 += FNN_SUM_SLICE) {                                       \
+            const long r1 = rows - r0 < FNN_SUM_SLICE ? rows : r0 + FNN_SUM_SLICE;                \
+            for (long j = 0; j < nj; j++) part[j] = 0;                                            \
+            for (long r = r0; r < r1; r++) {                                                      \
+                const T *row = dZ + r * ld + j0;                                                  \
+                for (long j = 0; j < nj; j++) part[j] += row[j];                                  \
+            }                                                                                     \
+            if (r0 == 0 && !accumulate)                                                           \
+                for (long j = 0; j < nj; j++) d[j] = part[j];                                     \
+            else                                                                                  \
+                for (long j = 0; j < nj; j++) d[j] += part[j];                                    \
+        }                                                                                         \
     }                                                                                             \
 }
 FNN_COL_SUM(float, f32)

@@ -218,10 +218,12 @@ class Layer:
             grad_output = grad_output.copy()
         return grad_output
 
-    # the flat parameter group (fastnn._flat) is rebuilt by its owner
+    # the flat parameter group (fastnn._flat) is rebuilt by its owner; the work arrays of
+    # _buffer are not state (a copy loaded read-only, e.g. joblib's memmap, could not reuse them)
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state.pop("_param_group", None)
+        state.pop("_buffers", None)
         return state
 
     def __repr__(self) -> str:
