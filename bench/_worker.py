@@ -35,7 +35,8 @@ import traceback
 MODULES = {"numpy": "bench.numpy_net", "fastnn": "bench.fastnn_net", "torch": "bench.torch_net",
            "sgemm": "bench._sgemm",
            # variants: the same module in a different environment (bench.run.VARIANT_ENV)
-           "fastnn-blas": "bench.fastnn_net", "torch-malloc": "bench.torch_net"}
+           "fastnn-blas": "bench.fastnn_net", "torch-malloc": "bench.torch_net",
+           "fastnn-bf16": "bench.fastnn_net", "torch-bf16": "bench.torch_net"}
 
 
 def _threadpools():

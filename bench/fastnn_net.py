@@ -8,6 +8,8 @@ so every implementation runs the same optimizer. The timed call is what a user
 calls, input checks included (``predict`` returns the network's output, a new array). Per-layer
 times come from :func:`fastnn.profile`.
 """
+import os
+
 import numpy as np
 
 import fastnn
@@ -58,7 +60,8 @@ def _check_matches(model, spec):
 
 
 def make_model(spec, seed=0):
-    dtype = spec.get("dtype", "float32")
+    # the fastnn-bf16 variant (bench.run.VARIANT_ENV): Sequential's mixed_bfloat16 policy
+    dtype = os.environ.get("FASTNN_BENCH_DTYPE") or spec.get("dtype", "float32")
     builder = spec.get("builder")
     if builder == "small_cnn":
         model = fastnn.models.small_cnn(dtype=dtype, seed=seed)

@@ -83,16 +83,24 @@ BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(BENCH_DIR)
 #: implementation name -> the top-level package it needs (checked without importing it)
 IMPLEMENTATIONS = {"numpy": "numpy", "fastnn": "fastnn", "torch": "torch", ROOFLINE: "numpy",
-                   "fastnn-blas": "fastnn", "torch-malloc": "torch"}
+                   "fastnn-blas": "fastnn", "torch-malloc": "torch", "fastnn-bf16": "fastnn",
+                   "torch-bf16": "torch"}
 #: implementations run only when --impls names them
-OPT_IN = ("fastnn-blas",)
+OPT_IN = ("fastnn-blas", "fastnn-bf16", "torch-bf16")
 #: extra environment of an implementation's worker: fastnn with its float32 GEMMs on the system
 #: BLAS instead of its own kernels; PyTorch with glibc malloc tuned as PyTorch's CPU performance
 #: guide advises (large blocks kept instead of returned to the OS; its step time is otherwise
 #: bimodal)
+#: fastnn-bf16: the model built with dtype="mixed_bfloat16"; torch-bf16: torch-malloc with the
+#: forward pass and loss under torch.autocast("cpu", dtype=torch.bfloat16) (the one line PyTorch
+#: users add; oneDNN runs its bf16 kernels, AMX where the CPU has it)
 VARIANT_ENV = {"fastnn-blas": {"FASTNN_GEMM": "blas"},
                "torch-malloc": {"MALLOC_MMAP_THRESHOLD_": "33554432",
-                                "MALLOC_TRIM_THRESHOLD_": "268435456"}}
+                                "MALLOC_TRIM_THRESHOLD_": "268435456"},
+               "fastnn-bf16": {"FASTNN_BENCH_DTYPE": "mixed_bfloat16"},
+               "torch-bf16": {"MALLOC_MMAP_THRESHOLD_": "33554432",
+                              "MALLOC_TRIM_THRESHOLD_": "268435456",
+                              "FASTNN_BENCH_AUTOCAST": "bfloat16"}}
 #: set on some machines to force OpenBLAS's AVX2 kernels (a guard for old OpenBLAS builds); a
 #: user's machine does not have them, so the workers run without them unless --avx2-blas
 BLAS_GUARD_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
@@ -103,6 +111,8 @@ INFERENCE_CALLS = {"fastnn": "fastnn model.predict(X)", "numpy": "NumPy forward 
                    "torch": "torch eager model(X) in inference_mode"}
 INFERENCE_CALLS["fastnn-blas"] = INFERENCE_CALLS["fastnn"] + " (system BLAS)"
 INFERENCE_CALLS["torch-malloc"] = INFERENCE_CALLS["torch"] + " (tuned malloc)"
+INFERENCE_CALLS["fastnn-bf16"] = INFERENCE_CALLS["fastnn"] + " (mixed_bfloat16)"
+INFERENCE_CALLS["torch-bf16"] = INFERENCE_CALLS["torch"] + " (tuned malloc, bf16 autocast)"
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 

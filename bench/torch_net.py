@@ -9,6 +9,9 @@ The input needs no gradient, so the first layer skips dX. No per-layer profile. 
 model in eval mode, ``with torch.inference_mode(): model(X)`` per call (what a user writes), so
 the context manager's cost is part of the timed call.
 """
+import contextlib
+import os
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -50,6 +53,13 @@ def _model_and_data(spec, batch, seed):
     return model, X, y
 
 
+def _autocast():
+    """The torch-bf16 variant (bench.run.VARIANT_ENV): ``torch.autocast("cpu", bfloat16)``."""
+    if os.environ.get("FASTNN_BENCH_AUTOCAST") == "bfloat16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def build(spec, batch, seed=0):
     """Return a zero-argument callable doing one train step on a fixed random batch."""
     model, X, y = _model_and_data(spec, batch, seed)
@@ -59,7 +69,8 @@ def build(spec, batch, seed=0):
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(X), y)
+        with _autocast():
+            loss = loss_fn(model(X), y)
         loss.backward()
         opt.step()
         return loss.item()
@@ -74,7 +85,7 @@ def build_predict(spec, batch, seed=0):
     model.eval()
 
     def predict():
-        with torch.inference_mode():
+        with torch.inference_mode(), _autocast():
             return model(X)
 
     return predict

@@ -22,6 +22,8 @@ _BLAS_MODULES = (_dense, _conv)
 _GEMM_MODULES = (_dense, _conv, _gemm)
 #: FASTNN_GEMM values, in the level order of gemm.h
 GEMM_KERNELS = ("blas", "generic", "avx2", "avx512")
+#: the bfloat16 GEMM kernels of Sequential(dtype="mixed_bfloat16"), by level (bgemm.h)
+BF16_KERNELS = ("emulated", "avx512_bf16", "amx")
 #: None: follow omp_get_max_threads() (OMP_NUM_THREADS, threadpoolctl)
 _num_threads: int | None = None
 _blas_control = "none"
@@ -128,6 +130,35 @@ def set_gemm_kernel(name: str | None) -> str:
     return [m.gemm_kernel(level) for m in _GEMM_MODULES][0]
 
 
+def set_bf16_kernel(name: str | None) -> str:
+    """Choose the bfloat16 GEMM kernel of every fastnn module (a testing and benchmarking switch
+    for ``Sequential(dtype="mixed_bfloat16")``).
+
+    Parameters
+    ----------
+    name : {"emulated", "avx512_bf16", "amx"} or None
+        ``None`` returns to the automatic choice (as the ``FASTNN_BF16`` environment variable
+        does at import): AMX tiles (``tdpbf16ps``) where the CPU and the OS allow them, else the
+        AVX512_BF16 pair instruction (``vdpbf16ps``), else the same bfloat16 rounding of the
+        inputs with float32 FMAs. A kernel the CPU cannot run falls back to the best one it can.
+        The inputs are rounded alike on every path; the order of the float32 sums differs.
+
+    Returns
+    -------
+    str
+        The kernel now in use.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not one of the above.
+    """
+    if name is not None and name not in BF16_KERNELS:
+        raise ValueError(f"bf16 kernel must be one of {BF16_KERNELS} or None, got {name!r}")
+    level = -1 if name is None else BF16_KERNELS.index(name)
+    return [m.bf16_kernel(level) for m in _GEMM_MODULES][0]
+
+
 def get_num_threads() -> int:
     """Number of OpenMP threads the next kernel call will use (int >= 1)."""
     if _num_threads is not None:
@@ -148,6 +179,7 @@ def config() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "simd_path": _threads.simd_path(),
         "gemm_kernel": _gemm.gemm_kernel(),
+        "bf16_kernel": _gemm.bf16_kernel(),
         "blas_thread_control": _blas_control,
         "blas_library": _blas_path,
     }
@@ -166,12 +198,14 @@ def config() -> dict[str, Any]:
 
 
 def show_config(file: IO[str] | None = None) -> None:
-    """Print fastnn's version, OpenMP status, thread count, BLAS, the SIMD path and the float32
-    GEMM kernel in use (``gemm_kernel``: see :func:`set_gemm_kernel`)."""
+    """Print fastnn's version, OpenMP status, thread count, BLAS, the SIMD path, the float32
+    GEMM kernel in use (``gemm_kernel``: see :func:`set_gemm_kernel`) and the bfloat16 one of
+    the ``"mixed_bfloat16"`` policy (``bf16_kernel``: see :func:`set_bf16_kernel`)."""
     info = config()
     out = file or sys.stdout
     for key in ("fastnn", "python", "openmp", "openmp_version", "num_threads", "cpu_count",
-                "simd_path", "gemm_kernel", "blas_thread_control", "blas_library"):
+                "simd_path", "gemm_kernel", "bf16_kernel", "blas_thread_control",
+                "blas_library"):
         print(f"{key:20s} {info[key]}", file=out)
     for pool in info["threadpools"]:
         print(f"{'threadpool':20s} {pool['user_api']}/{pool['internal_api']} "

@@ -43,6 +43,8 @@ SGD_MOMENTUM = 0.9
 MLP_SIZES = (784, 256, 128, 10)
 #: Outputs (actions) of the DQN that ``profile --model dqn`` builds (as in bench/).
 DQN_ACTIONS = 6
+#: the dtype (policy) choices of --dtype: Sequential's dtypes
+DTYPES = ("float32", "float64", "mixed_bfloat16")
 #: Loss of each built-in network: softmax cross-entropy on labels, the DQN's MSE on Q-targets.
 MODEL_LOSSES = {"mlp": "softmax_cross_entropy", "cnn": "softmax_cross_entropy",
                 "cnn-bn": "softmax_cross_entropy", "dqn": "mse"}
@@ -138,8 +140,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     train.add_argument("--seed", type=_seed, default=0,
                        help="seed of the initial weights and of the shuffling (default: "
                             "%(default)s)")
-    train.add_argument("--dtype", choices=("float32", "float64"), default="float32",
-                       help="dtype of the weights and computations (default: %(default)s)")
+    train.add_argument("--dtype", choices=DTYPES, default="float32",
+                       help="dtype of the weights and computations; mixed_bfloat16: float32 "
+                            "weights, bfloat16 inputs to the matrix products (default: "
+                            "%(default)s)")
     train.add_argument("--save", default=None, metavar="PATH",
                        help="save the trained model (.npz) to PATH")
     train.add_argument("--plot", default=None, metavar="PNG",
@@ -185,7 +189,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                       help="timed steps; the table shows medians (default: %(default)s)")
     prof.add_argument("--warmup", type=_nonnegative_int, default=3, metavar="W",
                       help="untimed steps before them (default: %(default)s)")
-    prof.add_argument("--dtype", choices=("float32", "float64"), default=None,
+    prof.add_argument("--dtype", choices=DTYPES, default=None,
                       help="dtype of the built model (default: float32; a --model-file keeps "
                            "its own)")
     prof.add_argument("--optimizer", choices=_optimizer_names(), default="adam",
@@ -234,7 +238,8 @@ def build_model(name: str, dtype: str = "float32", seed: int = 0) -> Sequential:
     name : {"mlp", "cnn", "cnn-bn", "dqn"}
         ``fastnn.models.mlp`` (784-256-128-10), ``small_cnn``, ``cnn_bn`` or ``dqn``
         (:data:`DQN_ACTIONS`).
-    dtype : {"float32", "float64"}, default="float32"
+    dtype : {"float32", "float64", "mixed_bfloat16"}, default="float32"
+        Sequential's dtype (policy).
     seed : int, default=0
         Seed of the initial weights.
 
@@ -360,7 +365,7 @@ def _train(args: argparse.Namespace, out: IO[str], session: Any = None) -> int:
 
     flatten = args.model == "mlp"
     model = build_model(args.model, args.dtype, args.seed)
-    (X, y), (Xt, yt) = _load_data(flatten, args.dtype, args.data)
+    (X, y), (Xt, yt) = _load_data(flatten, str(model.dtype), args.data)
     if args.limit is not None:
         X, y = X[:args.limit], y[:args.limit]
     if args.batch_size > X.shape[0]:
@@ -493,7 +498,7 @@ def cmd_profile(args: argparse.Namespace, out: IO[str] | None = None) -> int:
     if args.model_file is not None:
         model = _load_model(args.model_file)
         label = args.model_file
-        dtype = str(np.dtype(model.dtype))
+        dtype = model.dtype_policy
         if args.dtype is not None and args.dtype != dtype:
             raise CLIError(f"--dtype {args.dtype} differs from the dtype of the model in "
                            f"{args.model_file!r} ({dtype}); omit --dtype")

@@ -202,9 +202,10 @@ def _expected_arrays(header: dict[str, Any]) -> dict[str, tuple[tuple[int, ...],
     layers rebuilt from their configs (no weights allocated), optimizer slots of the optimizer
     rebuilt from its config. Never from the header's own array list, which a forger edits too."""
     dtype = header.get("dtype", "float32")
-    if dtype not in ("float32", "float64"):
-        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-    dtype = np.dtype(dtype).newbyteorder("<")
+    if dtype not in ("float32", "float64", "mixed_bfloat16"):
+        raise ValueError(f"dtype must be 'float32', 'float64' or 'mixed_bfloat16', got {dtype!r}")
+    # mixed_bfloat16 (Sequential's dtype policy) keeps float32 parameters
+    dtype = np.dtype("float32" if dtype == "mixed_bfloat16" else dtype).newbyteorder("<")
     expected = {}
     buffers = {}
     for i, entry in enumerate(header.get("layers") or []):

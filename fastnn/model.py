@@ -89,9 +89,16 @@ class Sequential:
     ----------
     layers : list of Layer
         Applied in order. Each layer's parameters are created here, in ``dtype``, from ``seed``.
-    dtype : {"float32", "float64"}, default="float32"
+    dtype : {"float32", "float64", "mixed_bfloat16"}, default="float32"
         The dtype of every parameter and computation. Inputs of another dtype (float64 data for a
         float32 model, or ints) are converted once per call of fit/evaluate/predict.
+        ``"mixed_bfloat16"`` is Keras' mixed-precision policy of that name: parameters, optimizer
+        state, activations, gradients and the loss are float32 (``model.dtype`` is float32), and
+        the matrix products of Dense and Conv2D (forward, weight and input gradients) take
+        their inputs rounded to bfloat16 (round to nearest even) with float32 sums: PyTorch's
+        ``torch.autocast("cpu", dtype=torch.bfloat16)`` for those layers. It runs on
+        ``fastnn.show_config()``'s ``bf16_kernel``: AMX or AVX512_BF16 where the CPU has them,
+        else the same rounding emulated with float32 FMAs.
     seed : int or None, default=None
         Seed of the initialisers: the same seed and thread count give bit-identical weights and
         training runs (the kernels' reductions do not depend on the thread count).
@@ -144,12 +151,16 @@ class Sequential:
             if any(layer is other for other in layers[:i]):
                 raise ValueError(f"layers[{i}] ({type(layer).__name__}) appears twice in layers")
         self.layers = layers
-        self.dtype = V.check_dtype(dtype)
+        #: the dtype policy: "float32", "float64" or "mixed_bfloat16"
+        mixed = isinstance(dtype, str) and dtype == "mixed_bfloat16"
+        self.dtype = V.check_dtype("float32" if mixed else dtype)
+        self.dtype_policy = "mixed_bfloat16" if mixed else str(self.dtype)
         self.seed = seed
         rng = np.random.default_rng(seed)
         for i, layer in enumerate(layers):
             layer.build(self.dtype, rng)
             layer.need_input_grad = i > 0
+            layer.compute_bf16 = self.dtype_policy == "mixed_bfloat16"
         self._own_parameters()
         if input_shape is None and hasattr(layers[0], "in_features"):
             input_shape = (layers[0].in_features,)
@@ -190,7 +201,7 @@ class Sequential:
         "dtype", "input_shape", "seed"}`` (no weights; see :meth:`from_config`)."""
         return {"layers": [{"class": LAYERS.name_of(type(layer)), "config": layer.get_config()}
                            for layer in self.layers],
-                "dtype": str(self.dtype),
+                "dtype": self.dtype_policy,
                 "input_shape": list(self.input_shape) if self.input_shape is not None else None,
                 "seed": self.seed if isinstance(self.seed, int) else None}
 
@@ -347,7 +358,7 @@ class Sequential:
         w1 = max(len(heads[1]), *(len(r[1]) for r in rows))
         w2 = max(len(heads[2]), *(len(r[2]) for r in rows))
         rule = "=" * (w0 + w1 + w2 + 4)
-        lines = [f'Model: "{type(self).__name__}" ({self.dtype})', rule,
+        lines = [f'Model: "{type(self).__name__}" ({self.dtype_policy})', rule,
                  f"{heads[0]:<{w0}}  {heads[1]:<{w1}}  {heads[2]:>{w2}}", rule]
         lines += [f"{a:<{w0}}  {b:<{w1}}  {c:>{w2}}" for a, b, c in rows]
         lines += [rule, f"Total params: {trainable + fixed:,}",

@@ -45,7 +45,7 @@ Parallel design ("one pool", as dense.pyx)
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.string cimport memcpy, memset
-from _blas cimport gemm_rm, gemm_kernel_name, fnn_blas_single_begin, fnn_blas_single_enter, fnn_blas_single_end, fnn_install_blas_hook
+from _blas cimport gemm_rm, gemm_kernel_name, bf16_kernel_name, fnn_blas_single_begin, fnn_blas_single_enter, fnn_blas_single_end, fnn_install_blas_hook
 from _simd cimport act_forward_keep, act_backward, col_sum
 
 cdef extern from "conv.h" nogil:
@@ -157,6 +157,18 @@ cdef inline void conv_direct_dw(const floating *X, const floating *dZ, floating 
 
 
 # ---- geometry --------------------------------------------------------------------------------
+
+cdef const unsigned short *_packed(const unsigned short[::1] P, Py_ssize_t K, Py_ssize_t N,
+                                  bint bf16, str name) except? NULL:
+    """The data of a matrix (K, N) packed by fastnn._gemm.pack_bf16 (its size checked), or NULL
+    when there is none (or no bf16)."""
+    if P is None or not bf16:
+        return NULL
+    cdef Py_ssize_t want = ((K + 31) // 32) * 32 * (((N + 31) // 32) * 32)
+    if P.shape[0] != want:
+        raise ValueError(f"{name} has {P.shape[0]} values, a packed ({K}, {N}) matrix has {want}")
+    return &P[0] if want > 0 else NULL
+
 
 cdef inline Py_ssize_t _out_size(Py_ssize_t n, Py_ssize_t k, Py_ssize_t s, Py_ssize_t p0,
                                  Py_ssize_t p1) noexcept nogil:
@@ -290,8 +302,14 @@ def conv_forward(const floating[:, :, :, ::1] X not None, const floating[:, ::1]
                  const floating[::1] b not None, floating[:, :, :, ::1] A not None,
                  floating[:, :, ::1] col not None, int kh, int kw, int sh, int sw, int ph, int pw,
                  int kind, double alpha, int num_threads,
-                 int ph_end=-1, int pw_end=-1, floating[:, :, :, ::1] Z=None):
+                 int ph_end=-1, int pw_end=-1, floating[:, :, :, ::1] Z=None, bint bf16=False,
+                 const unsigned short[::1] Wpk=None):
     """A (N, Ho, Wo, M) <- g(conv(X (N, H, W, C), W (kh kw C, M)) + b (M,)).
+
+    ``bf16`` (float32): the GEMM's inputs (the im2col block and W) rounded to bfloat16, float32
+    sums (bgemm.h); a geometry of the direct kernel takes the GEMM path then. ``Wpk`` (with
+    ``bf16``, optional): W as ``fastnn._gemm.pack_bf16(W, False, Wpk)`` packed it, so no block
+    packs W again.
 
     Padding: ``ph`` / ``pw`` zero rows / columns before the input (top / left), ``ph_end`` /
     ``pw_end`` after it (bottom / right; -1, the default: the same as before), so
@@ -312,6 +330,9 @@ def conv_forward(const floating[:, :, :, ::1] X not None, const floating[:, ::1]
     if Z is not None:
         _check_shape("Z", (Z.shape[0], Z.shape[1], Z.shape[2], Z.shape[3]), (g.N, g.Ho, g.Wo, g.M))
     cdef int path = _path(&g)
+    if bf16 and path == PATH_DIRECT:
+        path = PATH_GEMM
+    cdef const unsigned short *wpk = _packed(Wpk, g.K, g.M, bf16, "Wpk")
     cdef Py_ssize_t R = g.N * g.Ho
     cdef Py_ssize_t br = _block_rows(&g, sizeof(floating), R)
     if path == PATH_GEMM:
@@ -353,7 +374,7 @@ def conv_forward(const floating[:, :, :, ::1] X not None, const floating[:, ::1]
                     cp = &col[tid, 0, 0]
                     im2col(Xp, cp, &g, g0, rows)
                 gemm_rm(False, False, <int>npos, <int>g.M, <int>g.K, <floating>1, cp, <int>g.K,
-                        Wp, <int>g.M, <floating>1, out, <int>g.M)
+                        Wp, <int>g.M, <floating>1, out, <int>g.M, bf16, wpk, (g.M + 31) // 32, 0)
             if kind != 0:
                 act_forward_keep(out, NULL if Zp == NULL else Zp + (out - Ap), npos * g.M, kind, a)
         fnn_blas_single_end(prev)
@@ -366,8 +387,10 @@ def conv_backward(const floating[:, :, :, ::1] X not None, const floating[:, ::1
                   floating[:, :, ::1] col not None, floating[:, :, ::1] pdW not None,
                   floating[:, ::1] pdb not None, int kh, int kw, int sh, int sw, int ph, int pw,
                   int kind, double alpha, int num_threads,
-                  int ph_end=-1, int pw_end=-1):
-    """Backward of ``A = g(conv(X, W) + b)`` (padding as in :func:`conv_forward`).
+                  int ph_end=-1, int pw_end=-1, bint bf16=False,
+                  const unsigned short[::1] WTpk=None):
+    """Backward of ``A = g(conv(X, W) + b)`` (padding and ``bf16`` as in :func:`conv_forward`;
+    ``WTpk``: W^T as ``fastnn._gemm.pack_bf16(W, True, WTpk)`` packed it, for dX).
 
     dZ <- dA * g'(Z) (from the output A, or, for gelu and silu, from the pre-activation Z that
     ``conv_forward`` kept, passed in place of A; dZ may be dA itself, and is not written then if
@@ -391,6 +414,9 @@ def conv_backward(const floating[:, :, :, ::1] X not None, const floating[:, ::1
         _check_shape("dX", (dX.shape[0], dX.shape[1], dX.shape[2], dX.shape[3]),
                      (g.N, g.H, g.W, g.C))
     cdef int path = _dw_path(&g)
+    if bf16 and path == PATH_DIRECT:
+        path = PATH_GEMM
+    cdef const unsigned short *wtpk = _packed(WTpk, g.M, g.K, bf16, "WTpk")
     cdef Py_ssize_t cb = _chunk_images(g.N)
     cdef Py_ssize_t nchunks = (g.N + cb - 1) // cb if g.N > 0 else 1
     cdef Py_ssize_t br = _block_rows(&g, sizeof(floating), cb * g.Ho)
@@ -454,20 +480,22 @@ def conv_backward(const floating[:, :, :, ::1] X not None, const floating[:, ::1
                 elif path == PATH_POINTWISE:
                     gemm_rm(True, False, <int>g.K, <int>g.M, <int>npos, <floating>1,
                             Xp + p0 * g.K, <int>g.K, z, <int>g.M,
-                            <floating>(0 if blk == 0 else 1), &pdW[c, 0, 0], <int>g.M)
+                            <floating>(0 if blk == 0 else 1), &pdW[c, 0, 0], <int>g.M, bf16)
                 else:
                     im2col(Xp, cp, &g, g0, rows)
                     gemm_rm(True, False, <int>g.K, <int>g.M, <int>npos, <floating>1,
                             cp, <int>g.K, z, <int>g.M,
-                            <floating>(0 if blk == 0 else 1), &pdW[c, 0, 0], <int>g.M)
+                            <floating>(0 if blk == 0 else 1), &pdW[c, 0, 0], <int>g.M, bf16)
                 col_sum(z, npos, g.M, g.M, &pdb[c, 0], blk != 0)
                 if need_dx:
                     if path == PATH_POINTWISE:
                         gemm_rm(False, True, <int>npos, <int>g.K, <int>g.M, <floating>1, z, <int>g.M,
-                                Wp, <int>g.M, <floating>0, dXp + p0 * g.K, <int>g.K)
+                                Wp, <int>g.M, <floating>0, dXp + p0 * g.K, <int>g.K, bf16,
+                                wtpk, (g.K + 31) // 32, 0)
                     else:
                         gemm_rm(False, True, <int>npos, <int>g.K, <int>g.M, <floating>1, z, <int>g.M,
-                                Wp, <int>g.M, <floating>0, cp, <int>g.K)
+                                Wp, <int>g.M, <floating>0, cp, <int>g.K, bf16,
+                                wtpk, (g.K + 31) // 32, 0)
                         col2im(cp, dXp, &g, g0, rows)
 
         # dW = sum of the chunk partials, in chunk order (rows of dW in parallel)
@@ -701,3 +729,8 @@ def install_blas_hook(size_t addr):
 def gemm_kernel(int level=-2):
     """This module's float32 GEMM kernel (see fastnn._gemm.gemm_kernel)."""
     return gemm_kernel_name(level)
+
+
+def bf16_kernel(int level=-2):
+    """This module's bfloat16 GEMM kernel (see fastnn._gemm.bf16_kernel)."""
+    return bf16_kernel_name(level)

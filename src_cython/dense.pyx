@@ -10,7 +10,7 @@ what gets packed twice, not the weight matrix).
 """
 from cython cimport floating
 from cython.parallel cimport prange
-from _blas cimport gemm_rm, gemm_kernel_name, fnn_blas_single_begin, fnn_blas_single_enter, fnn_blas_single_end, fnn_install_blas_hook
+from _blas cimport gemm_rm, gemm_kernel_name, bf16_kernel_name, fnn_blas_single_begin, fnn_blas_single_enter, fnn_blas_single_end, fnn_install_blas_hook
 from _simd cimport act_forward, act_forward_keep, act_backward, fill_rows, col_sum
 
 # Below this many multiply-adds a kernel runs on one thread (OpenMP fork/join costs ~2-5 us).
@@ -29,14 +29,27 @@ cdef inline Py_ssize_t block_size(Py_ssize_t n, Py_ssize_t align, Py_ssize_t nbl
     return c if c > 0 else align
 
 
+cdef const unsigned short *_packed(const unsigned short[::1] P, Py_ssize_t K, Py_ssize_t N,
+                                  bint bf16, str name) except? NULL:
+    """The data of a matrix (K, N) packed by fastnn._gemm.pack_bf16 (its size checked), or NULL
+    when there is none (or no bf16)."""
+    if P is None or not bf16:
+        return NULL
+    cdef Py_ssize_t want = ((K + 31) // 32) * 32 * (((N + 31) // 32) * 32)
+    if P.shape[0] != want:
+        raise ValueError(f"{name} has {P.shape[0]} values, a packed ({K}, {N}) matrix has {want}")
+    return &P[0] if want > 0 else NULL
+
+
 cdef void forward_block(const floating[:, ::1] X, const floating[:, ::1] W, const floating[::1] b,
                         floating[:, ::1] A, Py_ssize_t r0, Py_ssize_t rows, Py_ssize_t c0,
-                        Py_ssize_t cols, int kind, floating alpha, floating *Zp) noexcept nogil:
+                        Py_ssize_t cols, int kind, floating alpha, floating *Zp,
+                        bint bf16, const unsigned short *Wpk) noexcept nogil:
     """Zp: NULL, or the (N, M) buffer that keeps the pre-activation (gelu, silu)."""
     cdef Py_ssize_t K = X.shape[1], M = W.shape[1], r
     fill_rows(&A[r0, c0], rows, cols, M, &b[c0])
     gemm_rm(False, False, <int>rows, <int>cols, <int>K, <floating>1, &X[r0, 0], <int>K,
-            &W[0, c0], <int>M, <floating>1, &A[r0, c0], <int>M)
+            &W[0, c0], <int>M, <floating>1, &A[r0, c0], <int>M, bf16, Wpk, (M + 31) // 32, c0 // 32)
     if kind != 0:
         if Zp != NULL:
             for r in range(r0, r0 + rows):
@@ -50,8 +63,13 @@ cdef void forward_block(const floating[:, ::1] X, const floating[:, ::1] W, cons
 
 def forward(const floating[:, ::1] X not None, const floating[:, ::1] W not None,
             const floating[::1] b not None, floating[:, ::1] A not None,
-            int kind, double alpha, int num_threads, floating[:, ::1] Z=None):
+            int kind, double alpha, int num_threads, floating[:, ::1] Z=None, bint bf16=False,
+            const unsigned short[::1] Wpk=None):
     """A (N, M) <- g(X (N, K) @ W (K, M) + b (M,)); kind: a code of simd.h's activation list.
+
+    ``bf16`` (float32): the GEMM's inputs X and W rounded to bfloat16, float32 sums (bgemm.h);
+    the bias and the activation in float32. ``Wpk`` (with ``bf16``, optional): W as
+    ``fastnn._gemm.pack_bf16(W, False, Wpk)`` packed it, so no block packs W again.
 
     Z (N, M), optional: for the activations whose derivative needs the pre-activation (gelu,
     silu: ``fastnn._activations.activations_from_z()``) it receives ``X @ W + b``, written in the
@@ -59,7 +77,8 @@ def forward(const floating[:, ::1] X not None, const floating[:, ::1] W not None
     """
     cdef Py_ssize_t N = X.shape[0], K = X.shape[1], M = W.shape[1]
     cdef bint by_cols = N < M
-    cdef Py_ssize_t bs = block_size(M, 16) if by_cols else block_size(N, 8)
+    # column blocks start on a panel of the packed W (32 columns) in bfloat16
+    cdef Py_ssize_t bs = block_size(M, 32 if bf16 else 16) if by_cols else block_size(N, 8)
     cdef Py_ssize_t total = M if by_cols else N
     cdef Py_ssize_t nb = (total + bs - 1) // bs, i, start, size
     cdef int prev
@@ -73,6 +92,7 @@ def forward(const floating[:, ::1] X not None, const floating[:, ::1] W not None
                          f"({N}, {M})")
     if num_threads < 1:
         raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+    cdef const unsigned short *wpk = _packed(Wpk, K, M, bf16, "Wpk")
     if N == 0 or M == 0:
         return
     if Z is not None:
@@ -90,17 +110,20 @@ def forward(const floating[:, ::1] X not None, const floating[:, ::1] W not None
             start = i * bs
             size = min(bs, total - start)
             if by_cols:
-                forward_block(X, W, b, A, 0, N, start, size, kind, a, Zp)
+                forward_block(X, W, b, A, 0, N, start, size, kind, a, Zp, bf16, wpk)
             else:
-                forward_block(X, W, b, A, start, size, 0, M, kind, a, Zp)
+                forward_block(X, W, b, A, start, size, 0, M, kind, a, Zp, bf16, wpk)
         fnn_blas_single_end(prev)
 
 
 def backward(const floating[:, ::1] X not None, const floating[:, ::1] W not None,
              const floating[:, ::1] A not None, const floating[:, ::1] dA not None,
              floating[:, ::1] dZ not None, floating[:, ::1] dW not None, floating[::1] db not None,
-             floating[:, ::1] dX, int kind, double alpha, int num_threads):
-    """Backward of ``A = g(X @ W + b)``.
+             floating[:, ::1] dX, int kind, double alpha, int num_threads, bint bf16=False,
+             const unsigned short[::1] WTpk=None):
+    """Backward of ``A = g(X @ W + b)``. ``bf16`` (float32): the GEMMs' inputs (dZ, W, X) rounded
+    to bfloat16, float32 sums (bgemm.h); dZ and db in float32. ``WTpk`` (with ``bf16``,
+    optional): W^T as ``fastnn._gemm.pack_bf16(W, True, WTpk)`` packed it, for dX.
 
     dZ (N, M) <- dA * g'(Z) (g' from the output A, or, for gelu and silu, from the pre-activation
     Z that ``forward`` kept, passed in place of A; dZ may be dA itself), then
@@ -131,6 +154,7 @@ def backward(const floating[:, ::1] X not None, const floating[:, ::1] W not Non
         raise ValueError("dense.backward: array shapes do not fit X (N, K) and W (K, M)")
     if num_threads < 1:
         raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+    cdef const unsigned short *wtpk = _packed(WTpk, M, K, bf16, "WTpk")
     if N == 0:  # an empty batch contributes nothing
         dW[:, :] = 0
         db[:] = 0
@@ -162,21 +186,23 @@ def backward(const floating[:, ::1] X not None, const floating[:, ::1] W not Non
                 if dx_by_cols:
                     size = min(dxb, K - start)
                     gemm_rm(False, True, <int>N, <int>size, <int>M, <floating>1, &dZ[0, 0], <int>M,
-                            &W[start, 0], <int>M, <floating>0, &dX[0, start], <int>K)
+                            &W[start, 0], <int>M, <floating>0, &dX[0, start], <int>K, bf16,
+                            wtpk, (K + 31) // 32, start // 32)
                 else:
                     size = min(dxb, N - start)
                     gemm_rm(False, True, <int>size, <int>K, <int>M, <floating>1, &dZ[start, 0],
-                            <int>M, &W[0, 0], <int>M, <floating>0, &dX[start, 0], <int>K)
+                            <int>M, &W[0, 0], <int>M, <floating>0, &dX[start, 0], <int>K, bf16,
+                            wtpk, (K + 31) // 32, 0)
             elif i < dxn + dwn:
                 start = (i - dxn) * dwb
                 if dw_by_cols:
                     size = min(dwb, M - start)
                     gemm_rm(True, False, <int>K, <int>size, <int>N, <floating>1, &X[0, 0], <int>K,
-                            &dZ[0, start], <int>M, <floating>0, &dW[0, start], <int>M)
+                            &dZ[0, start], <int>M, <floating>0, &dW[0, start], <int>M, bf16)
                 else:
                     size = min(dwb, K - start)
                     gemm_rm(True, False, <int>size, <int>M, <int>N, <floating>1, &X[0, start],
-                            <int>K, &dZ[0, 0], <int>M, <floating>0, &dW[start, 0], <int>M)
+                            <int>K, &dZ[0, 0], <int>M, <floating>0, &dW[start, 0], <int>M, bf16)
             else:
                 col_sum(&dZ[0, 0], N, M, M, &db[0], False)
         fnn_blas_single_end(prev)
@@ -189,3 +215,8 @@ def install_blas_hook(size_t addr):
 def gemm_kernel(int level=-2):
     """This module's float32 GEMM kernel (see fastnn._gemm.gemm_kernel)."""
     return gemm_kernel_name(level)
+
+
+def bf16_kernel(int level=-2):
+    """This module's bfloat16 GEMM kernel (see fastnn._gemm.bf16_kernel)."""
+    return bf16_kernel_name(level)

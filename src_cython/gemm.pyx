@@ -4,16 +4,45 @@ Kernels only: the caller passes C-contiguous arrays; shapes are re-checked here 
 that a wrong call raises ``ValueError`` instead of writing out of bounds.
 """
 from cython cimport floating
-from _blas cimport gemm_rm, gemm_kernel_name
+from _blas cimport gemm_rm, gemm_kernel_name, bf16_kernel_name, fnn_bgemm_pack_full
 
 cdef extern from "gemm.h" nogil:
     double fnn_fma_peak_run(long reps, float *sink)
 
+cdef extern from "bgemm.h" nogil:
+    void fnn_round_bf16_array(const float *x, float *y, Py_ssize_t n, int simd)
+
+
+def packed_bf16_size(Py_ssize_t K, Py_ssize_t N):
+    """Number of uint16 values of a (K, N) matrix packed by :func:`pack_bf16`."""
+    if K < 0 or N < 0:
+        raise ValueError(f"packed_bf16_size: K and N must be >= 0, got {K}, {N}")
+    return ((K + 31) // 32) * 32 * ((N + 31) // 32) * 32
+
+
+def pack_bf16(const float[:, ::1] B not None, bint trans, unsigned short[::1] out not None):
+    """out <- op(B) (K, N) rounded to bfloat16 and packed for the bfloat16 GEMM's B operand (op(B)
+    is B, or B's transpose when ``trans``): a layer's weights, converted once per step and reused
+    by every block of its GEMMs. ``out`` has :func:`packed_bf16_size` (K, N) values."""
+    cdef Py_ssize_t K = B.shape[1] if trans else B.shape[0]
+    cdef Py_ssize_t N = B.shape[0] if trans else B.shape[1]
+    if out.shape[0] != packed_bf16_size(K, N):
+        raise ValueError(f"pack_bf16: out has {out.shape[0]} values, a ({K}, {N}) matrix needs "
+                         f"{packed_bf16_size(K, N)}")
+    if K == 0 or N == 0:
+        return
+    with nogil:
+        fnn_bgemm_pack_full(K, N, &B[0, 0], 1 if trans else B.shape[1],
+                            B.shape[1] if trans else 1, &out[0])
+
 
 def gemm(const floating[:, ::1] A not None, const floating[:, ::1] B not None,
-         floating[:, ::1] C not None, bint trans_a, bint trans_b, bint accumulate):
+         floating[:, ::1] C not None, bint trans_a, bint trans_b, bint accumulate,
+         bint bf16=False, const unsigned short[::1] Bpk=None):
     """C (M, N) <- [C +] op(A) @ op(B); op(A) is (M, K) (A is (K, M) when ``trans_a``), op(B) is
-    (K, N). float32 runs the kernel of :func:`gemm_kernel`, float64 the system BLAS."""
+    (K, N). float32 runs the kernel of :func:`gemm_kernel`, float64 the system BLAS. ``bf16``
+    (float32 only): both operands rounded to bfloat16, float32 sums (:func:`bf16_kernel`);
+    ``Bpk``: op(B) as :func:`pack_bf16` packed it, used instead of packing B again."""
     cdef Py_ssize_t M = A.shape[1] if trans_a else A.shape[0]
     cdef Py_ssize_t K = A.shape[0] if trans_a else A.shape[1]
     cdef Py_ssize_t KB = B.shape[1] if trans_b else B.shape[0]
@@ -23,8 +52,14 @@ def gemm(const floating[:, ::1] A not None, const floating[:, ::1] B not None,
                          f"{C.shape[1]})")
     if max(M, N, K) >= 2147483647:
         raise ValueError("gemm: dimensions must be below 2^31")
+    if Bpk is not None and Bpk.shape[0] != packed_bf16_size(K, N):
+        raise ValueError(f"gemm: Bpk has {Bpk.shape[0]} values, expected "
+                         f"{packed_bf16_size(K, N)}")
     if M == 0 or N == 0:
         return
+    cdef const unsigned short *bpk = NULL
+    if Bpk is not None and bf16 and floating is float and Bpk.shape[0] > 0:
+        bpk = &Bpk[0]
     cdef const floating *a = &A[0, 0] if A.shape[0] * A.shape[1] > 0 else NULL
     cdef const floating *b = &B[0, 0] if B.shape[0] * B.shape[1] > 0 else NULL
     if K == 0:
@@ -33,7 +68,8 @@ def gemm(const floating[:, ::1] A not None, const floating[:, ::1] B not None,
         return
     with nogil:
         gemm_rm(trans_a, trans_b, <int>M, <int>N, <int>K, <floating>1, a, <int>A.shape[1],
-                b, <int>B.shape[1], <floating>(1 if accumulate else 0), &C[0, 0], <int>N)
+                b, <int>B.shape[1], <floating>(1 if accumulate else 0), &C[0, 0], <int>N, bf16,
+                bpk, (N + 31) // 32, 0)
 
 
 def gemm_kernel(int level=-2):
@@ -41,6 +77,25 @@ def gemm_kernel(int level=-2):
     ``level`` >= 0 forces one (0 blas, 1 generic, 2 avx2, 3 avx512; clamped to what the CPU runs),
     -1 goes back to the automatic choice. Each compiled module keeps its own setting."""
     return gemm_kernel_name(level)
+
+
+def bf16_kernel(int level=-2):
+    """The bfloat16 GEMM kernel: with no argument, its name ("amx", "avx512_bf16" or
+    "emulated"); ``level`` >= 0 forces one (0 emulated, 1 avx512_bf16, 2 amx; clamped to what the
+    CPU runs), -1 goes back to the automatic choice. Each compiled module keeps its own setting."""
+    return bf16_kernel_name(level)
+
+
+def round_bf16(const float[::1] x not None, float[::1] y not None, bint simd=True):
+    """y <- x rounded to bfloat16 (round to nearest even; NaN stays NaN; subnormals to a signed
+    zero), as float32: the rounding of the bfloat16 GEMM's packing (``simd``: its AVX-512 code,
+    else the scalar one)."""
+    if y.shape[0] != x.shape[0]:
+        raise ValueError(f"round_bf16: x has {x.shape[0]} values, y {y.shape[0]}")
+    if x.shape[0] == 0:
+        return
+    with nogil:
+        fnn_round_bf16_array(&x[0], &y[0], x.shape[0], simd)
 
 
 def fma_peak_gflops(double seconds=0.3):

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
+from .. import _gemm
 from .. import _validation as V
 from .. import activations as act
 from .. import init as initializers
@@ -46,6 +47,9 @@ class Layer:
 
     #: whether backward must compute the gradient with respect to the input
     need_input_grad = True
+    #: the mixed-precision policy: set on every layer by ``Sequential(dtype="mixed_bfloat16")``;
+    #: Dense and Conv2D then round their GEMMs' inputs to bfloat16 (float32 sums)
+    compute_bf16 = False
     #: the model's flat parameter group, once a model owns the layer (set by ``ParamGroup``)
     _param_group: ParamGroup
 
@@ -162,6 +166,17 @@ class Layer:
         if buf is None or buf.shape != tuple(shape):
             buf = np.empty(shape, dtype=self.dtype if dtype is None else dtype)
             bufs[key] = buf
+        return buf
+
+    def _packed_bf16(self, key: str, W: np.ndarray, trans: bool) -> np.ndarray | None:
+        """Under the mixed_bfloat16 policy, the float32 matrix W (K, N) (its transpose when
+        ``trans``) rounded to bfloat16 and packed for the bfloat16 GEMM, in a reused buffer:
+        converted once per call and shared by every block of the kernel; else None."""
+        if not self.compute_bf16 or W.dtype != np.float32:
+            return None
+        K, N = (W.shape[1], W.shape[0]) if trans else W.shape
+        buf = self._buffer(key, (_gemm.packed_bf16_size(K, N),), np.uint16)
+        _gemm.pack_bf16(W, trans, buf)
         return buf
 
     def _check_input(self, X: Any, name: str = "X") -> np.ndarray:

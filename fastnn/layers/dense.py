@@ -92,11 +92,13 @@ class Dense(ParamLayer):
         nt = get_num_threads()
         if self._kind >= 0:
             Zk = self._z_buffer(A.shape)  # gelu, silu: the kernel keeps the pre-activation
-            _dense.forward(X, W, b, A, self._kind, self.alpha, nt, Zk)
+            _dense.forward(X, W, b, A, self._kind, self.alpha, nt, Zk, bf16=self.compute_bf16,
+                           Wpk=self._packed_bf16("Wpk", W, False))
             self._Z = Zk
         else:  # softmax: logits, then a row softmax
             Z = self._buffer("Z", (N, self.out_features))
-            _dense.forward(X, W, b, Z, act.IDENTITY, 0.0, nt)
+            _dense.forward(X, W, b, Z, act.IDENTITY, 0.0, nt, bf16=self.compute_bf16,
+                           Wpk=self._packed_bf16("Wpk", W, False))
             _losses.softmax(Z, A, nt)
         self._X, self._A = X, A
         return A
@@ -113,6 +115,8 @@ class Dense(ParamLayer):
             If ``grad_output`` does not have the shape of the last output.
         """
         X, A, dA, dZ, dX, kind = self._begin_backward(grad_output)
-        _dense.backward(X, self.params["weight"], A, dA, dZ, self.grads["weight"],
-                        self.grads["bias"], dX, kind, self.alpha, get_num_threads())
+        W = self.params["weight"]
+        _dense.backward(X, W, A, dA, dZ, self.grads["weight"], self.grads["bias"], dX, kind,
+                        self.alpha, get_num_threads(), bf16=self.compute_bf16,
+                        WTpk=self._packed_bf16("WTpk", W, True) if dX is not None else None)
         return dX

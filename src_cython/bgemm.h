@@ -1,0 +1,503 @@
+/* fastnn's bfloat16 GEMM for mixed precision: C (M x N, float32, row-major, ldc) =
+ * [C +] bf16(A) bf16(B), A (M x K) and B (K x N) float32 with any strides, each input rounded to
+ * bfloat16 (round to nearest even) as it is packed, products summed in float32.
+ *
+ * Rounding (fnn_f2bf): round to nearest, ties to even; NaN stays a (quiet) NaN; zeros and float32
+ * subnormals become a signed zero, as the AVX512_BF16 and AMX instructions treat them (denormals
+ * are zero), so every path rounds alike.
+ *
+ * Design (BLIS's loops, the packing of oneDNN's bf16 kernels):
+ * - A is packed 32 rows at a time into bfloat16, row-major, K padded with zeros to a multiple of
+ *   32 (Ap[i * kcp + p]); B into panels of 32 columns in the "VNNI" layout: row q of a panel holds
+ *   the pairs (B[2q, j], B[2q + 1, j]) for j = 0..31 (Bp[(q * 32 + j) * 2 + t]), zero-padded.
+ *   Both are the layouts the pair instructions read: vdpbf16ps and AMX's tdpbf16ps multiply two
+ *   bfloat16 pairs and add both products to one float32 lane.
+ * - Kernels (chosen once from cpuid; FASTNN_BF16=amx|avx512_bf16|emulated forces one, clamped to
+ *   what the CPU runs): AMX (a 32 x 32 block of C in four 16 x 16 tiles, tdpbf16ps), AVX512_BF16
+ *   (8 x 32 blocks, 16 zmm accumulators, vdpbf16ps), emulated (the same pairs in float32 FMAs,
+ *   for CPUs without either: same rounding of the inputs, a different order of the float32 sums).
+ * - Each KC = 512 slice of K is summed in the kernel, then added to C in float32: every C element
+ *   is a function of (K, the data, the kernel) only, whatever rows or columns a thread takes, so
+ *   results do not depend on the number of threads.
+ * - Single-threaded, per-thread pack buffers (thread-local, kept), as gemm.h.
+ */
+#ifndef FNN_BGEMM_H
+#define FNN_BGEMM_H
+#include <stdint.h>
+#include "gemm.h"
+#if defined(FNN_GEMM_X86)
+#include <cpuid.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+#endif
+
+#define FNN_BGEMM_KC 512   /* multiple of 32 */
+#define FNN_BGEMM_NC 512   /* multiple of 32 */
+#define FNN_BGEMM_MB 32
+
+enum { FNN_BF16_EMULATED = 0, FNN_BF16_AVX512 = 1, FNN_BF16_AMX = 2 };
+static const char *const fnn_bf16_names[] = {"emulated", "avx512_bf16", "amx"};
+
+/* ---- rounding --------------------------------------------------------------------------------- */
+static inline uint16_t fnn_f2bf(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7f800000u) == 0) return (uint16_t)((u >> 16) & 0x8000u);            /* 0, subnormal */
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x0040u);   /* NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static inline float fnn_bf2f(uint16_t h) {
+    const uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+#ifdef FNN_GEMM_X86
+/* 16 floats -> 16 bfloat16 in the low 16 bits of each 32-bit lane, fnn_f2bf's rounding. */
+__attribute__((target("avx512f"), always_inline)) static inline __m512i fnn_f2bf16x(__m512 x) {
+    const __m512i u = _mm512_castps_si512(x);
+    const __m512i expo = _mm512_and_si512(u, _mm512_set1_epi32(0x7f800000));
+    const __m512i mag = _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff));
+    const __mmask16 tiny = _mm512_cmpeq_epi32_mask(expo, _mm512_setzero_si512());
+    const __mmask16 nan = _mm512_cmpgt_epi32_mask(mag, _mm512_set1_epi32(0x7f800000));
+    __m512i r = _mm512_add_epi32(u, _mm512_set1_epi32(0x7fff));
+    r = _mm512_add_epi32(r, _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1)));
+    r = _mm512_srli_epi32(r, 16);
+    r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(_mm512_srli_epi32(u, 16),
+                                                      _mm512_set1_epi32(0x40)));
+    r = _mm512_mask_mov_epi32(r, tiny, _mm512_and_si512(_mm512_srli_epi32(u, 16),
+                                                        _mm512_set1_epi32(0x8000)));
+    return r;
+}
+#endif
+
+/* y[0:n] <- x[0:n] rounded to bfloat16 (as float32): the scalar rounding, or with simd the
+ * AVX-512 one the packing uses (the same results; for the tests). */
+__attribute__((unused)) static void fnn_round_bf16_array(const float *x, float *y, ptrdiff_t n,
+                                                     int simd);
+
+/* ---- kernel selection ------------------------------------------------------------------------- */
+static int fnn_bf16_level = -1;
+
+static int fnn_bf16_amx_permitted(void) {
+#if defined(FNN_GEMM_X86) && defined(__linux__) && defined(SYS_arch_prctl)
+    /* Linux gives a process AMX's tile data state only on request (ARCH_REQ_XCOMP_PERM,
+     * XFEATURE_XTILEDATA); idempotent */
+    return syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+#else
+    return 0;
+#endif
+}
+
+static int fnn_bf16_cpu(void) {
+    int best = FNN_BF16_EMULATED;
+#ifdef FNN_GEMM_X86
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw")) return best;
+    if (__get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 5))) best = FNN_BF16_AVX512;
+    if (best == FNN_BF16_AVX512 && __get_cpuid_count(7, 0, &a, &b, &c, &d) &&
+        (d & (1u << 22)) && (d & (1u << 24)) && fnn_bf16_amx_permitted())
+        best = FNN_BF16_AMX;
+#endif
+    return best;
+}
+
+static inline int fnn_bf16_get_level(void) {
+    if (fnn_bf16_level < 0) {
+        const int cpu = fnn_bf16_cpu();
+        const char *env = getenv("FASTNN_BF16");
+        fnn_bf16_level = cpu;
+        if (env && *env)
+            for (int i = 0; i <= FNN_BF16_AMX; i++)
+                if (strcmp(env, fnn_bf16_names[i]) == 0) fnn_bf16_level = i < cpu ? i : cpu;
+    }
+    return fnn_bf16_level;
+}
+
+/* level >= 0 forces it (clamped to the CPU); -1 goes back to the automatic choice. */
+static inline int fnn_bf16_set_level(int level) {
+    fnn_bf16_level = -1;
+    fnn_bf16_get_level();
+    if (level >= 0) {
+        const int cpu = fnn_bf16_cpu();
+        fnn_bf16_level = level < cpu ? level : cpu;
+    }
+    return fnn_bf16_level;
+}
+
+/* ---- packing ---------------------------------------------------------------------------------- */
+/* Ap (FNN_BGEMM_MB x kcp, row-major) <- bf16(A[0:mr, 0:kc]), zero-padded. */
+static void fnn_bgemm_pack_a(int simd, ptrdiff_t mr, ptrdiff_t kc, ptrdiff_t kcp, const float *A,
+                             ptrdiff_t ars, ptrdiff_t acs, uint16_t *Ap);
+static void fnn_bgemm_pack_b(int simd, ptrdiff_t kc, ptrdiff_t nc, ptrdiff_t kcp, const float *B,
+                             ptrdiff_t brs, ptrdiff_t bcs, uint16_t *Bp);
+
+#ifdef FNN_GEMM_X86
+__attribute__((target("avx512f"))) static void
+fnn_bgemm_pack_a_avx512(ptrdiff_t mr, ptrdiff_t kc, ptrdiff_t kcp, const float *A, ptrdiff_t ars,
+                        uint16_t *Ap) {
+    for (ptrdiff_t i = 0; i < mr; i++) {
+        const float *a = A + i * ars;
+        uint16_t *o = Ap + i * kcp;
+        for (ptrdiff_t p = 0; p < kcp; p += 16) {
+            const ptrdiff_t left = kc - p;
+            const __mmask16 m = left >= 16 ? (__mmask16)0xffff
+                                           : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
+            const __m512 x = _mm512_maskz_loadu_ps(m, a + p);
+            _mm256_storeu_si256((__m256i *)(o + p), _mm512_cvtepi32_epi16(fnn_f2bf16x(x)));
+        }
+    }
+}
+
+/* A^T row-major (ars == 1, A[i, p] = A[i + p acs]): two rows of A^T (k = 2q, 2q + 1) make the
+ * pairs of 16 rows of Ap, scattered to their rows. */
+__attribute__((target("avx512f"))) static void
+fnn_bgemm_pack_at_avx512(ptrdiff_t mr, ptrdiff_t kc, ptrdiff_t kcp, const float *A, ptrdiff_t acs,
+                         uint16_t *Ap) {
+    const __m512i idx = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32((int)(kcp / 2)));
+    for (ptrdiff_t i0 = 0; i0 < mr; i0 += 16) {
+        const ptrdiff_t il = mr - i0;
+        const __mmask16 m = il >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << il) - 1);
+        int32_t *o = (int32_t *)(Ap + i0 * kcp);
+        for (ptrdiff_t q = 0; q < kcp / 2; q++) {
+            const ptrdiff_t p = 2 * q;
+            const __m512 e = p < kc ? _mm512_maskz_loadu_ps(m, A + p * acs + i0) : _mm512_setzero_ps();
+            const __m512 od = p + 1 < kc ? _mm512_maskz_loadu_ps(m, A + (p + 1) * acs + i0)
+                                         : _mm512_setzero_ps();
+            const __m512i pair = _mm512_or_si512(fnn_f2bf16x(e), _mm512_slli_epi32(fnn_f2bf16x(od), 16));
+            _mm512_mask_i32scatter_epi32(o + q, m, idx, pair, 4);
+        }
+    }
+}
+
+/* B^T row-major (brs == 1, B[p, j] = B[p + j bcs]): 32 values of K of one column make 16 pairs,
+ * scattered down the panel's rows. */
+__attribute__((target("avx512f"))) static void
+fnn_bgemm_pack_bt_avx512(ptrdiff_t kc, ptrdiff_t nc, ptrdiff_t kcp, const float *B, ptrdiff_t bcs,
+                         uint16_t *Bp) {
+    const __m512i idx = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32(32));
+    const __m512i perm_e = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i perm_o = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    for (ptrdiff_t j0 = 0; j0 < nc; j0 += 32) {
+        int32_t *panel = (int32_t *)(Bp + (j0 / 32) * kcp * 32);
+        for (ptrdiff_t j = 0; j < 32; j++) {
+            const float *b = B + (j0 + j) * bcs;
+            for (ptrdiff_t p = 0; p < kcp; p += 32) {
+                __m512 lo = _mm512_setzero_ps(), hi = _mm512_setzero_ps();
+                if (j0 + j < nc) {
+                    const ptrdiff_t left = kc - p;
+                    const __mmask16 m0 = left >= 16 ? (__mmask16)0xffff
+                                         : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
+                    const __mmask16 m1 = left >= 32 ? (__mmask16)0xffff
+                                         : left <= 16 ? (__mmask16)0 : (__mmask16)((1u << (left - 16)) - 1);
+                    lo = _mm512_maskz_loadu_ps(m0, b + p);
+                    hi = _mm512_maskz_loadu_ps(m1, b + p + 16);
+                }
+                /* values p..p+31 -> (even, odd) of pairs q = p/2 .. p/2 + 15 */
+                const __m512 e = _mm512_permutex2var_ps(lo, perm_e, hi);
+                const __m512 od = _mm512_permutex2var_ps(lo, perm_o, hi);
+                const __m512i pair = _mm512_or_si512(fnn_f2bf16x(e), _mm512_slli_epi32(fnn_f2bf16x(od), 16));
+                _mm512_i32scatter_epi32(panel + (p / 2) * 32 + j, idx, pair, 4);
+            }
+        }
+    }
+}
+
+__attribute__((target("avx512f"))) static void
+fnn_bgemm_pack_b_avx512(ptrdiff_t kc, ptrdiff_t nc, ptrdiff_t kcp, const float *B, ptrdiff_t brs,
+                        uint16_t *Bp) {
+    for (ptrdiff_t j0 = 0; j0 < nc; j0 += 32) {
+        uint16_t *panel = Bp + (j0 / 32) * kcp * 32;
+        for (int h = 0; h < 2; h++) {
+            const ptrdiff_t jl = nc - j0 - 16 * h;
+            const __mmask16 m = jl >= 16 ? (__mmask16)0xffff
+                                         : jl <= 0 ? (__mmask16)0 : (__mmask16)((1u << jl) - 1);
+            for (ptrdiff_t q = 0; q < kcp / 2; q++) {
+                const ptrdiff_t p = 2 * q;
+                const __m512 e = p < kc ? _mm512_maskz_loadu_ps(m, B + p * brs + j0 + 16 * h)
+                                        : _mm512_setzero_ps();
+                const __m512 o = p + 1 < kc
+                                     ? _mm512_maskz_loadu_ps(m, B + (p + 1) * brs + j0 + 16 * h)
+                                     : _mm512_setzero_ps();
+                const __m512i pair = _mm512_or_si512(fnn_f2bf16x(e),
+                                                     _mm512_slli_epi32(fnn_f2bf16x(o), 16));
+                _mm512_storeu_si512((void *)(panel + q * 64 + 32 * h), pair);
+            }
+        }
+    }
+}
+#endif
+
+static void fnn_bgemm_pack_a(int simd, ptrdiff_t mr, ptrdiff_t kc, ptrdiff_t kcp, const float *A,
+                             ptrdiff_t ars, ptrdiff_t acs, uint16_t *Ap) {
+#ifdef FNN_GEMM_X86
+    if (simd && acs == 1) {
+        fnn_bgemm_pack_a_avx512(mr, kc, kcp, A, ars, Ap);
+    } else if (simd && ars == 1) {
+        fnn_bgemm_pack_at_avx512(mr, kc, kcp, A, acs, Ap);
+    } else
+#endif
+    if (acs == 1) {
+        for (ptrdiff_t i = 0; i < mr; i++)
+            for (ptrdiff_t p = 0; p < kcp; p++)
+                Ap[i * kcp + p] = p < kc ? fnn_f2bf(A[i * ars + p]) : 0;
+    } else {  /* A^T row-major (ars == 1): read along the rows of A^T */
+        for (ptrdiff_t i = 0; i < mr; i++)
+            for (ptrdiff_t p = kc; p < kcp; p++) Ap[i * kcp + p] = 0;
+        for (ptrdiff_t p = 0; p < kc; p++) {
+            const float *a = A + p * acs;
+            for (ptrdiff_t i = 0; i < mr; i++) Ap[i * kcp + p] = fnn_f2bf(a[i * ars]);
+        }
+    }
+    for (ptrdiff_t i = mr; i < FNN_BGEMM_MB; i++) memset(Ap + i * kcp, 0, (size_t)kcp * 2);
+}
+
+static void fnn_bgemm_pack_b(int simd, ptrdiff_t kc, ptrdiff_t nc, ptrdiff_t kcp, const float *B,
+                             ptrdiff_t brs, ptrdiff_t bcs, uint16_t *Bp) {
+#ifdef FNN_GEMM_X86
+    if (simd && bcs == 1) {
+        fnn_bgemm_pack_b_avx512(kc, nc, kcp, B, brs, Bp);
+        return;
+    }
+    if (simd && brs == 1) {
+        fnn_bgemm_pack_bt_avx512(kc, nc, kcp, B, bcs, Bp);
+        return;
+    }
+#endif
+    for (ptrdiff_t j0 = 0; j0 < nc; j0 += 32) {
+        uint16_t *panel = Bp + (j0 / 32) * kcp * 32;
+        for (ptrdiff_t p = 0; p < kcp; p++) {
+            uint16_t *o = panel + (p / 2) * 64 + (p & 1);
+            for (ptrdiff_t j = 0; j < 32; j++)
+                o[2 * j] = (p < kc && j0 + j < nc) ? fnn_f2bf(B[p * brs + (j0 + j) * bcs]) : 0;
+        }
+    }
+}
+
+#ifdef FNN_GEMM_X86
+__attribute__((target("avx512f"))) static void fnn_round_bf16_avx512(const float *x, float *y,
+                                                                   ptrdiff_t n) {
+    for (ptrdiff_t i = 0; i < n; i += 16) {
+        const ptrdiff_t left = n - i;
+        const __mmask16 m = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+        const __m512i r = _mm512_slli_epi32(fnn_f2bf16x(_mm512_maskz_loadu_ps(m, x + i)), 16);
+        _mm512_mask_storeu_ps(y + i, m, _mm512_castsi512_ps(r));
+    }
+}
+#endif
+
+static void fnn_round_bf16_array(const float *x, float *y, ptrdiff_t n, int simd) {
+#ifdef FNN_GEMM_X86
+    __builtin_cpu_init();
+    if (simd && __builtin_cpu_supports("avx512f")) {
+        fnn_round_bf16_avx512(x, y, n);
+        return;
+    }
+#endif
+    (void)simd;
+    for (ptrdiff_t i = 0; i < n; i++) y[i] = fnn_bf2f(fnn_f2bf(x[i]));
+}
+
+/* ---- kernels: Ct (32 x 32, ld 32) = Ap (32 x kcp) Bp-panel (kcp x 32) ------------------------- */
+static void fnn_bukr_emulated(ptrdiff_t mr, ptrdiff_t kcp, const uint16_t *Ap, const uint16_t *Bp,
+                              float *Ct) {
+    for (ptrdiff_t i = 0; i < mr; i++) {
+        float acc[32];
+        for (int j = 0; j < 32; j++) acc[j] = 0.0f;
+        const uint16_t *a = Ap + i * kcp;
+        for (ptrdiff_t q = 0; q < kcp / 2; q++) {
+            const float a0 = fnn_bf2f(a[2 * q]), a1 = fnn_bf2f(a[2 * q + 1]);
+            const uint16_t *b = Bp + q * 64;
+            for (int j = 0; j < 32; j++)
+                acc[j] = __builtin_fmaf(a1, fnn_bf2f(b[2 * j + 1]),
+                                        __builtin_fmaf(a0, fnn_bf2f(b[2 * j]), acc[j]));
+        }
+        memcpy(Ct + i * 32, acc, sizeof(acc));
+    }
+}
+
+#ifdef FNN_GEMM_X86
+#define FNN_BF_ROW(r)                                                                             \
+    { const __m512bh a = (__m512bh)_mm512_set1_epi32(*(const int32_t *)(pa + (r) * kcp));         \
+      c##r##_0 = _mm512_dpbf16_ps(c##r##_0, a, b0); c##r##_1 = _mm512_dpbf16_ps(c##r##_1, a, b1); }
+#define FNN_BF_OUT(r)                                                                             \
+    { _mm512_storeu_ps(Ct + (r) * 32, c##r##_0); _mm512_storeu_ps(Ct + (r) * 32 + 16, c##r##_1); }
+
+/* 8 rows of Ct */
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void
+fnn_bukr_avx512_8(ptrdiff_t kcp, const uint16_t *Ap, const uint16_t *Bp, float *Ct) {
+    __m512 c0_0 = _mm512_setzero_ps(), c0_1 = c0_0, c1_0 = c0_0, c1_1 = c0_0, c2_0 = c0_0;
+    __m512 c2_1 = c0_0, c3_0 = c0_0, c3_1 = c0_0, c4_0 = c0_0, c4_1 = c0_0, c5_0 = c0_0;
+    __m512 c5_1 = c0_0, c6_0 = c0_0, c6_1 = c0_0, c7_0 = c0_0, c7_1 = c0_0;
+    const uint16_t *pa = Ap;
+    for (ptrdiff_t q = 0; q < kcp / 2; q++, pa += 2, Bp += 64) {
+        const __m512bh b0 = (__m512bh)_mm512_loadu_si512((const void *)Bp);
+        const __m512bh b1 = (__m512bh)_mm512_loadu_si512((const void *)(Bp + 32));
+        FNN_BF_ROW(0) FNN_BF_ROW(1) FNN_BF_ROW(2) FNN_BF_ROW(3)
+        FNN_BF_ROW(4) FNN_BF_ROW(5) FNN_BF_ROW(6) FNN_BF_ROW(7)
+    }
+    FNN_BF_OUT(0) FNN_BF_OUT(1) FNN_BF_OUT(2) FNN_BF_OUT(3)
+    FNN_BF_OUT(4) FNN_BF_OUT(5) FNN_BF_OUT(6) FNN_BF_OUT(7)
+}
+#undef FNN_BF_ROW
+#undef FNN_BF_OUT
+
+static void fnn_bukr_avx512(ptrdiff_t mr, ptrdiff_t kcp, const uint16_t *Ap, const uint16_t *Bp,
+                            float *Ct) {
+    for (ptrdiff_t i = 0; i < mr; i += 8) fnn_bukr_avx512_8(kcp, Ap + i * kcp, Bp, Ct + i * 32);
+}
+
+/* AMX: the palette-1 configuration of eight 16 x 64-byte tiles: 0-3 C (float32), 4-5 A, 6-7 B */
+typedef struct {
+    uint8_t palette_id, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} fnn_tilecfg;
+
+__attribute__((target("amx-tile"))) static void fnn_amx_begin(void) {
+    fnn_tilecfg cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.palette_id = 1;
+    for (int t = 0; t < 8; t++) { cfg.colsb[t] = 64; cfg.rows[t] = 16; }
+    /* gcc's _tile_loadconfig does not tell the compiler that it reads cfg: without this barrier
+     * the stores above are dropped as dead */
+    __asm__ __volatile__("" : : "r"(&cfg) : "memory");
+    _tile_loadconfig(&cfg);
+}
+
+__attribute__((target("amx-tile"))) static void fnn_amx_end(void) { _tile_release(); }
+
+__attribute__((target("amx-tile,amx-bf16"))) static void
+fnn_bukr_amx(ptrdiff_t kcp, const uint16_t *Ap, const uint16_t *Bp, float *Ct) {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (ptrdiff_t p = 0; p < kcp; p += 32) {
+        _tile_loadd(4, Ap + p, kcp * 2);
+        _tile_loadd(5, Ap + 16 * kcp + p, kcp * 2);
+        _tile_loadd(6, Bp + p * 32, 128);
+        _tile_loadd(7, Bp + p * 32 + 32, 128);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, Ct, 128);
+    _tile_stored(1, Ct + 16, 128);
+    _tile_stored(2, Ct + 16 * 32, 128);
+    _tile_stored(3, Ct + 16 * 32 + 16, 128);
+}
+#endif
+
+/* ---- per-thread pack buffers ------------------------------------------------------------------ */
+static FNN_TLS uint16_t *fnn_bgemm_ap = NULL;  /* FNN_BGEMM_MB x KC */
+static FNN_TLS uint16_t *fnn_bgemm_bp = NULL;  /* KC x NC */
+
+/* Bpk <- bf16(B) (K x N, B[p, j] = B[p brs + j bcs]) packed once for many calls: for every KC
+ * slice of K (at Bpk + pc * 32 * np), the np = ceil(N / 32) panels of 32 columns (kcp * 32 values
+ * each, kcp the slice's length rounded up to 32), zero-padded: roundup(K, 32) * 32 * np values. */
+static void fnn_bgemm_pack_full(ptrdiff_t K, ptrdiff_t N, const float *B, ptrdiff_t brs,
+                                ptrdiff_t bcs, uint16_t *Bpk) {
+    const ptrdiff_t np = (N + 31) / 32;
+    int simd = 0;
+#ifdef FNN_GEMM_X86
+    __builtin_cpu_init();
+    simd = __builtin_cpu_supports("avx512f");
+#endif
+    for (ptrdiff_t pc = 0; pc < K; pc += FNN_BGEMM_KC) {
+        const ptrdiff_t kc = K - pc < FNN_BGEMM_KC ? K - pc : FNN_BGEMM_KC;
+        fnn_bgemm_pack_b(simd, kc, N, (kc + 31) / 32 * 32, B + pc * brs, brs, bcs,
+                         Bpk + pc * 32 * np);
+    }
+}
+
+/* C (M x N, row-major, ldc) = (beta1 ? C : 0) + bf16(A) bf16(B), A[i, p] = A[i ars + p acs],
+ * B[p, j] = B[p brs + j bcs]; or, when Bpk is not NULL, B's columns from panel panel0 on of a
+ * matrix of np panels packed by fnn_bgemm_pack_full (B, brs, bcs unused; the rounding is the
+ * same). ctrans: C is stored transposed (C[i, j] at C[j ldc + i]). Returns 0, or -1 if a pack
+ * buffer could not be allocated (C is then unchanged). */
+static int fnn_bgemm(int level, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A,
+                     ptrdiff_t ars, ptrdiff_t acs, const float *B, ptrdiff_t brs, ptrdiff_t bcs,
+                     int beta1, float *C, ptrdiff_t ldc, const uint16_t *Bpk, ptrdiff_t np,
+                     ptrdiff_t panel0, int ctrans) {
+    if (M <= 0 || N <= 0) return 0;
+    if (K <= 0) {
+        if (!beta1)
+            for (ptrdiff_t i = 0; i < M; i++) memset(C + i * ldc, 0, (size_t)N * sizeof(float));
+        return 0;
+    }
+    if (!fnn_bgemm_ap)
+        fnn_bgemm_ap = (uint16_t *)fnn_aligned_alloc((size_t)FNN_BGEMM_MB * FNN_BGEMM_KC * 2);
+    if (!fnn_bgemm_bp && !Bpk)
+        fnn_bgemm_bp = (uint16_t *)fnn_aligned_alloc((size_t)FNN_BGEMM_KC * FNN_BGEMM_NC * 2);
+    if (!fnn_bgemm_ap || (!fnn_bgemm_bp && !Bpk)) return -1;
+    uint16_t *Ap = fnn_bgemm_ap, *Bp = fnn_bgemm_bp;
+    const int simd = level >= FNN_BF16_AVX512;
+    FNN_ALIGN64 float Ct[FNN_BGEMM_MB * 32];
+#ifdef FNN_GEMM_X86
+    if (level == FNN_BF16_AMX) fnn_amx_begin();
+#endif
+    for (ptrdiff_t jc = 0; jc < N; jc += FNN_BGEMM_NC) {
+        const ptrdiff_t nc = N - jc < FNN_BGEMM_NC ? N - jc : FNN_BGEMM_NC;
+        for (ptrdiff_t pc = 0; pc < K; pc += FNN_BGEMM_KC) {
+            const ptrdiff_t kc = K - pc < FNN_BGEMM_KC ? K - pc : FNN_BGEMM_KC;
+            const ptrdiff_t kcp = (kc + 31) / 32 * 32;
+            const int acc = beta1 || pc > 0;
+            const uint16_t *Bblk = Bp;
+            if (Bpk)
+                Bblk = Bpk + pc * 32 * np + (panel0 + jc / 32) * kcp * 32;
+            else
+                fnn_bgemm_pack_b(simd, kc, nc, kcp, B + pc * brs + jc * bcs, brs, bcs, Bp);
+            for (ptrdiff_t ic = 0; ic < M; ic += FNN_BGEMM_MB) {
+                const ptrdiff_t mr = M - ic < FNN_BGEMM_MB ? M - ic : FNN_BGEMM_MB;
+                fnn_bgemm_pack_a(simd, mr, kc, kcp, A + ic * ars + pc * acs, ars, acs, Ap);
+                for (ptrdiff_t j0 = 0; j0 < nc; j0 += 32) {
+                    const ptrdiff_t nr = nc - j0 < 32 ? nc - j0 : 32;
+                    const uint16_t *bp = Bblk + (j0 / 32) * kcp * 32;
+#ifdef FNN_GEMM_X86
+                    if (level == FNN_BF16_AMX) fnn_bukr_amx(kcp, Ap, bp, Ct);
+                    else if (level == FNN_BF16_AVX512) fnn_bukr_avx512(mr, kcp, Ap, bp, Ct);
+                    else
+#endif
+                        fnn_bukr_emulated(mr, kcp, Ap, bp, Ct);
+                    if (ctrans) {
+                        float *c = C + (jc + j0) * ldc + ic;
+                        for (ptrdiff_t j = 0; j < nr; j++) {
+                            float *cj = c + j * ldc;
+                            if (acc)
+                                for (ptrdiff_t i = 0; i < mr; i++) cj[i] += Ct[i * 32 + j];
+                            else
+                                for (ptrdiff_t i = 0; i < mr; i++) cj[i] = Ct[i * 32 + j];
+                        }
+                        continue;
+                    }
+                    float *c = C + ic * ldc + jc + j0;
+                    for (ptrdiff_t i = 0; i < mr; i++) {
+                        float *ci = c + i * ldc;
+                        const float *t = Ct + i * 32;
+                        if (acc)
+                            for (ptrdiff_t j = 0; j < nr; j++) ci[j] += t[j];
+                        else
+                            for (ptrdiff_t j = 0; j < nr; j++) ci[j] = t[j];
+                    }
+                }
+            }
+        }
+    }
+#ifdef FNN_GEMM_X86
+    if (level == FNN_BF16_AMX) fnn_amx_end();
+#endif
+    return 0;
+}
+#endif
