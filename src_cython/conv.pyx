@@ -307,7 +307,8 @@ def conv_forward(const floating[:, :, :, ::1] X not None, const floating[:, ::1]
     """A (N, Ho, Wo, M) <- g(conv(X (N, H, W, C), W (kh kw C, M)) + b (M,)).
 
     ``bf16`` (float32): the GEMM's inputs (the im2col block and W) rounded to bfloat16, float32
-    sums (bgemm.h); a geometry of the direct kernel takes the GEMM path then. ``Wpk`` (with
+    sums (bgemm.h); the direct kernel (a receptive field K <= 64, e.g. a first layer on grey
+    images) stays in float32, where a bfloat16 GEMM with K padded to 32 is slower. ``Wpk`` (with
     ``bf16``, optional): W as ``fastnn._gemm.pack_bf16(W, False, Wpk)`` packed it, so no block
     packs W again.
 
@@ -330,8 +331,6 @@ def conv_forward(const floating[:, :, :, ::1] X not None, const floating[:, ::1]
     if Z is not None:
         _check_shape("Z", (Z.shape[0], Z.shape[1], Z.shape[2], Z.shape[3]), (g.N, g.Ho, g.Wo, g.M))
     cdef int path = _path(&g)
-    if bf16 and path == PATH_DIRECT:
-        path = PATH_GEMM
     cdef const unsigned short *wpk = _packed(Wpk, g.K, g.M, bf16, "Wpk")
     cdef Py_ssize_t R = g.N * g.Ho
     cdef Py_ssize_t br = _block_rows(&g, sizeof(floating), R)
@@ -414,8 +413,6 @@ def conv_backward(const floating[:, :, :, ::1] X not None, const floating[:, ::1
         _check_shape("dX", (dX.shape[0], dX.shape[1], dX.shape[2], dX.shape[3]),
                      (g.N, g.H, g.W, g.C))
     cdef int path = _dw_path(&g)
-    if bf16 and path == PATH_DIRECT:
-        path = PATH_GEMM
     cdef const unsigned short *wtpk = _packed(WTpk, g.M, g.K, bf16, "WTpk")
     cdef Py_ssize_t cb = _chunk_images(g.N)
     cdef Py_ssize_t nchunks = (g.N + cb - 1) // cb if g.N > 0 else 1

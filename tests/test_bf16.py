@@ -202,11 +202,11 @@ GEMM_LAYERS = {  # name -> (layer, per-sample input shape)
     "dense": (lambda: Dense(96, 64), (96,)),
     "dense_gelu": (lambda: Dense(40, 33, activation="gelu"), (40,)),
     "dense_softmax": (lambda: Dense(40, 7, activation="softmax"), (40,)),
-    "conv_gemm": (lambda: Conv2D(3, 16, 3, activation="tanh"), (12, 12, 3)),
-    "conv_direct_geometry": (lambda: Conv2D(1, 8, 3, padding="same"), (9, 9, 1)),
+    "conv_gemm": (lambda: Conv2D(8, 16, 3, activation="tanh"), (12, 12, 8)),
+
     "conv_pointwise": (lambda: Conv2D(8, 4, 1), (5, 5, 8)),
-    "conv_strided_same": (lambda: Conv2D(4, 8, 4, stride=2, padding="same", activation="silu"),
-                          (11, 11, 4)),
+    "conv_strided_same": (lambda: Conv2D(5, 8, 4, stride=2, padding="same", activation="silu"),
+                          (11, 11, 5)),
     "conv_dqn_like": (lambda: Conv2D(32, 64, 4, stride=2), (20, 20, 32)),
 }
 
@@ -242,6 +242,9 @@ def test_gemm_layer_output_and_gradients_close_to_float32(name):
 
 
 OTHER_LAYERS = {  # layers without a matrix product: the policy leaves them exactly as they are
+    # the direct convolution kernel (receptive field K = kh kw C <= 64) stays in float32
+    "conv_direct": (lambda: [Conv2D(1, 8, 3, padding="same", activation="relu"), Flatten(),
+                             Dense(648, 3)], (9, 9, 1)),
     "maxpool": (lambda: [MaxPool2D(2), Flatten(), Dense(18, 3)], (6, 6, 2)),
     "avgpool": (lambda: [AvgPool2D(2, padding="same"), Flatten(), Dense(18, 3)], (5, 5, 2)),
     "global_avgpool": (lambda: [GlobalAvgPool2D(), Dense(2, 3)], (5, 5, 2)),
