@@ -102,3 +102,16 @@ cdef inline str bf16_kernel_name(int level):
     if level != -2:
         fnn_bf16_set_level(level)
     return fnn_bf16_names[fnn_bf16_get_level()].decode()
+
+
+cdef inline const unsigned short *packed_bf16_data(const unsigned short[::1] P, Py_ssize_t K,
+                                                   Py_ssize_t N, bint bf16,
+                                                   str name) except? NULL:
+    """The data of a matrix (K, N) packed by fastnn._gemm.pack_bf16 (its size checked), or NULL
+    when there is none (or no bf16)."""
+    if P is None or not bf16:
+        return NULL
+    cdef Py_ssize_t want = ((K + 31) // 32) * 32 * (((N + 31) // 32) * 32)
+    if P.shape[0] != want:
+        raise ValueError(f"{name} has {P.shape[0]} values, a packed ({K}, {N}) matrix has {want}")
+    return &P[0] if want > 0 else NULL

@@ -45,7 +45,7 @@ Parallel design ("one pool", as dense.pyx)
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.string cimport memcpy, memset
-from _blas cimport gemm_rm, gemm_kernel_name, bf16_kernel_name, fnn_blas_single_begin, fnn_blas_single_enter, fnn_blas_single_end, fnn_install_blas_hook
+from _blas cimport gemm_rm, gemm_kernel_name, bf16_kernel_name, packed_bf16_data, fnn_blas_single_begin, fnn_blas_single_enter, fnn_blas_single_end, fnn_install_blas_hook
 from _simd cimport act_forward_keep, act_backward, col_sum
 
 cdef extern from "conv.h" nogil:
@@ -157,18 +157,6 @@ cdef inline void conv_direct_dw(const floating *X, const floating *dZ, floating 
 
 
 # ---- geometry --------------------------------------------------------------------------------
-
-cdef const unsigned short *_packed(const unsigned short[::1] P, Py_ssize_t K, Py_ssize_t N,
-                                  bint bf16, str name) except? NULL:
-    """The data of a matrix (K, N) packed by fastnn._gemm.pack_bf16 (its size checked), or NULL
-    when there is none (or no bf16)."""
-    if P is None or not bf16:
-        return NULL
-    cdef Py_ssize_t want = ((K + 31) // 32) * 32 * (((N + 31) // 32) * 32)
-    if P.shape[0] != want:
-        raise ValueError(f"{name} has {P.shape[0]} values, a packed ({K}, {N}) matrix has {want}")
-    return &P[0] if want > 0 else NULL
-
 
 cdef inline Py_ssize_t _out_size(Py_ssize_t n, Py_ssize_t k, Py_ssize_t s, Py_ssize_t p0,
                                  Py_ssize_t p1) noexcept nogil:
@@ -331,7 +319,7 @@ def conv_forward(const floating[:, :, :, ::1] X not None, const floating[:, ::1]
     if Z is not None:
         _check_shape("Z", (Z.shape[0], Z.shape[1], Z.shape[2], Z.shape[3]), (g.N, g.Ho, g.Wo, g.M))
     cdef int path = _path(&g)
-    cdef const unsigned short *wpk = _packed(Wpk, g.K, g.M, bf16, "Wpk")
+    cdef const unsigned short *wpk = packed_bf16_data(Wpk, g.K, g.M, bf16, "Wpk")
     cdef Py_ssize_t R = g.N * g.Ho
     cdef Py_ssize_t br = _block_rows(&g, sizeof(floating), R)
     if path == PATH_GEMM:
@@ -413,7 +401,7 @@ def conv_backward(const floating[:, :, :, ::1] X not None, const floating[:, ::1
         _check_shape("dX", (dX.shape[0], dX.shape[1], dX.shape[2], dX.shape[3]),
                      (g.N, g.H, g.W, g.C))
     cdef int path = _dw_path(&g)
-    cdef const unsigned short *wtpk = _packed(WTpk, g.M, g.K, bf16, "WTpk")
+    cdef const unsigned short *wtpk = packed_bf16_data(WTpk, g.M, g.K, bf16, "WTpk")
     cdef Py_ssize_t cb = _chunk_images(g.N)
     cdef Py_ssize_t nchunks = (g.N + cb - 1) // cb if g.N > 0 else 1
     cdef Py_ssize_t br = _block_rows(&g, sizeof(floating), cb * g.Ho)

@@ -10,7 +10,7 @@ what gets packed twice, not the weight matrix).
 """
 from cython cimport floating
 from cython.parallel cimport prange
-from _blas cimport gemm_rm, gemm_kernel_name, bf16_kernel_name, fnn_blas_single_begin, fnn_blas_single_enter, fnn_blas_single_end, fnn_install_blas_hook
+from _blas cimport gemm_rm, gemm_kernel_name, bf16_kernel_name, packed_bf16_data, fnn_blas_single_begin, fnn_blas_single_enter, fnn_blas_single_end, fnn_install_blas_hook
 from _simd cimport act_forward, act_forward_keep, act_backward, fill_rows, col_sum
 
 # Below this many multiply-adds a kernel runs on one thread (OpenMP fork/join costs ~2-5 us).
@@ -27,18 +27,6 @@ cdef inline Py_ssize_t block_size(Py_ssize_t n, Py_ssize_t align, Py_ssize_t nbl
     cdef Py_ssize_t c = (n + nblocks - 1) // nblocks
     c = ((c + align - 1) // align) * align
     return c if c > 0 else align
-
-
-cdef const unsigned short *_packed(const unsigned short[::1] P, Py_ssize_t K, Py_ssize_t N,
-                                  bint bf16, str name) except? NULL:
-    """The data of a matrix (K, N) packed by fastnn._gemm.pack_bf16 (its size checked), or NULL
-    when there is none (or no bf16)."""
-    if P is None or not bf16:
-        return NULL
-    cdef Py_ssize_t want = ((K + 31) // 32) * 32 * (((N + 31) // 32) * 32)
-    if P.shape[0] != want:
-        raise ValueError(f"{name} has {P.shape[0]} values, a packed ({K}, {N}) matrix has {want}")
-    return &P[0] if want > 0 else NULL
 
 
 cdef void forward_block(const floating[:, ::1] X, const floating[:, ::1] W, const floating[::1] b,
@@ -92,7 +80,7 @@ def forward(const floating[:, ::1] X not None, const floating[:, ::1] W not None
                          f"({N}, {M})")
     if num_threads < 1:
         raise ValueError(f"num_threads must be >= 1, got {num_threads}")
-    cdef const unsigned short *wpk = _packed(Wpk, K, M, bf16, "Wpk")
+    cdef const unsigned short *wpk = packed_bf16_data(Wpk, K, M, bf16, "Wpk")
     if N == 0 or M == 0:
         return
     if Z is not None:
@@ -154,7 +142,7 @@ def backward(const floating[:, ::1] X not None, const floating[:, ::1] W not Non
         raise ValueError("dense.backward: array shapes do not fit X (N, K) and W (K, M)")
     if num_threads < 1:
         raise ValueError(f"num_threads must be >= 1, got {num_threads}")
-    cdef const unsigned short *wtpk = _packed(WTpk, M, K, bf16, "WTpk")
+    cdef const unsigned short *wtpk = packed_bf16_data(WTpk, M, K, bf16, "WTpk")
     if N == 0:  # an empty batch contributes nothing
         dW[:, :] = 0
         db[:] = 0
