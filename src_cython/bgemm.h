@@ -6,20 +6,22 @@
  * subnormals become a signed zero, as the AVX512_BF16 and AMX instructions treat them (denormals
  * are zero), so every path rounds alike.
  *
- * Design (BLIS's loops, the packing of oneDNN's bf16 kernels):
- * - A is packed 32 rows at a time into bfloat16, row-major, K padded with zeros to a multiple of
- *   32 (Ap[i * kcp + p]); B into panels of 32 columns in the "VNNI" layout: row q of a panel holds
- *   the pairs (B[2q, j], B[2q + 1, j]) for j = 0..31 (Bp[(q * 32 + j) * 2 + t]), zero-padded.
- *   Both are the layouts the pair instructions read: vdpbf16ps and AMX's tdpbf16ps multiply two
- *   bfloat16 pairs and add both products to one float32 lane.
+ * Design (the layouts of oneDNN's bf16 kernels):
+ * - A is rounded into bfloat16, row-major, K padded with zeros to a multiple of 32 (groups of
+ *   32-row blocks, ~512 KiB); B into one "VNNI" matrix: pair row q holds (B[2q, j], B[2q + 1, j])
+ *   for every column j (Bv[(q * ldb2 + j) * 2 + t]), zero-padded to multiples of 32. These are
+ *   the layouts the pair instructions read: vdpbf16ps and AMX's tdpbf16ps multiply two bfloat16
+ *   pairs and add both products to one float32 lane. Callers that produce A or B themselves
+ *   (a layer's weights once per step, the convolution's im2col block written straight into
+ *   bfloat16) pass them already in these layouts (fnn_bgemm_vnni), so nothing is packed twice.
  * - Kernels (chosen once from cpuid; FASTNN_BF16=amx|avx512_bf16|emulated forces one, clamped to
  *   what the CPU runs): AMX (a 32 x 32 block of C in four 16 x 16 tiles, tdpbf16ps), AVX512_BF16
  *   (8 x 32 blocks, 16 zmm accumulators, vdpbf16ps), emulated (the same pairs in float32 FMAs,
  *   for CPUs without either: same rounding of the inputs, a different order of the float32 sums).
- * - Each KC = 512 slice of K is summed in the kernel, then added to C in float32: every C element
+ * - The whole of K is summed in the kernel, then stored or added to C in float32: every C element
  *   is a function of (K, the data, the kernel) only, whatever rows or columns a thread takes, so
  *   results do not depend on the number of threads.
- * - Single-threaded, per-thread pack buffers (thread-local, kept), as gemm.h.
+ * - Single-threaded, per-thread buffers (thread-local, kept, grown when needed), as gemm.h.
  */
 #ifndef FNN_BGEMM_H
 #define FNN_BGEMM_H
@@ -33,8 +35,6 @@
 #endif
 #endif
 
-#define FNN_BGEMM_KC 512   /* multiple of 32 */
-#define FNN_BGEMM_NC 512   /* multiple of 32 */
 #define FNN_BGEMM_MB 32
 
 enum { FNN_BF16_EMULATED = 0, FNN_BF16_AVX512 = 1, FNN_BF16_AMX = 2 };
@@ -136,7 +136,8 @@ static inline int fnn_bf16_set_level(int level) {
 static void fnn_bgemm_pack_a(int simd, ptrdiff_t mr, ptrdiff_t kc, ptrdiff_t kcp, const float *A,
                              ptrdiff_t ars, ptrdiff_t acs, uint16_t *Ap);
 static void fnn_bgemm_pack_b(int simd, ptrdiff_t kc, ptrdiff_t nc, ptrdiff_t kcp, const float *B,
-                             ptrdiff_t brs, ptrdiff_t bcs, uint16_t *Bp);
+                             ptrdiff_t brs, ptrdiff_t bcs, uint16_t *Bp, ptrdiff_t ldb2,
+                             ptrdiff_t pstride);
 
 #ifdef FNN_GEMM_X86
 __attribute__((target("avx512f"))) static void
@@ -182,14 +183,14 @@ fnn_bgemm_pack_at_avx512(ptrdiff_t mr, ptrdiff_t kc, ptrdiff_t kcp, const float 
  * scattered down the panel's rows. */
 __attribute__((target("avx512f"))) static void
 fnn_bgemm_pack_bt_avx512(ptrdiff_t kc, ptrdiff_t nc, ptrdiff_t kcp, const float *B, ptrdiff_t bcs,
-                         uint16_t *Bp) {
+                         uint16_t *Bp, ptrdiff_t ldb2, ptrdiff_t pstride) {
     const __m512i idx = _mm512_mullo_epi32(
         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-        _mm512_set1_epi32(32));
+        _mm512_set1_epi32((int)ldb2));
     const __m512i perm_e = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i perm_o = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     for (ptrdiff_t j0 = 0; j0 < nc; j0 += 32) {
-        int32_t *panel = (int32_t *)(Bp + (j0 / 32) * kcp * 32);
+        int32_t *panel = (int32_t *)(Bp + (j0 / 32) * pstride);
         for (ptrdiff_t j = 0; j < 32; j++) {
             const float *b = B + (j0 + j) * bcs;
             for (ptrdiff_t p = 0; p < kcp; p += 32) {
@@ -207,7 +208,7 @@ fnn_bgemm_pack_bt_avx512(ptrdiff_t kc, ptrdiff_t nc, ptrdiff_t kcp, const float 
                 const __m512 e = _mm512_permutex2var_ps(lo, perm_e, hi);
                 const __m512 od = _mm512_permutex2var_ps(lo, perm_o, hi);
                 const __m512i pair = _mm512_or_si512(fnn_f2bf16x(e), _mm512_slli_epi32(fnn_f2bf16x(od), 16));
-                _mm512_i32scatter_epi32(panel + (p / 2) * 32 + j, idx, pair, 4);
+                _mm512_i32scatter_epi32(panel + (p / 2) * ldb2 + j, idx, pair, 4);
             }
         }
     }
@@ -215,9 +216,9 @@ fnn_bgemm_pack_bt_avx512(ptrdiff_t kc, ptrdiff_t nc, ptrdiff_t kcp, const float 
 
 __attribute__((target("avx512f"))) static void
 fnn_bgemm_pack_b_avx512(ptrdiff_t kc, ptrdiff_t nc, ptrdiff_t kcp, const float *B, ptrdiff_t brs,
-                        uint16_t *Bp) {
+                        uint16_t *Bp, ptrdiff_t ldb2, ptrdiff_t pstride) {
     for (ptrdiff_t j0 = 0; j0 < nc; j0 += 32) {
-        uint16_t *panel = Bp + (j0 / 32) * kcp * 32;
+        uint16_t *panel = Bp + (j0 / 32) * pstride;
         for (int h = 0; h < 2; h++) {
             const ptrdiff_t jl = nc - j0 - 16 * h;
             const __mmask16 m = jl >= 16 ? (__mmask16)0xffff
@@ -231,7 +232,7 @@ fnn_bgemm_pack_b_avx512(ptrdiff_t kc, ptrdiff_t nc, ptrdiff_t kcp, const float *
                                      : _mm512_setzero_ps();
                 const __m512i pair = _mm512_or_si512(fnn_f2bf16x(e),
                                                      _mm512_slli_epi32(fnn_f2bf16x(o), 16));
-                _mm512_storeu_si512((void *)(panel + q * 64 + 32 * h), pair);
+                _mm512_storeu_si512((void *)(panel + q * 2 * ldb2 + 32 * h), pair);
             }
         }
     }
@@ -263,21 +264,22 @@ static void fnn_bgemm_pack_a(int simd, ptrdiff_t mr, ptrdiff_t kc, ptrdiff_t kcp
 }
 
 static void fnn_bgemm_pack_b(int simd, ptrdiff_t kc, ptrdiff_t nc, ptrdiff_t kcp, const float *B,
-                             ptrdiff_t brs, ptrdiff_t bcs, uint16_t *Bp) {
+                             ptrdiff_t brs, ptrdiff_t bcs, uint16_t *Bp, ptrdiff_t ldb2,
+                             ptrdiff_t pstride) {
 #ifdef FNN_GEMM_X86
     if (simd && bcs == 1) {
-        fnn_bgemm_pack_b_avx512(kc, nc, kcp, B, brs, Bp);
+        fnn_bgemm_pack_b_avx512(kc, nc, kcp, B, brs, Bp, ldb2, pstride);
         return;
     }
     if (simd && brs == 1) {
-        fnn_bgemm_pack_bt_avx512(kc, nc, kcp, B, bcs, Bp);
+        fnn_bgemm_pack_bt_avx512(kc, nc, kcp, B, bcs, Bp, ldb2, pstride);
         return;
     }
 #endif
     for (ptrdiff_t j0 = 0; j0 < nc; j0 += 32) {
-        uint16_t *panel = Bp + (j0 / 32) * kcp * 32;
+        uint16_t *panel = Bp + (j0 / 32) * pstride;
         for (ptrdiff_t p = 0; p < kcp; p++) {
-            uint16_t *o = panel + (p / 2) * 64 + (p & 1);
+            uint16_t *o = panel + (p / 2) * 2 * ldb2 + (p & 1);
             for (ptrdiff_t j = 0; j < 32; j++)
                 o[2 * j] = (p < kc && j0 + j < nc) ? fnn_f2bf(B[p * brs + (j0 + j) * bcs]) : 0;
         }
@@ -308,16 +310,17 @@ static void fnn_round_bf16_array(const float *x, float *y, ptrdiff_t n, int simd
     for (ptrdiff_t i = 0; i < n; i++) y[i] = fnn_bf2f(fnn_f2bf(x[i]));
 }
 
-/* ---- kernels: Ct (32 x 32, ld 32) = Ap (32 x kcp) Bp-panel (kcp x 32) ------------------------- */
-static void fnn_bukr_emulated(ptrdiff_t mr, ptrdiff_t kcp, const uint16_t *Ap, const uint16_t *Bp,
-                              float *Ct) {
+/* ---- kernels: Ct (32 x 32, ld 32) = A (32 x kcp, bf16, row stride lda) B (kcp x 32, VNNI: pair
+ * row q at B + q * 2 * ldb2) -------------------------------------------------------------------- */
+static void fnn_bukr_emulated(ptrdiff_t mr, ptrdiff_t kcp, const uint16_t *Ap, ptrdiff_t lda,
+                              const uint16_t *Bp, ptrdiff_t ldb2, float *Ct) {
     for (ptrdiff_t i = 0; i < mr; i++) {
         float acc[32];
         for (int j = 0; j < 32; j++) acc[j] = 0.0f;
-        const uint16_t *a = Ap + i * kcp;
+        const uint16_t *a = Ap + i * lda;
         for (ptrdiff_t q = 0; q < kcp / 2; q++) {
             const float a0 = fnn_bf2f(a[2 * q]), a1 = fnn_bf2f(a[2 * q + 1]);
-            const uint16_t *b = Bp + q * 64;
+            const uint16_t *b = Bp + q * 2 * ldb2;
             for (int j = 0; j < 32; j++)
                 acc[j] = __builtin_fmaf(a1, fnn_bf2f(b[2 * j + 1]),
                                         __builtin_fmaf(a0, fnn_bf2f(b[2 * j]), acc[j]));
@@ -328,19 +331,20 @@ static void fnn_bukr_emulated(ptrdiff_t mr, ptrdiff_t kcp, const uint16_t *Ap, c
 
 #ifdef FNN_GEMM_X86
 #define FNN_BF_ROW(r)                                                                             \
-    { const __m512bh a = (__m512bh)_mm512_set1_epi32(*(const int32_t *)(pa + (r) * kcp));         \
+    { const __m512bh a = (__m512bh)_mm512_set1_epi32(*(const int32_t *)(pa + (r) * lda));         \
       c##r##_0 = _mm512_dpbf16_ps(c##r##_0, a, b0); c##r##_1 = _mm512_dpbf16_ps(c##r##_1, a, b1); }
 #define FNN_BF_OUT(r)                                                                             \
     { _mm512_storeu_ps(Ct + (r) * 32, c##r##_0); _mm512_storeu_ps(Ct + (r) * 32 + 16, c##r##_1); }
 
 /* 8 rows of Ct */
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void
-fnn_bukr_avx512_8(ptrdiff_t kcp, const uint16_t *Ap, const uint16_t *Bp, float *Ct) {
+fnn_bukr_avx512_8(ptrdiff_t kcp, const uint16_t *Ap, ptrdiff_t lda, const uint16_t *Bp,
+                  ptrdiff_t ldb2, float *Ct) {
     __m512 c0_0 = _mm512_setzero_ps(), c0_1 = c0_0, c1_0 = c0_0, c1_1 = c0_0, c2_0 = c0_0;
     __m512 c2_1 = c0_0, c3_0 = c0_0, c3_1 = c0_0, c4_0 = c0_0, c4_1 = c0_0, c5_0 = c0_0;
     __m512 c5_1 = c0_0, c6_0 = c0_0, c6_1 = c0_0, c7_0 = c0_0, c7_1 = c0_0;
     const uint16_t *pa = Ap;
-    for (ptrdiff_t q = 0; q < kcp / 2; q++, pa += 2, Bp += 64) {
+    for (ptrdiff_t q = 0; q < kcp / 2; q++, pa += 2, Bp += 2 * ldb2) {
         const __m512bh b0 = (__m512bh)_mm512_loadu_si512((const void *)Bp);
         const __m512bh b1 = (__m512bh)_mm512_loadu_si512((const void *)(Bp + 32));
         FNN_BF_ROW(0) FNN_BF_ROW(1) FNN_BF_ROW(2) FNN_BF_ROW(3)
@@ -352,9 +356,10 @@ fnn_bukr_avx512_8(ptrdiff_t kcp, const uint16_t *Ap, const uint16_t *Bp, float *
 #undef FNN_BF_ROW
 #undef FNN_BF_OUT
 
-static void fnn_bukr_avx512(ptrdiff_t mr, ptrdiff_t kcp, const uint16_t *Ap, const uint16_t *Bp,
-                            float *Ct) {
-    for (ptrdiff_t i = 0; i < mr; i += 8) fnn_bukr_avx512_8(kcp, Ap + i * kcp, Bp, Ct + i * 32);
+static void fnn_bukr_avx512(ptrdiff_t mr, ptrdiff_t kcp, const uint16_t *Ap, ptrdiff_t lda,
+                            const uint16_t *Bp, ptrdiff_t ldb2, float *Ct) {
+    for (ptrdiff_t i = 0; i < mr; i += 8)
+        fnn_bukr_avx512_8(kcp, Ap + i * lda, lda, Bp, ldb2, Ct + i * 32);
 }
 
 /* AMX: the palette-1 configuration of eight 16 x 64-byte tiles: 0-3 C (float32), 4-5 A, 6-7 B */
@@ -377,17 +382,21 @@ __attribute__((target("amx-tile"))) static void fnn_amx_begin(void) {
 
 __attribute__((target("amx-tile"))) static void fnn_amx_end(void) { _tile_release(); }
 
+/* all 32 rows of A are read (rows past the caller's mr must be readable; their results are not
+ * used) */
 __attribute__((target("amx-tile,amx-bf16"))) static void
-fnn_bukr_amx(ptrdiff_t kcp, const uint16_t *Ap, const uint16_t *Bp, float *Ct) {
+fnn_bukr_amx(ptrdiff_t kcp, const uint16_t *Ap, ptrdiff_t lda, const uint16_t *Bp, ptrdiff_t ldb2,
+             float *Ct) {
     _tile_zero(0);
     _tile_zero(1);
     _tile_zero(2);
     _tile_zero(3);
     for (ptrdiff_t p = 0; p < kcp; p += 32) {
-        _tile_loadd(4, Ap + p, kcp * 2);
-        _tile_loadd(5, Ap + 16 * kcp + p, kcp * 2);
-        _tile_loadd(6, Bp + p * 32, 128);
-        _tile_loadd(7, Bp + p * 32 + 32, 128);
+        const uint16_t *b = Bp + p * ldb2;
+        _tile_loadd(4, Ap + p, lda * 2);
+        _tile_loadd(5, Ap + 16 * lda + p, lda * 2);
+        _tile_loadd(6, b, ldb2 * 4);
+        _tile_loadd(7, b + 32, ldb2 * 4);
         _tile_dpbf16ps(0, 4, 6);
         _tile_dpbf16ps(1, 4, 7);
         _tile_dpbf16ps(2, 5, 6);
@@ -400,98 +409,128 @@ fnn_bukr_amx(ptrdiff_t kcp, const uint16_t *Ap, const uint16_t *Bp, float *Ct) {
 }
 #endif
 
-/* ---- per-thread pack buffers ------------------------------------------------------------------ */
-static FNN_TLS uint16_t *fnn_bgemm_ap = NULL;  /* FNN_BGEMM_MB x KC */
-static FNN_TLS uint16_t *fnn_bgemm_bp = NULL;  /* KC x NC */
+static inline void fnn_bukr(int level, ptrdiff_t mr, ptrdiff_t kcp, const uint16_t *Ap,
+                            ptrdiff_t lda, const uint16_t *Bp, ptrdiff_t ldb2, float *Ct) {
+#ifdef FNN_GEMM_X86
+    if (level == FNN_BF16_AMX) { fnn_bukr_amx(kcp, Ap, lda, Bp, ldb2, Ct); return; }
+    if (level == FNN_BF16_AVX512) { fnn_bukr_avx512(mr, kcp, Ap, lda, Bp, ldb2, Ct); return; }
+#endif
+    (void)level;
+    fnn_bukr_emulated(mr, kcp, Ap, lda, Bp, ldb2, Ct);
+}
 
-/* Bpk <- bf16(B) (K x N, B[p, j] = B[p brs + j bcs]) packed once for many calls: for every KC
- * slice of K (at Bpk + pc * 32 * np), the np = ceil(N / 32) panels of 32 columns (kcp * 32 values
- * each, kcp the slice's length rounded up to 32), zero-padded: roundup(K, 32) * 32 * np values. */
-static void fnn_bgemm_pack_full(ptrdiff_t K, ptrdiff_t N, const float *B, ptrdiff_t brs,
-                                ptrdiff_t bcs, uint16_t *Bpk) {
-    const ptrdiff_t np = (N + 31) / 32;
+/* C[ic:ic+mr, j:j+nr] (or, ctrans, its transpose at C[j ldc + i]) = / += Ct */
+static inline void fnn_bgemm_store(const float *Ct, ptrdiff_t mr, ptrdiff_t nr, int acc, float *C,
+                                   ptrdiff_t ldc, ptrdiff_t ic, ptrdiff_t j, int ctrans) {
+    if (ctrans) {
+        float *c = C + j * ldc + ic;
+        for (ptrdiff_t jj = 0; jj < nr; jj++) {
+            float *cj = c + jj * ldc;
+            if (acc)
+                for (ptrdiff_t i = 0; i < mr; i++) cj[i] += Ct[i * 32 + jj];
+            else
+                for (ptrdiff_t i = 0; i < mr; i++) cj[i] = Ct[i * 32 + jj];
+        }
+        return;
+    }
+    float *c = C + ic * ldc + j;
+    for (ptrdiff_t i = 0; i < mr; i++) {
+        float *ci = c + i * ldc;
+        const float *t = Ct + i * 32;
+        if (acc)
+            for (ptrdiff_t jj = 0; jj < nr; jj++) ci[jj] += t[jj];
+        else
+            for (ptrdiff_t jj = 0; jj < nr; jj++) ci[jj] = t[jj];
+    }
+}
+
+/* ---- per-thread pack buffers ------------------------------------------------------------------ */
+static FNN_TLS uint16_t *fnn_bgemm_bw = NULL;  /* B over the whole of K (fnn_bgemm) */
+static FNN_TLS size_t fnn_bgemm_bw_size = 0;   /* its size in values */
+static FNN_TLS uint16_t *fnn_bgemm_aw = NULL;  /* A over the whole of K (fnn_bgemm_vnni) */
+static FNN_TLS size_t fnn_bgemm_aw_size = 0;   /* its size in values */
+
+/* B (K x N, B[p, j] = B[p brs + j bcs]) rounded and laid out as one "VNNI" matrix: pair row q
+ * (K indices 2q, 2q + 1) holds (B[2q, j], B[2q + 1, j]) for every column j, Bv[(q ldb2 + j) 2 + t],
+ * ldb2 = roundup(N, 32), K padded with zeros to roundup(K, 32) (the padded columns are zero too):
+ * roundup(K, 32) * roundup(N, 32) values. fnn_bgemm_vnni reads any 32 columns of it. */
+static void fnn_bgemm_pack_vnni(ptrdiff_t K, ptrdiff_t N, const float *B, ptrdiff_t brs,
+                                ptrdiff_t bcs, uint16_t *Bv) {
     int simd = 0;
 #ifdef FNN_GEMM_X86
     __builtin_cpu_init();
     simd = __builtin_cpu_supports("avx512f");
 #endif
-    for (ptrdiff_t pc = 0; pc < K; pc += FNN_BGEMM_KC) {
-        const ptrdiff_t kc = K - pc < FNN_BGEMM_KC ? K - pc : FNN_BGEMM_KC;
-        fnn_bgemm_pack_b(simd, kc, N, (kc + 31) / 32 * 32, B + pc * brs, brs, bcs,
-                         Bpk + pc * 32 * np);
-    }
+    const ptrdiff_t Np = (N + 31) / 32 * 32;
+    fnn_bgemm_pack_b(simd, K, N, (K + 31) / 32 * 32, B, brs, bcs, Bv, Np, 64);
 }
 
-/* C (M x N, row-major, ldc) = (beta1 ? C : 0) + bf16(A) bf16(B), A[i, p] = A[i ars + p acs],
- * B[p, j] = B[p brs + j bcs]; or, when Bpk is not NULL, B's columns from panel panel0 on of a
- * matrix of np panels packed by fnn_bgemm_pack_full (B, brs, bcs unused; the rounding is the
- * same). ctrans: C is stored transposed (C[i, j] at C[j ldc + i]). Returns 0, or -1 if a pack
+/* The packed weights of the layers (fastnn._gemm.pack_bf16): the same layout. */
+static void fnn_bgemm_pack_full(ptrdiff_t K, ptrdiff_t N, const float *B, ptrdiff_t brs,
+                                ptrdiff_t bcs, uint16_t *Bpk) {
+    fnn_bgemm_pack_vnni(K, N, B, brs, bcs, Bpk);
+}
+
+/* C (M x N, row-major, ldc) = (beta1 ? C : 0) + bf16(A) Bv, Bv a K x N VNNI matrix (see
+ * fnn_bgemm_pack_vnni; row stride ldb2 >= roundup(N, 32) pairs, zero in the K padding, any 32
+ * columns readable). A is either A16, already bfloat16, row-major with row stride lda16 (zeros in
+ * columns K .. roundup(K, 32); rows up to roundup(M, 32) readable, those past M unused), or, when
+ * A16 is NULL, float32 A[i ars + p acs], rounded here. The whole of K is summed in the kernel
+ * (every C element is a function of K, the data and the kernel only), then stored or added in
+ * float32. ctrans: C is stored transposed (C[i, j] at C[j ldc + i]). Returns 0, or -1 if a
  * buffer could not be allocated (C is then unchanged). */
-static int fnn_bgemm(int level, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A,
-                     ptrdiff_t ars, ptrdiff_t acs, const float *B, ptrdiff_t brs, ptrdiff_t bcs,
-                     int beta1, float *C, ptrdiff_t ldc, const uint16_t *Bpk, ptrdiff_t np,
-                     ptrdiff_t panel0, int ctrans) {
+static int fnn_bgemm_vnni(int level, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A,
+                          ptrdiff_t ars, ptrdiff_t acs, const uint16_t *A16, ptrdiff_t lda16,
+                          const uint16_t *Bv, ptrdiff_t ldb2, int beta1, float *C, ptrdiff_t ldc,
+                          int ctrans) {
     if (M <= 0 || N <= 0) return 0;
+    const ptrdiff_t Kp = (K + 31) / 32 * 32;
     if (K <= 0) {
-        if (!beta1)
-            for (ptrdiff_t i = 0; i < M; i++) memset(C + i * ldc, 0, (size_t)N * sizeof(float));
+        for (ptrdiff_t i = 0; i < M && !beta1; i++)
+            for (ptrdiff_t j = 0; j < N; j++) C[ctrans ? j * ldc + i : i * ldc + j] = 0.0f;
         return 0;
     }
-    if (!fnn_bgemm_ap)
-        fnn_bgemm_ap = (uint16_t *)fnn_aligned_alloc((size_t)FNN_BGEMM_MB * FNN_BGEMM_KC * 2);
-    if (!fnn_bgemm_bp && !Bpk)
-        fnn_bgemm_bp = (uint16_t *)fnn_aligned_alloc((size_t)FNN_BGEMM_KC * FNN_BGEMM_NC * 2);
-    if (!fnn_bgemm_ap || (!fnn_bgemm_bp && !Bpk)) return -1;
-    uint16_t *Ap = fnn_bgemm_ap, *Bp = fnn_bgemm_bp;
+    /* row groups of A: as many 32-row blocks as fit ~512 KiB of bfloat16 */
+    ptrdiff_t G = (ptrdiff_t)(262144 / (Kp > 0 ? Kp : 1)) / 32 * 32;
+    if (G < 32) G = 32;
+    const ptrdiff_t Mp = (M + 31) / 32 * 32;
+    if (G > Mp) G = Mp;
+    if (!A16) {
+        const size_t need = (size_t)G * (size_t)Kp;
+        if (fnn_bgemm_aw_size < need) {
+            fnn_aligned_free(fnn_bgemm_aw);
+            fnn_bgemm_aw = (uint16_t *)fnn_aligned_alloc(need * 2);
+            fnn_bgemm_aw_size = fnn_bgemm_aw ? need : 0;
+        }
+        if (!fnn_bgemm_aw) return -1;
+    }
     const int simd = level >= FNN_BF16_AVX512;
     FNN_ALIGN64 float Ct[FNN_BGEMM_MB * 32];
 #ifdef FNN_GEMM_X86
     if (level == FNN_BF16_AMX) fnn_amx_begin();
 #endif
-    for (ptrdiff_t jc = 0; jc < N; jc += FNN_BGEMM_NC) {
-        const ptrdiff_t nc = N - jc < FNN_BGEMM_NC ? N - jc : FNN_BGEMM_NC;
-        for (ptrdiff_t pc = 0; pc < K; pc += FNN_BGEMM_KC) {
-            const ptrdiff_t kc = K - pc < FNN_BGEMM_KC ? K - pc : FNN_BGEMM_KC;
-            const ptrdiff_t kcp = (kc + 31) / 32 * 32;
-            const int acc = beta1 || pc > 0;
-            const uint16_t *Bblk = Bp;
-            if (Bpk)
-                Bblk = Bpk + pc * 32 * np + (panel0 + jc / 32) * kcp * 32;
-            else
-                fnn_bgemm_pack_b(simd, kc, nc, kcp, B + pc * brs + jc * bcs, brs, bcs, Bp);
-            for (ptrdiff_t ic = 0; ic < M; ic += FNN_BGEMM_MB) {
-                const ptrdiff_t mr = M - ic < FNN_BGEMM_MB ? M - ic : FNN_BGEMM_MB;
-                fnn_bgemm_pack_a(simd, mr, kc, kcp, A + ic * ars + pc * acs, ars, acs, Ap);
-                for (ptrdiff_t j0 = 0; j0 < nc; j0 += 32) {
-                    const ptrdiff_t nr = nc - j0 < 32 ? nc - j0 : 32;
-                    const uint16_t *bp = Bblk + (j0 / 32) * kcp * 32;
-#ifdef FNN_GEMM_X86
-                    if (level == FNN_BF16_AMX) fnn_bukr_amx(kcp, Ap, bp, Ct);
-                    else if (level == FNN_BF16_AVX512) fnn_bukr_avx512(mr, kcp, Ap, bp, Ct);
-                    else
-#endif
-                        fnn_bukr_emulated(mr, kcp, Ap, bp, Ct);
-                    if (ctrans) {
-                        float *c = C + (jc + j0) * ldc + ic;
-                        for (ptrdiff_t j = 0; j < nr; j++) {
-                            float *cj = c + j * ldc;
-                            if (acc)
-                                for (ptrdiff_t i = 0; i < mr; i++) cj[i] += Ct[i * 32 + j];
-                            else
-                                for (ptrdiff_t i = 0; i < mr; i++) cj[i] = Ct[i * 32 + j];
-                        }
-                        continue;
-                    }
-                    float *c = C + ic * ldc + jc + j0;
-                    for (ptrdiff_t i = 0; i < mr; i++) {
-                        float *ci = c + i * ldc;
-                        const float *t = Ct + i * 32;
-                        if (acc)
-                            for (ptrdiff_t j = 0; j < nr; j++) ci[j] += t[j];
-                        else
-                            for (ptrdiff_t j = 0; j < nr; j++) ci[j] = t[j];
-                    }
-                }
+    for (ptrdiff_t g0 = 0; g0 < M; g0 += G) {
+        const ptrdiff_t gm = M - g0 < G ? M - g0 : G;
+        const uint16_t *Ag;
+        ptrdiff_t lda;
+        if (A16) {
+            Ag = A16 + g0 * lda16;
+            lda = lda16;
+        } else {
+            for (ptrdiff_t i = 0; i < gm; i += FNN_BGEMM_MB) {
+                const ptrdiff_t mr = gm - i < FNN_BGEMM_MB ? gm - i : FNN_BGEMM_MB;
+                fnn_bgemm_pack_a(simd, mr, K, Kp, A + (g0 + i) * ars, ars, acs,
+                                 fnn_bgemm_aw + i * Kp);
+            }
+            Ag = fnn_bgemm_aw;
+            lda = Kp;
+        }
+        for (ptrdiff_t j0 = 0; j0 < N; j0 += 32) {
+            const ptrdiff_t nr = N - j0 < 32 ? N - j0 : 32;
+            for (ptrdiff_t i = 0; i < gm; i += FNN_BGEMM_MB) {
+                const ptrdiff_t mr = gm - i < FNN_BGEMM_MB ? gm - i : FNN_BGEMM_MB;
+                fnn_bukr(level, mr, Kp, Ag + i * lda, lda, Bv + j0 * 2, ldb2, Ct);
+                fnn_bgemm_store(Ct, mr, nr, beta1, C, ldc, g0 + i, j0, ctrans);
             }
         }
     }
@@ -499,5 +538,36 @@ static int fnn_bgemm(int level, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const flo
     if (level == FNN_BF16_AMX) fnn_amx_end();
 #endif
     return 0;
+}
+
+/* C (M x N, row-major, ldc) = (beta1 ? C : 0) + bf16(A) bf16(B), A[i, p] = A[i ars + p acs],
+ * B[p, j] = B[p brs + j bcs]: B is rounded into a per-thread VNNI matrix (fnn_bgemm_pack_vnni),
+ * then fnn_bgemm_vnni; or, when Bpk is not NULL, B's columns from panel panel0 on (column
+ * 32 panel0) of a matrix of np panels of 32 columns packed by fnn_bgemm_pack_full (B, brs, bcs
+ * unused): the same numbers, so packing once or per call gives the same bits. ctrans: C is stored
+ * transposed (C[i, j] at C[j ldc + i]). Returns 0, or -1 if a pack buffer could not be allocated
+ * (C is then unchanged). */
+static int fnn_bgemm(int level, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A,
+                     ptrdiff_t ars, ptrdiff_t acs, const float *B, ptrdiff_t brs, ptrdiff_t bcs,
+                     int beta1, float *C, ptrdiff_t ldc, const uint16_t *Bpk, ptrdiff_t np,
+                     ptrdiff_t panel0, int ctrans) {
+    if (Bpk)
+        return fnn_bgemm_vnni(level, M, N, K, A, ars, acs, NULL, 0, Bpk + panel0 * 64, np * 32,
+                              beta1, C, ldc, ctrans);
+    if (M <= 0 || N <= 0 || K <= 0)
+        return fnn_bgemm_vnni(level, M, N, K, A, ars, acs, NULL, 0, NULL, 0, beta1, C, ldc,
+                              ctrans);
+    const ptrdiff_t Np = (N + 31) / 32 * 32;
+    const size_t need = (size_t)((K + 31) / 32 * 32) * (size_t)Np;
+    if (fnn_bgemm_bw_size < need) {
+        fnn_aligned_free(fnn_bgemm_bw);
+        fnn_bgemm_bw = (uint16_t *)fnn_aligned_alloc(need * 2);
+        fnn_bgemm_bw_size = fnn_bgemm_bw ? need : 0;
+    }
+    if (!fnn_bgemm_bw) return -1;
+    fnn_bgemm_pack_b(level >= FNN_BF16_AVX512, K, N, (K + 31) / 32 * 32, B, brs, bcs,
+                     fnn_bgemm_bw, Np, 64);
+    return fnn_bgemm_vnni(level, M, N, K, A, ars, acs, NULL, 0, fnn_bgemm_bw, Np, beta1, C, ldc,
+                          ctrans);
 }
 #endif

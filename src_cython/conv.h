@@ -11,6 +11,7 @@
 #define FNN_CONV_H
 #include <stddef.h>
 #include "simd.h"
+#include "bgemm.h"
 
 typedef struct {
     ptrdiff_t N, H, W, C, M, kh, kw, sh, sw, ph, pw, Ho, Wo, K;
@@ -481,4 +482,116 @@ FNN_CLONES static void fnn_global_avgpool_backward_##SUF(const T *dY, T *dX, ptr
 }
 FNN_GLOBAL_AVGPOOL(float, f32)
 FNN_GLOBAL_AVGPOOL(double, f64)
+
+/* ---- im2col straight into bfloat16, for the mixed-precision GEMM (bgemm.h) -------------------
+ * The same receptive fields as fnn_im2col_f32, each value rounded to bfloat16 as it is copied
+ * (bgemm.h's rounding), in the two layouts fnn_bgemm_vnni reads without packing:
+ * - fnn_im2col_bf16: row-major, position p's K values at col[p ld ...], zeros from K to ld
+ *   (the forward GEMM's A operand);
+ * - fnn_im2col_vnni_bf16: the VNNI layout, the pairs of positions (2q, 2q + 1) interleaved,
+ *   colv[(q ld + k) 2 + t] = field of position 2q + t at k, zeros from K to ld and for positions
+ *   from npos to npos_pad (the weight gradient's B operand, positions being its inner dimension).
+ * AVX-512 only (the callers use them when the bfloat16 kernel is avx512_bf16 or amx). */
+#ifdef FNN_GEMM_X86
+typedef struct {
+    const float *img;     /* the position's image */
+    ptrdiff_t oh, iw0, a, b;  /* output row, first input column, valid part [a, b) of each run */
+    int live;             /* 0: a padding position past the block (all zeros) */
+} fnn_conv_pos;
+
+static inline void fnn_conv_pos_at(const float *X, const fnn_conv_geom *g, ptrdiff_t g0,
+                                   ptrdiff_t npos, ptrdiff_t p, fnn_conv_pos *q) {
+    memset(q, 0, sizeof(*q));
+    q->live = p < npos;
+    if (!q->live) return;
+    const ptrdiff_t r = p / g->Wo, ow = p - r * g->Wo;
+    const ptrdiff_t n = (g0 + r) / g->Ho;
+    ptrdiff_t jlo, jhi;
+    q->oh = (g0 + r) - n * g->Ho;
+    q->img = X + n * g->H * g->W * g->C;
+    q->iw0 = ow * g->sw - g->pw;
+    fnn_conv_cols(g, q->iw0, &jlo, &jhi);
+    q->a = jlo * g->C;
+    q->b = jhi * g->C;
+}
+
+/* The run of kernel row i of a position: *src points at run value 0 (only values [a, b) are
+ * read from it, through masks); returns 0 when the whole run is padding. */
+static inline int fnn_conv_run(const fnn_conv_pos *q, const fnn_conv_geom *g, ptrdiff_t i,
+                               const float **src) {
+    if (!q->live || q->a == q->b) return 0;
+    const ptrdiff_t ih = q->oh * g->sh - g->ph + i;
+    if (ih < 0 || ih >= g->H) return 0;
+    /* value a of the run is input column iw0 + jlo; value 0 would be a values before it */
+    *src = q->img + (ih * g->W + q->iw0) * g->C;
+    return 1;
+}
+
+/* lanes k .. k + 15 of a run that lie in [a, b) */
+static inline __mmask16 fnn_run_mask(ptrdiff_t a, ptrdiff_t b, ptrdiff_t k) {
+    ptrdiff_t lo = a - k, hi = b - k;
+    if (lo < 0) lo = 0;
+    if (hi > 16) hi = 16;
+    if (hi <= lo) return 0;
+    return (__mmask16)(((1u << hi) - 1u) & ~((1u << lo) - 1u));
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl"))) static inline __m512
+fnn_run_load(int on, const float *src, const fnn_conv_pos *q, ptrdiff_t k) {
+    if (!on) return _mm512_setzero_ps();
+    /* masked lanes are never read (AVX-512 masked loads do not fault on them) */
+    return _mm512_maskz_loadu_ps(fnn_run_mask(q->a, q->b, k), src + k);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl"))) static void
+fnn_im2col_bf16(const float *X, uint16_t *col, ptrdiff_t ld, const fnn_conv_geom *g,
+                ptrdiff_t g0, ptrdiff_t rows) {
+    const ptrdiff_t run = g->kw * g->C, npos = rows * g->Wo;
+    for (ptrdiff_t p = 0; p < npos; p++) {
+        fnn_conv_pos q;
+        fnn_conv_pos_at(X, g, g0, npos, p, &q);
+        uint16_t *dst = col + p * ld;
+        for (ptrdiff_t i = 0; i < g->kh; i++, dst += run) {
+            const float *src = NULL;
+            const int on = fnn_conv_run(&q, g, i, &src);
+            for (ptrdiff_t k = 0; k < run; k += 16) {
+                const __mmask16 st = run - k >= 16 ? (__mmask16)0xffff
+                                                   : (__mmask16)((1u << (run - k)) - 1u);
+                const __m512 x = fnn_run_load(on, src, &q, k);
+                _mm256_mask_storeu_epi16(dst + k, st, _mm512_cvtepi32_epi16(fnn_f2bf16x(x)));
+            }
+        }
+        for (ptrdiff_t k = g->K; k < ld; k++) col[p * ld + k] = 0;
+    }
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl"))) static void
+fnn_im2col_vnni_bf16(const float *X, uint16_t *colv, ptrdiff_t ld, const fnn_conv_geom *g,
+                     ptrdiff_t g0, ptrdiff_t rows, ptrdiff_t npos_pad) {
+    const ptrdiff_t run = g->kw * g->C, npos = rows * g->Wo;
+    for (ptrdiff_t p = 0; p < npos_pad; p += 2) {
+        fnn_conv_pos q0, q1;
+        fnn_conv_pos_at(X, g, g0, npos, p, &q0);
+        fnn_conv_pos_at(X, g, g0, npos, p + 1, &q1);
+        int32_t *dst = (int32_t *)colv + (p / 2) * ld;
+        if (!q0.live && !q1.live) {
+            memset(dst, 0, (size_t)ld * 4);
+            continue;
+        }
+        for (ptrdiff_t i = 0; i < g->kh; i++, dst += run) {
+            const float *s0 = NULL, *s1 = NULL;
+            const int on0 = fnn_conv_run(&q0, g, i, &s0), on1 = fnn_conv_run(&q1, g, i, &s1);
+            for (ptrdiff_t k = 0; k < run; k += 16) {
+                const __mmask16 st = run - k >= 16 ? (__mmask16)0xffff
+                                                   : (__mmask16)((1u << (run - k)) - 1u);
+                const __m512i e = fnn_f2bf16x(fnn_run_load(on0, s0, &q0, k));
+                const __m512i o = fnn_f2bf16x(fnn_run_load(on1, s1, &q1, k));
+                _mm512_mask_storeu_epi32(dst + k, st, _mm512_or_si512(e, _mm512_slli_epi32(o, 16)));
+            }
+        }
+        int32_t *row = (int32_t *)colv + (p / 2) * ld;
+        for (ptrdiff_t k = g->K; k < ld; k++) row[k] = 0;
+    }
+}
+#endif
 #endif

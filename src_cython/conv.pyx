@@ -45,7 +45,7 @@ Parallel design ("one pool", as dense.pyx)
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.string cimport memcpy, memset
-from _blas cimport gemm_rm, gemm_kernel_name, bf16_kernel_name, packed_bf16_data, fnn_blas_single_begin, fnn_blas_single_enter, fnn_blas_single_end, fnn_install_blas_hook
+from _blas cimport gemm_rm, gemm_kernel_name, bf16_kernel_name, packed_bf16_data, fnn_bf16_get_level, fnn_bgemm_vnni, fnn_blas_single_begin, fnn_blas_single_enter, fnn_blas_single_end, fnn_install_blas_hook
 from _simd cimport act_forward_keep, act_backward, col_sum
 
 cdef extern from "conv.h" nogil:
@@ -78,6 +78,10 @@ cdef extern from "conv.h" nogil:
     void fnn_maxpool_backward_f64(const double *dY, const int *argmax, double *dX, const Geom *g,
                                   Py_ssize_t n)
     void fnn_avgpool_f32(const float *X, float *Y, const Geom *g, Py_ssize_t g0, Py_ssize_t rows)
+    void fnn_im2col_bf16(const float *X, unsigned short *col, Py_ssize_t ld, const Geom *g,
+                         Py_ssize_t g0, Py_ssize_t rows)
+    void fnn_im2col_vnni_bf16(const float *X, unsigned short *colv, Py_ssize_t ld, const Geom *g,
+                              Py_ssize_t g0, Py_ssize_t rows, Py_ssize_t npos_pad)
     void fnn_avgpool_f64(const double *X, double *Y, const Geom *g, Py_ssize_t g0, Py_ssize_t rows)
     void fnn_avgpool_backward_f32(const float *dY, float *dX, const Geom *g, Py_ssize_t n)
     void fnn_avgpool_backward_f64(const double *dY, double *dX, const Geom *g, Py_ssize_t n)
@@ -198,6 +202,32 @@ cdef inline Py_ssize_t _block_rows(Geom *g, Py_ssize_t itemsize, Py_ssize_t tota
 
 cdef inline Py_ssize_t _chunk_images(Py_ssize_t N) noexcept nogil:
     return (N + MAX_CHUNKS - 1) // MAX_CHUNKS if N > 0 else 1
+
+
+cdef inline Py_ssize_t _ld16(Geom *g) noexcept nogil:
+    """Row length of a bfloat16 im2col block: K rounded up to 32."""
+    return (g.K + 31) // 32 * 32
+
+
+cdef inline int _dw_bf16(int level, const float *X, const float *dZ, unsigned short *colv,
+                         Py_ssize_t ld16, Geom *g, Py_ssize_t g0, Py_ssize_t rows, bint acc,
+                         float *dW) noexcept nogil:
+    """dW (K, M) [+]= col^T dZ of one block, as dW^T = dZ^T col with the block's im2col written
+    straight into bfloat16 pairs of positions (the GEMM's B operand, no packing); 0, or -1 if the
+    GEMM could not allocate its buffer (dW unchanged)."""
+    cdef Py_ssize_t npos = rows * g.Wo
+    fnn_im2col_vnni_bf16(X, colv, ld16, g, g0, rows, (npos + 31) // 32 * 32)
+    return fnn_bgemm_vnni(level, g.M, g.K, npos, dZ, 1, g.M, NULL, 0, colv, ld16, acc, dW, g.M, 1)
+
+
+cdef inline bint _im2col_bf16(Geom *g, bint bf16, int path, Py_ssize_t block_pos,
+                              Py_ssize_t col_bytes) noexcept nogil:
+    """Whether a bfloat16 GEMM takes its im2col block written straight into bfloat16
+    (conv.h's fnn_im2col_bf16 / fnn_im2col_vnni_bf16, AVX-512 kernels only): the GEMM path, and
+    the per-thread column buffer (col_bytes) holds block_pos positions rounded up to 32, each K
+    rounded up to 32 values of 2 bytes."""
+    return (bf16 and path == PATH_GEMM and fnn_bf16_get_level() >= 1
+            and (block_pos + 31) // 32 * 32 * _ld16(g) * 2 <= col_bytes)
 
 
 # every size and kh*kw*C below 2^31, so products of two of them cannot overflow Py_ssize_t
@@ -341,6 +371,10 @@ def conv_forward(const floating[:, :, :, ::1] X not None, const floating[:, ::1]
         Zp = &Z[0, 0, 0, 0]
     cdef floating *cp
     cdef floating *out
+    cdef bint c16 = floating is float and wpk != NULL and _im2col_bf16(
+        &g, bf16, path, br * g.Wo, col.shape[1] * col.shape[2] * sizeof(floating))
+    cdef Py_ssize_t ld16 = _ld16(&g)
+    cdef int level = fnn_bf16_get_level()
     with nogil:
         prev = fnn_blas_single_begin()  # the main thread; see fnn_omp.h
         for blk in prange(nb, num_threads=nt, schedule='dynamic', chunksize=1,
@@ -352,6 +386,14 @@ def conv_forward(const floating[:, :, :, ::1] X not None, const floating[:, ::1]
             out = Ap + g0 * g.Wo * g.M
             if path == PATH_DIRECT:
                 conv_direct(Xp, Wp, bp, Ap, &g, g0, rows)
+            elif c16:
+                # the block's im2col in bfloat16, taken by the GEMM as it is (no packing)
+                bias_rows(out, npos, g.M, bp)
+                fnn_im2col_bf16(<const float *>Xp, <unsigned short *>&col[tid, 0, 0], ld16, &g,
+                                g0, rows)
+                fnn_bgemm_vnni(level, npos, g.M, g.K, NULL, 0, 0,
+                               <unsigned short *>&col[tid, 0, 0], ld16, wpk,
+                               (g.M + 31) // 32 * 32, 1, <float *>out, g.M, 0)
             else:
                 fnn_blas_single_enter()
                 bias_rows(out, npos, g.M, bp)
@@ -436,6 +478,10 @@ def conv_backward(const floating[:, :, :, ::1] X not None, const floating[:, ::1
     cdef floating *z
     cdef floating *row
     cdef Py_ssize_t img = g.H * g.W * g.C
+    cdef bint c16 = floating is float and _im2col_bf16(
+        &g, bf16, path, br * g.Wo, col.shape[1] * col.shape[2] * sizeof(floating))
+    cdef Py_ssize_t ld16 = _ld16(&g)
+    cdef int level = fnn_bf16_get_level()
     with nogil:
         prev = fnn_blas_single_begin()  # the main thread; see fnn_omp.h
         for c in prange(nchunks, num_threads=nt, schedule='dynamic', chunksize=1,
@@ -466,6 +512,10 @@ def conv_backward(const floating[:, :, :, ::1] X not None, const floating[:, ::1
                     gemm_rm(True, False, <int>g.K, <int>g.M, <int>npos, <floating>1,
                             Xp + p0 * g.K, <int>g.K, z, <int>g.M,
                             <floating>(0 if blk == 0 else 1), &pdW[c, 0, 0], <int>g.M, bf16)
+                elif c16 and _dw_bf16(level, <const float *>Xp, <const float *>z,
+                                      <unsigned short *>cp, ld16, &g, g0, rows, blk != 0,
+                                      <float *>&pdW[c, 0, 0]) == 0:
+                    pass
                 else:
                     im2col(Xp, cp, &g, g0, rows)
                     gemm_rm(True, False, <int>g.K, <int>g.M, <int>npos, <floating>1,

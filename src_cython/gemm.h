@@ -384,6 +384,7 @@ static inline int fnn_gemm_own(ptrdiff_t M) {
 #define FNN_TLS __declspec(thread)
 #define FNN_ALIGN64 __declspec(align(64))
 static inline void *fnn_aligned_alloc(size_t bytes) { return _aligned_malloc(bytes, 64); }
+static inline void fnn_aligned_free(void *p) { _aligned_free(p); }
 #else
 #define FNN_TLS _Thread_local
 #define FNN_ALIGN64 __attribute__((aligned(64)))
@@ -391,6 +392,7 @@ static inline void *fnn_aligned_alloc(size_t bytes) {
     void *p = NULL;
     return posix_memalign(&p, 64, bytes) == 0 ? p : NULL;
 }
+static inline void fnn_aligned_free(void *p) { free(p); }
 #endif
 
 /* ---- per-thread pack buffers --------------------------------------------------------------- */

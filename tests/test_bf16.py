@@ -241,6 +241,74 @@ def test_gemm_layer_output_and_gradients_close_to_float32(name):
         assert err <= bound, (name, key, err)
 
 
+def _conv_index(shape, layer):
+    """For each im2col element (n, oh, ow, i, j, c): its flat index in the zero-padded input, and
+    the padded shape (a NumPy im2col for the reference)."""
+    N, H, W, C = shape
+    (kh, kw), (sh, sw) = layer.kernel_size, layer.stride
+    if layer.padding == "same":
+        pads = [max((-(-n // s) - 1) * s + k - n, 0) for n, k, s in ((H, kh, sh), (W, kw, sw))]
+        (pt, pb), (pl, pr) = [(t // 2, t - t // 2) for t in pads]
+    elif layer.padding == "valid":
+        pt = pb = pl = pr = 0
+    else:
+        (pt, pl) = layer.padding
+        pb, pr = pt, pl
+    Hp, Wp = H + pt + pb, W + pl + pr
+    Ho, Wo = (Hp - kh) // sh + 1, (Wp - kw) // sw + 1
+    n, oh, ow, i, j, c = np.ix_(range(N), range(Ho), range(Wo), range(kh), range(kw), range(C))
+    idx = ((n * Hp + oh * sh + i) * Wp + ow * sw + j) * C + c
+    return idx.reshape(N * Ho * Wo, kh * kw * C), (N, Hp, Wp, C), (pt, pl), (N, Ho, Wo)
+
+
+BF16_CONVS = {  # im2col + bfloat16 GEMM geometries: padding, odd position counts, K % 32 != 0
+    "valid_k72": (lambda: Conv2D(8, 16, 3), (7, 9, 8)),
+    "same_stride2": (lambda: Conv2D(5, 40, 4, stride=2, padding="same"), (11, 11, 5)),
+    "pad2_stride3": (lambda: Conv2D(6, 33, (5, 3), stride=(3, 1), padding=2), (13, 8, 6)),
+    "dqn_conv1": (lambda: Conv2D(4, 32, 8, stride=4), (84, 84, 4)),
+    "dqn_conv2": (lambda: Conv2D(32, 64, 4, stride=2), (20, 20, 32)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BF16_CONVS))
+def test_conv_layer_matches_the_reference_with_rounded_inputs(kernel, name):
+    """Conv2D in the mixed policy against a float64 im2col reference on the bfloat16-rounded
+    input, weight and output gradient: output, dW, db and dX agree up to float32 summation error
+    (bounded per element by 2^-20 times the same sums of absolute values), on every kernel: the
+    hardware ones take the im2col blocks written straight into bfloat16."""
+    layer_fn, shape = BF16_CONVS[name]
+    N = 3 if shape[0] < 50 else 2
+    model = fastnn.Sequential([layer_fn()], dtype="mixed_bfloat16", seed=1,
+                              input_shape=shape)
+    layer = model.layers[0]
+    layer.need_input_grad = True
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((N,) + shape).astype(np.float32)
+    Y = layer.forward(X, training=True).copy()
+    dY = rng.standard_normal(Y.shape).astype(np.float32)
+    dX = layer.backward(dY).copy()
+
+    idx, pshape, (pt, pl), oshape = _conv_index(X.shape, layer)
+    M = layer.out_channels
+    Xp = np.zeros(pshape)
+    Xp[:, pt:pt + shape[0], pl:pl + shape[1]] = round_bf16_ref(X)
+    col = Xp.ravel()[idx]
+    acol = np.abs(col)
+    W = round_bf16_ref(layer.params["weight"]).reshape(-1, M).astype(np.float64)
+    G = round_bf16_ref(dY).reshape(-1, M).astype(np.float64)
+    tol = 2.0 ** -20
+
+    Yref = col @ W + layer.params["bias"]
+    assert np.all(np.abs(Y.reshape(-1, M) - Yref) <= tol * (acol @ np.abs(W)) + 1e-30)
+    dW = layer.grads["weight"].reshape(-1, M)
+    assert np.all(np.abs(dW - col.T @ G) <= tol * (acol.T @ np.abs(G)) + 1e-30)
+    assert np.allclose(layer.grads["bias"], dY.reshape(-1, M).sum(0), rtol=1e-5, atol=1e-5)
+    dXp = np.bincount(idx.ravel(), (G @ W.T).ravel(), minlength=Xp.size).reshape(pshape)
+    bnd = np.bincount(idx.ravel(), (np.abs(G) @ np.abs(W.T)).ravel(), minlength=Xp.size)
+    crop = (slice(None), slice(pt, pt + shape[0]), slice(pl, pl + shape[1]))
+    assert np.all(np.abs(dX - dXp[crop]) <= tol * bnd.reshape(pshape)[crop] + 1e-30)
+
+
 OTHER_LAYERS = {  # layers without a matrix product: the policy leaves them exactly as they are
     # the direct convolution kernel (receptive field K = kh kw C <= 64) stays in float32
     "conv_direct": (lambda: [Conv2D(1, 8, 3, padding="same", activation="relu"), Flatten(),
