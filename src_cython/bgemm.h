@@ -76,10 +76,11 @@ __attribute__((target("avx512f"), always_inline)) static inline __m512i fnn_f2bf
 }
 #endif
 
-/* y[0:n] <- x[0:n] rounded to bfloat16 (as float32): the scalar rounding, or with simd the
- * AVX-512 one the packing uses (the same results; for the tests). */
-__attribute__((unused)) static void fnn_round_bf16_array(const float *x, float *y, ptrdiff_t n,
-                                                     int simd);
+/* y[0:n] <- x[0:n] rounded to bfloat16 (as float32): simd 0 the scalar rounding, 1 the AVX-512
+ * one the packing uses, 2 the hardware's vcvtne2ps2bf16 the bfloat16 im2col uses (the same
+ * results; for the tests). Returns 0, or -1 (y untouched) if the CPU lacks what simd asks. */
+__attribute__((unused)) static int fnn_round_bf16_array(const float *x, float *y, ptrdiff_t n,
+                                                    int simd);
 
 /* ---- kernel selection ------------------------------------------------------------------------- */
 static int fnn_bf16_level = -1;
@@ -179,38 +180,62 @@ fnn_bgemm_pack_at_avx512(ptrdiff_t mr, ptrdiff_t kc, ptrdiff_t kcp, const float 
     }
 }
 
-/* B^T row-major (brs == 1, B[p, j] = B[p + j bcs]): 32 values of K of one column make 16 pairs,
- * scattered down the panel's rows. */
+/* 16 x 16 transpose of 32-bit lanes in registers (the four-stage unpack / shuffle network) */
+__attribute__((target("avx512f"), always_inline)) static inline void fnn_transpose16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int h = 0; h < 16; h += 8)
+        for (int i = 0; i < 4; i++) {
+            t[h + i] = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0x88);
+            t[h + i + 4] = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0xDD);
+        }
+    for (int i = 0; i < 8; i++) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
+    }
+}
+
+/* B^T row-major (brs == 1, B[p, j] = B[p + j bcs]): 32 values of K of one column are 16 pairs
+ * (adjacent in memory); 16 columns of them are transposed in registers into 16 pair rows. */
 __attribute__((target("avx512f"))) static void
 fnn_bgemm_pack_bt_avx512(ptrdiff_t kc, ptrdiff_t nc, ptrdiff_t kcp, const float *B, ptrdiff_t bcs,
                          uint16_t *Bp, ptrdiff_t ldb2, ptrdiff_t pstride) {
-    const __m512i idx = _mm512_mullo_epi32(
-        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-        _mm512_set1_epi32((int)ldb2));
-    const __m512i perm_e = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    const __m512i perm_o = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     for (ptrdiff_t j0 = 0; j0 < nc; j0 += 32) {
         int32_t *panel = (int32_t *)(Bp + (j0 / 32) * pstride);
-        for (ptrdiff_t j = 0; j < 32; j++) {
-            const float *b = B + (j0 + j) * bcs;
+        for (ptrdiff_t jh = 0; jh < 32; jh += 16)
             for (ptrdiff_t p = 0; p < kcp; p += 32) {
-                __m512 lo = _mm512_setzero_ps(), hi = _mm512_setzero_ps();
-                if (j0 + j < nc) {
-                    const ptrdiff_t left = kc - p;
-                    const __mmask16 m0 = left >= 16 ? (__mmask16)0xffff
-                                         : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
-                    const __mmask16 m1 = left >= 32 ? (__mmask16)0xffff
-                                         : left <= 16 ? (__mmask16)0 : (__mmask16)((1u << (left - 16)) - 1);
-                    lo = _mm512_maskz_loadu_ps(m0, b + p);
-                    hi = _mm512_maskz_loadu_ps(m1, b + p + 16);
+                const ptrdiff_t left = kc - p;
+                const __mmask16 m0 = left >= 16 ? (__mmask16)0xffff
+                                     : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
+                const __mmask16 m1 = left >= 32 ? (__mmask16)0xffff
+                                     : left <= 16 ? (__mmask16)0 : (__mmask16)((1u << (left - 16)) - 1);
+                __m512 r[16];
+                for (int m = 0; m < 16; m++) {
+                    const ptrdiff_t j = j0 + jh + m;
+                    if (j >= nc) {
+                        r[m] = _mm512_setzero_ps();
+                        continue;
+                    }
+                    const float *b = B + j * bcs + p;
+                    const __m256i lo = _mm512_cvtepi32_epi16(fnn_f2bf16x(_mm512_maskz_loadu_ps(m0, b)));
+                    const __m256i hi = _mm512_cvtepi32_epi16(
+                        fnn_f2bf16x(_mm512_maskz_loadu_ps(m1, b + 16)));
+                    r[m] = _mm512_castsi512_ps(
+                        _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1));
                 }
-                /* values p..p+31 -> (even, odd) of pairs q = p/2 .. p/2 + 15 */
-                const __m512 e = _mm512_permutex2var_ps(lo, perm_e, hi);
-                const __m512 od = _mm512_permutex2var_ps(lo, perm_o, hi);
-                const __m512i pair = _mm512_or_si512(fnn_f2bf16x(e), _mm512_slli_epi32(fnn_f2bf16x(od), 16));
-                _mm512_i32scatter_epi32(panel + (p / 2) * ldb2 + j, idx, pair, 4);
+                fnn_transpose16(r);  /* r[m]: pair row p / 2 + m, columns j0 + jh .. + 15 */
+                for (int m = 0; m < 16; m++)
+                    _mm512_storeu_ps((void *)(panel + (p / 2 + m) * ldb2 + jh), r[m]);
             }
-        }
     }
 }
 
@@ -298,16 +323,39 @@ __attribute__((target("avx512f"))) static void fnn_round_bf16_avx512(const float
 }
 #endif
 
-static void fnn_round_bf16_array(const float *x, float *y, ptrdiff_t n, int simd) {
+#ifdef FNN_GEMM_X86
+__attribute__((target("avx512f,avx512bf16"))) static void fnn_round_bf16_hw(const float *x, float *y,
+                                                                          ptrdiff_t n) {
+    for (ptrdiff_t i = 0; i < n; i += 16) {
+        const ptrdiff_t left = n - i;
+        const __mmask16 m = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+        const __m256i h = (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, x + i));
+        const __m512i r = _mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16);
+        _mm512_mask_storeu_ps(y + i, m, _mm512_castsi512_ps(r));
+    }
+}
+#endif
+
+static int fnn_round_bf16_array(const float *x, float *y, ptrdiff_t n, int simd) {
 #ifdef FNN_GEMM_X86
     __builtin_cpu_init();
+    if (simd == 2) {
+        unsigned a = 0, b = 0, c = 0, d = 0;
+        if (!__builtin_cpu_supports("avx512f") || !__get_cpuid_count(7, 1, &a, &b, &c, &d) ||
+            !(a & (1u << 5)))
+            return -1;
+        fnn_round_bf16_hw(x, y, n);
+        return 0;
+    }
     if (simd && __builtin_cpu_supports("avx512f")) {
         fnn_round_bf16_avx512(x, y, n);
-        return;
+        return 0;
     }
+#else
+    if (simd == 2) return -1;
 #endif
-    (void)simd;
     for (ptrdiff_t i = 0; i < n; i++) y[i] = fnn_bf2f(fnn_f2bf(x[i]));
+    return 0;
 }
 
 /* ---- kernels: Ct (32 x 32, ld 32) = A (32 x kcp, bf16, row stride lda) B (kcp x 32, VNNI: pair

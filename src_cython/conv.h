@@ -536,14 +536,27 @@ static inline __mmask16 fnn_run_mask(ptrdiff_t a, ptrdiff_t b, ptrdiff_t k) {
     return (__mmask16)(((1u << hi) - 1u) & ~((1u << lo) - 1u));
 }
 
-__attribute__((target("avx512f,avx512bw,avx512vl"))) static inline __m512
-fnn_run_load(int on, const float *src, const fnn_conv_pos *q, ptrdiff_t k) {
+#define FNN_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+
+FNN_BF16_TARGET static inline __m512 fnn_run_load(int on, const float *src,
+                                                  const fnn_conv_pos *q, ptrdiff_t k) {
     if (!on) return _mm512_setzero_ps();
     /* masked lanes are never read (AVX-512 masked loads do not fault on them) */
     return _mm512_maskz_loadu_ps(fnn_run_mask(q->a, q->b, k), src + k);
 }
 
-__attribute__((target("avx512f,avx512bw,avx512vl"))) static void
+/* lanes k .. k + 31 of a run of length run */
+static inline __mmask32 fnn_run_tail32(ptrdiff_t run, ptrdiff_t k) {
+    return run - k >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << (run - k)) - 1u);
+}
+
+/* 32 floats -> 32 bfloat16 by vcvtne2ps2bf16: round to nearest even, denormals as zero, NaN kept
+ * quiet: fnn_f2bf's rounding (the tests check every bit-pattern class) */
+FNN_BF16_TARGET static inline __m512i fnn_cvt32_bf16(__m512 lo, __m512 hi) {
+    return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+}
+
+FNN_BF16_TARGET static void
 fnn_im2col_bf16(const float *X, uint16_t *col, ptrdiff_t ld, const fnn_conv_geom *g,
                 ptrdiff_t g0, ptrdiff_t rows) {
     const ptrdiff_t run = g->kw * g->C, npos = rows * g->Wo;
@@ -554,21 +567,30 @@ fnn_im2col_bf16(const float *X, uint16_t *col, ptrdiff_t ld, const fnn_conv_geom
         for (ptrdiff_t i = 0; i < g->kh; i++, dst += run) {
             const float *src = NULL;
             const int on = fnn_conv_run(&q, g, i, &src);
-            for (ptrdiff_t k = 0; k < run; k += 16) {
-                const __mmask16 st = run - k >= 16 ? (__mmask16)0xffff
-                                                   : (__mmask16)((1u << (run - k)) - 1u);
-                const __m512 x = fnn_run_load(on, src, &q, k);
-                _mm256_mask_storeu_epi16(dst + k, st, _mm512_cvtepi32_epi16(fnn_f2bf16x(x)));
+            ptrdiff_t k0 = 0;
+            if (on && q.a == 0 && q.b == run)  /* a whole run inside the input: no masks */
+                for (; k0 + 32 <= run; k0 += 32)
+                    _mm512_storeu_si512((void *)(dst + k0),
+                                        fnn_cvt32_bf16(_mm512_loadu_ps(src + k0),
+                                                       _mm512_loadu_ps(src + k0 + 16)));
+            for (ptrdiff_t k = k0; k < run; k += 32) {
+                const __m512 lo = fnn_run_load(on, src, &q, k);
+                const __m512 hi = fnn_run_load(on, src, &q, k + 16);
+                _mm512_mask_storeu_epi16(dst + k, fnn_run_tail32(run, k), fnn_cvt32_bf16(lo, hi));
             }
         }
         for (ptrdiff_t k = g->K; k < ld; k++) col[p * ld + k] = 0;
     }
 }
 
-__attribute__((target("avx512f,avx512bw,avx512vl"))) static void
+FNN_BF16_TARGET static void
 fnn_im2col_vnni_bf16(const float *X, uint16_t *colv, ptrdiff_t ld, const fnn_conv_geom *g,
                      ptrdiff_t g0, ptrdiff_t rows, ptrdiff_t npos_pad) {
     const ptrdiff_t run = g->kw * g->C, npos = rows * g->Wo;
+    /* (e0 .. e15, o0 .. o15) -> (e0, o0, e1, o1, ...) */
+    const __m512i inter = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9,
+                                           24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1,
+                                           16, 0);
     for (ptrdiff_t p = 0; p < npos_pad; p += 2) {
         fnn_conv_pos q0, q1;
         fnn_conv_pos_at(X, g, g0, npos, p, &q0);
@@ -581,12 +603,19 @@ fnn_im2col_vnni_bf16(const float *X, uint16_t *colv, ptrdiff_t ld, const fnn_con
         for (ptrdiff_t i = 0; i < g->kh; i++, dst += run) {
             const float *s0 = NULL, *s1 = NULL;
             const int on0 = fnn_conv_run(&q0, g, i, &s0), on1 = fnn_conv_run(&q1, g, i, &s1);
-            for (ptrdiff_t k = 0; k < run; k += 16) {
+            ptrdiff_t k0 = 0;
+            if (on0 && on1 && q0.a == 0 && q0.b == run && q1.a == 0 && q1.b == run)
+                for (; k0 + 16 <= run; k0 += 16)  /* whole runs inside the input: no masks */
+                    _mm512_storeu_si512((void *)(dst + k0),
+                                        _mm512_permutexvar_epi16(
+                                            inter, fnn_cvt32_bf16(_mm512_loadu_ps(s0 + k0),
+                                                                  _mm512_loadu_ps(s1 + k0))));
+            for (ptrdiff_t k = k0; k < run; k += 16) {
                 const __mmask16 st = run - k >= 16 ? (__mmask16)0xffff
                                                    : (__mmask16)((1u << (run - k)) - 1u);
-                const __m512i e = fnn_f2bf16x(fnn_run_load(on0, s0, &q0, k));
-                const __m512i o = fnn_f2bf16x(fnn_run_load(on1, s1, &q1, k));
-                _mm512_mask_storeu_epi32(dst + k, st, _mm512_or_si512(e, _mm512_slli_epi32(o, 16)));
+                const __m512i eo = fnn_cvt32_bf16(fnn_run_load(on0, s0, &q0, k),
+                                                  fnn_run_load(on1, s1, &q1, k));
+                _mm512_mask_storeu_epi32(dst + k, st, _mm512_permutexvar_epi16(inter, eo));
             }
         }
         int32_t *row = (int32_t *)colv + (p / 2) * ld;

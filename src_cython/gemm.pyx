@@ -10,7 +10,7 @@ cdef extern from "gemm.h" nogil:
     double fnn_fma_peak_run(long reps, float *sink)
 
 cdef extern from "bgemm.h" nogil:
-    void fnn_round_bf16_array(const float *x, float *y, Py_ssize_t n, int simd)
+    int fnn_round_bf16_array(const float *x, float *y, Py_ssize_t n, int simd)
 
 
 def packed_bf16_size(Py_ssize_t K, Py_ssize_t N):
@@ -86,16 +86,21 @@ def bf16_kernel(int level=-2):
     return bf16_kernel_name(level)
 
 
-def round_bf16(const float[::1] x not None, float[::1] y not None, bint simd=True):
+def round_bf16(const float[::1] x not None, float[::1] y not None, simd=True):
     """y <- x rounded to bfloat16 (round to nearest even; NaN stays NaN; subnormals to a signed
-    zero), as float32: the rounding of the bfloat16 GEMM's packing (``simd``: its AVX-512 code,
-    else the scalar one)."""
+    zero), as float32: the rounding of the bfloat16 GEMM's packing. ``simd``: True its AVX-512
+    code, False the scalar one, ``"hardware"`` the CPU's vcvtne2ps2bf16 instruction (which the
+    bfloat16 im2col uses; ``RuntimeError`` on a CPU without AVX512_BF16)."""
     if y.shape[0] != x.shape[0]:
         raise ValueError(f"round_bf16: x has {x.shape[0]} values, y {y.shape[0]}")
+    cdef int mode = 2 if simd == "hardware" else (1 if simd else 0)
+    cdef int rc = 0
     if x.shape[0] == 0:
         return
     with nogil:
-        fnn_round_bf16_array(&x[0], &y[0], x.shape[0], simd)
+        rc = fnn_round_bf16_array(&x[0], &y[0], x.shape[0], mode)
+    if rc != 0:
+        raise RuntimeError("round_bf16: this CPU has no AVX512_BF16 instructions")
 
 
 def fma_peak_gflops(double seconds=0.3):
