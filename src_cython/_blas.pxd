@@ -37,8 +37,8 @@ cdef extern from "bgemm.h" nogil:
                              Py_ssize_t bcs, unsigned short *Bpk)
     int fnn_bgemm_vnni(int level, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float *A,
                        Py_ssize_t ars, Py_ssize_t acs, const unsigned short *A16,
-                       Py_ssize_t lda16, const unsigned short *Bv, Py_ssize_t ldb2, int beta1,
-                       float *C, Py_ssize_t ldc, int ctrans)
+                       Py_ssize_t lda16, const unsigned short *Bv, Py_ssize_t ldb2,
+                       Py_ssize_t pstride, int beta1, float *C, Py_ssize_t ldc, int ctrans)
 
 cdef inline void gemm_rm(bint trans_a, bint trans_b, int M, int N, int K,
                          floating alpha, const floating *A, int lda,

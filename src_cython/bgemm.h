@@ -204,63 +204,96 @@ __attribute__((target("avx512f"), always_inline)) static inline void fnn_transpo
     }
 }
 
-/* B^T row-major (brs == 1, B[p, j] = B[p + j bcs]): 32 values of K of one column are 16 pairs
- * (adjacent in memory); 16 columns of them are transposed in registers into 16 pair rows. */
-__attribute__((target("avx512f"))) static void
-fnn_bgemm_pack_bt_avx512(ptrdiff_t kc, ptrdiff_t nc, ptrdiff_t kcp, const float *B, ptrdiff_t bcs,
-                         uint16_t *Bp, ptrdiff_t ldb2, ptrdiff_t pstride) {
-    for (ptrdiff_t j0 = 0; j0 < nc; j0 += 32) {
-        int32_t *panel = (int32_t *)(Bp + (j0 / 32) * pstride);
-        for (ptrdiff_t jh = 0; jh < 32; jh += 16)
-            for (ptrdiff_t p = 0; p < kcp; p += 32) {
-                const ptrdiff_t left = kc - p;
-                const __mmask16 m0 = left >= 16 ? (__mmask16)0xffff
-                                     : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
-                const __mmask16 m1 = left >= 32 ? (__mmask16)0xffff
-                                     : left <= 16 ? (__mmask16)0 : (__mmask16)((1u << (left - 16)) - 1);
-                __m512 r[16];
-                for (int m = 0; m < 16; m++) {
-                    const ptrdiff_t j = j0 + jh + m;
-                    if (j >= nc) {
-                        r[m] = _mm512_setzero_ps();
-                        continue;
-                    }
-                    const float *b = B + j * bcs + p;
-                    const __m256i lo = _mm512_cvtepi32_epi16(fnn_f2bf16x(_mm512_maskz_loadu_ps(m0, b)));
-                    const __m256i hi = _mm512_cvtepi32_epi16(
-                        fnn_f2bf16x(_mm512_maskz_loadu_ps(m1, b + 16)));
-                    r[m] = _mm512_castsi512_ps(
-                        _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1));
-                }
-                fnn_transpose16(r);  /* r[m]: pair row p / 2 + m, columns j0 + jh .. + 15 */
-                for (int m = 0; m < 16; m++)
-                    _mm512_storeu_ps((void *)(panel + (p / 2 + m) * ldb2 + jh), r[m]);
-            }
-    }
+/* The B packings, in two builds: _avx512 converts with fnn_f2bf16x (AVX-512F), _hw with the
+ * AVX512_BF16 instruction vcvtne2ps2bf16 (the same rounding, checked on every bit-pattern class
+ * by the tests), chosen by fnn_bf16_hw(). FNN_PAIRS(e, o): 16 pairs (e[m], o[m]) as 32-bit lanes;
+ * FNN_RUN32(lo, hi): 32 consecutive values as 16 pairs. */
+#define FNN_DEF_PACK_B(SUF, TARGET, FNN_PAIRS, FNN_RUN32)                                          \
+/* B^T row-major (brs == 1, B[p, j] = B[p + j bcs]): 32 values of K of one column are 16 pairs \
+ * (adjacent in memory); 16 columns of them are transposed in registers into 16 pair rows. */   \
+__attribute__((target(TARGET))) static void                                                   \
+fnn_bgemm_pack_bt_##SUF(ptrdiff_t kc, ptrdiff_t nc, ptrdiff_t kcp, const float *B, ptrdiff_t bcs, \
+                        uint16_t *Bp, ptrdiff_t ldb2, ptrdiff_t pstride) {                     \
+    for (ptrdiff_t j0 = 0; j0 < nc; j0 += 32) {                                               \
+        int32_t *panel = (int32_t *)(Bp + (j0 / 32) * pstride);                               \
+        for (ptrdiff_t jh = 0; jh < 32; jh += 16)                                             \
+            for (ptrdiff_t p = 0; p < kcp; p += 32) {                                         \
+                const ptrdiff_t left = kc - p;                                                \
+                const __mmask16 m0 = left >= 16 ? (__mmask16)0xffff                           \
+                                     : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1); \
+                const __mmask16 m1 = left >= 32 ? (__mmask16)0xffff                           \
+                                     : left <= 16 ? (__mmask16)0                              \
+                                                  : (__mmask16)((1u << (left - 16)) - 1);     \
+                __m512 r[16];                                                                 \
+                for (int m = 0; m < 16; m++) {                                                \
+                    const ptrdiff_t j = j0 + jh + m;                                          \
+                    if (j >= nc) {                                                            \
+                        r[m] = _mm512_setzero_ps();                                           \
+                        continue;                                                             \
+                    }                                                                         \
+                    const float *b = B + j * bcs + p;                                         \
+                    r[m] = _mm512_castsi512_ps(FNN_RUN32(_mm512_maskz_loadu_ps(m0, b),        \
+                                                         _mm512_maskz_loadu_ps(m1, b + 16))); \
+                }                                                                             \
+                fnn_transpose16(r);  /* r[m]: pair row p / 2 + m, columns j0 + jh .. + 15 */  \
+                for (int m = 0; m < 16; m++)                                                  \
+                    _mm512_storeu_ps((void *)(panel + (p / 2 + m) * ldb2 + jh), r[m]);        \
+            }                                                                                 \
+    }                                                                                         \
+}                                                                                             \
+                                                                                              \
+__attribute__((target(TARGET))) static void                                                   \
+fnn_bgemm_pack_b_##SUF(ptrdiff_t kc, ptrdiff_t nc, ptrdiff_t kcp, const float *B, ptrdiff_t brs, \
+                       uint16_t *Bp, ptrdiff_t ldb2, ptrdiff_t pstride) {                      \
+    for (ptrdiff_t j0 = 0; j0 < nc; j0 += 32) {                                               \
+        uint16_t *panel = Bp + (j0 / 32) * pstride;                                           \
+        for (int h = 0; h < 2; h++) {                                                         \
+            const ptrdiff_t jl = nc - j0 - 16 * h;                                            \
+            const __mmask16 m = jl >= 16 ? (__mmask16)0xffff                                  \
+                                         : jl <= 0 ? (__mmask16)0 : (__mmask16)((1u << jl) - 1); \
+            for (ptrdiff_t q = 0; q < kcp / 2; q++) {                                         \
+                const ptrdiff_t p = 2 * q;                                                    \
+                const __m512 e = p < kc ? _mm512_maskz_loadu_ps(m, B + p * brs + j0 + 16 * h) \
+                                        : _mm512_setzero_ps();                                \
+                const __m512 o = p + 1 < kc                                                   \
+                                     ? _mm512_maskz_loadu_ps(m, B + (p + 1) * brs + j0 + 16 * h) \
+                                     : _mm512_setzero_ps();                                   \
+                _mm512_storeu_si512((void *)(panel + q * 2 * ldb2 + 32 * h), FNN_PAIRS(e, o)); \
+            }                                                                                 \
+        }                                                                                     \
+    }                                                                                         \
 }
 
-__attribute__((target("avx512f"))) static void
-fnn_bgemm_pack_b_avx512(ptrdiff_t kc, ptrdiff_t nc, ptrdiff_t kcp, const float *B, ptrdiff_t brs,
-                        uint16_t *Bp, ptrdiff_t ldb2, ptrdiff_t pstride) {
-    for (ptrdiff_t j0 = 0; j0 < nc; j0 += 32) {
-        uint16_t *panel = Bp + (j0 / 32) * pstride;
-        for (int h = 0; h < 2; h++) {
-            const ptrdiff_t jl = nc - j0 - 16 * h;
-            const __mmask16 m = jl >= 16 ? (__mmask16)0xffff
-                                         : jl <= 0 ? (__mmask16)0 : (__mmask16)((1u << jl) - 1);
-            for (ptrdiff_t q = 0; q < kcp / 2; q++) {
-                const ptrdiff_t p = 2 * q;
-                const __m512 e = p < kc ? _mm512_maskz_loadu_ps(m, B + p * brs + j0 + 16 * h)
-                                        : _mm512_setzero_ps();
-                const __m512 o = p + 1 < kc
-                                     ? _mm512_maskz_loadu_ps(m, B + (p + 1) * brs + j0 + 16 * h)
-                                     : _mm512_setzero_ps();
-                const __m512i pair = _mm512_or_si512(fnn_f2bf16x(e),
-                                                     _mm512_slli_epi32(fnn_f2bf16x(o), 16));
-                _mm512_storeu_si512((void *)(panel + q * 2 * ldb2 + 32 * h), pair);
-            }
-        }
+#define FNN_PAIRS_SW(e, o) _mm512_or_si512(fnn_f2bf16x(e), _mm512_slli_epi32(fnn_f2bf16x(o), 16))
+#define FNN_RUN32_SW(lo, hi)                                                                      \
+    _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi32_epi16(fnn_f2bf16x(lo))),            \
+                       _mm512_cvtepi32_epi16(fnn_f2bf16x(hi)), 1)
+#define FNN_PAIRS_HW(e, o) _mm512_permutexvar_epi16(fnn_interleave16(), (__m512i)_mm512_cvtne2ps_pbh(o, e))
+#define FNN_RUN32_HW(lo, hi) ((__m512i)_mm512_cvtne2ps_pbh(hi, lo))
+
+/* (e0 .. e15, o0 .. o15) as 16-bit lanes -> (e0, o0, e1, o1, ...) */
+__attribute__((target("avx512f,avx512bw"), always_inline)) static inline __m512i
+fnn_interleave16(void) {
+    return _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7,
+                            22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+}
+
+FNN_DEF_PACK_B(avx512, "avx512f,avx512bw", FNN_PAIRS_SW, FNN_RUN32_SW)
+FNN_DEF_PACK_B(hw, "avx512f,avx512bw,avx512bf16", FNN_PAIRS_HW, FNN_RUN32_HW)
+
+/* whether the CPU has AVX512_BF16 (vcvtne2ps2bf16), checked once; fnn_bf16_force_sw(1) makes
+ * the packings use the AVX-512F rounding instead (for the tests), fnn_bf16_force_sw(0) undoes it */
+static int fnn_bf16_hw_flag = -1;
+static inline void fnn_bf16_force_sw(int sw) { fnn_bf16_hw_flag = sw ? 0 : -1; }
+static inline int fnn_bf16_hw(void) {
+    if (fnn_bf16_hw_flag < 0) {
+        unsigned a = 0, b = 0, c = 0, d = 0;
+        __builtin_cpu_init();
+        fnn_bf16_hw_flag = __builtin_cpu_supports("avx512f") &&
+                           __builtin_cpu_supports("avx512bw") &&
+                           __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 5));
     }
+    return fnn_bf16_hw_flag;
 }
 #endif
 
@@ -293,11 +326,13 @@ static void fnn_bgemm_pack_b(int simd, ptrdiff_t kc, ptrdiff_t nc, ptrdiff_t kcp
                              ptrdiff_t pstride) {
 #ifdef FNN_GEMM_X86
     if (simd && bcs == 1) {
-        fnn_bgemm_pack_b_avx512(kc, nc, kcp, B, brs, Bp, ldb2, pstride);
+        if (fnn_bf16_hw()) fnn_bgemm_pack_b_hw(kc, nc, kcp, B, brs, Bp, ldb2, pstride);
+        else fnn_bgemm_pack_b_avx512(kc, nc, kcp, B, brs, Bp, ldb2, pstride);
         return;
     }
     if (simd && brs == 1) {
-        fnn_bgemm_pack_bt_avx512(kc, nc, kcp, B, bcs, Bp, ldb2, pstride);
+        if (fnn_bf16_hw()) fnn_bgemm_pack_bt_hw(kc, nc, kcp, B, bcs, Bp, ldb2, pstride);
+        else fnn_bgemm_pack_bt_avx512(kc, nc, kcp, B, bcs, Bp, ldb2, pstride);
         return;
     }
 #endif
@@ -455,6 +490,38 @@ fnn_bukr_amx(ptrdiff_t kcp, const uint16_t *Ap, ptrdiff_t lda, const uint16_t *B
     _tile_stored(2, Ct + 16 * 32, 128);
     _tile_stored(3, Ct + 16 * 32 + 16, 128);
 }
+
+/* the same on a full 32 x 32 block of C itself (row stride ldc): C = / += A B, no Ct round trip */
+__attribute__((target("amx-tile,amx-bf16"))) static void
+fnn_bukr_amx_c(ptrdiff_t kcp, const uint16_t *Ap, ptrdiff_t lda, const uint16_t *Bp,
+               ptrdiff_t ldb2, float *C, ptrdiff_t ldc, int acc) {
+    if (acc) {
+        _tile_loadd(0, C, ldc * 4);
+        _tile_loadd(1, C + 16, ldc * 4);
+        _tile_loadd(2, C + 16 * ldc, ldc * 4);
+        _tile_loadd(3, C + 16 * ldc + 16, ldc * 4);
+    } else {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+    }
+    for (ptrdiff_t p = 0; p < kcp; p += 32) {
+        const uint16_t *b = Bp + p * ldb2;
+        _tile_loadd(4, Ap + p, lda * 2);
+        _tile_loadd(5, Ap + 16 * lda + p, lda * 2);
+        _tile_loadd(6, b, ldb2 * 4);
+        _tile_loadd(7, b + 32, ldb2 * 4);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, C, ldc * 4);
+    _tile_stored(1, C + 16, ldc * 4);
+    _tile_stored(2, C + 16 * ldc, ldc * 4);
+    _tile_stored(3, C + 16 * ldc + 16, ldc * 4);
+}
 #endif
 
 static inline void fnn_bukr(int level, ptrdiff_t mr, ptrdiff_t kcp, const uint16_t *Ap,
@@ -498,30 +565,27 @@ static FNN_TLS size_t fnn_bgemm_bw_size = 0;   /* its size in values */
 static FNN_TLS uint16_t *fnn_bgemm_aw = NULL;  /* A over the whole of K (fnn_bgemm_vnni) */
 static FNN_TLS size_t fnn_bgemm_aw_size = 0;   /* its size in values */
 
-/* B (K x N, B[p, j] = B[p brs + j bcs]) rounded and laid out as one "VNNI" matrix: pair row q
- * (K indices 2q, 2q + 1) holds (B[2q, j], B[2q + 1, j]) for every column j, Bv[(q ldb2 + j) 2 + t],
- * ldb2 = roundup(N, 32), K padded with zeros to roundup(K, 32) (the padded columns are zero too):
- * roundup(K, 32) * roundup(N, 32) values. fnn_bgemm_vnni reads any 32 columns of it. */
-static void fnn_bgemm_pack_vnni(ptrdiff_t K, ptrdiff_t N, const float *B, ptrdiff_t brs,
-                                ptrdiff_t bcs, uint16_t *Bv) {
+/* B (K x N, B[p, j] = B[p brs + j bcs]) rounded into the VNNI layout in panels of 32 columns:
+ * pair row q (K indices 2q, 2q + 1) of panel P holds (B[2q, 32P + j], B[2q + 1, 32P + j]) for
+ * j = 0..31 at Bpk[P Kp 32 + (q 32 + j) 2 + t], Kp = roundup(K, 32), zero-padded (K to Kp, N to
+ * a multiple of 32): Kp * roundup(N, 32) values. A panel is contiguous, so the GEMM streams it
+ * (a VNNI matrix with long rows would put every tile row in another page). */
+static void fnn_bgemm_pack_full(ptrdiff_t K, ptrdiff_t N, const float *B, ptrdiff_t brs,
+                                ptrdiff_t bcs, uint16_t *Bpk) {
     int simd = 0;
 #ifdef FNN_GEMM_X86
     __builtin_cpu_init();
-    simd = __builtin_cpu_supports("avx512f");
+    simd = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
 #endif
-    const ptrdiff_t Np = (N + 31) / 32 * 32;
-    fnn_bgemm_pack_b(simd, K, N, (K + 31) / 32 * 32, B, brs, bcs, Bv, Np, 64);
+    const ptrdiff_t Kp = (K + 31) / 32 * 32;
+    fnn_bgemm_pack_b(simd, K, N, Kp, B, brs, bcs, Bpk, 32, Kp * 32);
 }
 
-/* The packed weights of the layers (fastnn._gemm.pack_bf16): the same layout. */
-static void fnn_bgemm_pack_full(ptrdiff_t K, ptrdiff_t N, const float *B, ptrdiff_t brs,
-                                ptrdiff_t bcs, uint16_t *Bpk) {
-    fnn_bgemm_pack_vnni(K, N, B, brs, bcs, Bpk);
-}
-
-/* C (M x N, row-major, ldc) = (beta1 ? C : 0) + bf16(A) Bv, Bv a K x N VNNI matrix (see
- * fnn_bgemm_pack_vnni; row stride ldb2 >= roundup(N, 32) pairs, zero in the K padding, any 32
- * columns readable). A is either A16, already bfloat16, row-major with row stride lda16 (zeros in
+/* C (M x N, row-major, ldc) = (beta1 ? C : 0) + bf16(A) Bv, Bv a K x N matrix in the VNNI layout:
+ * pair row q (K indices 2q, 2q + 1) of the 32-column block at Bv + (j / 32) pstride is at
+ * q 2 ldb2, holding the pairs of its 32 columns (fnn_bgemm_pack_full's panels: ldb2 32, pstride
+ * Kp 32; one VNNI matrix with rows of ldb2 pairs: pstride 64); zero in the K padding, columns up
+ * to roundup(N, 32) readable. A is either A16, already bfloat16, row-major with row stride lda16 (zeros in
  * columns K .. roundup(K, 32); rows up to roundup(M, 32) readable, those past M unused), or, when
  * A16 is NULL, float32 A[i ars + p acs], rounded here. The whole of K is summed in the kernel
  * (every C element is a function of K, the data and the kernel only), then stored or added in
@@ -529,8 +593,8 @@ static void fnn_bgemm_pack_full(ptrdiff_t K, ptrdiff_t N, const float *B, ptrdif
  * buffer could not be allocated (C is then unchanged). */
 static int fnn_bgemm_vnni(int level, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A,
                           ptrdiff_t ars, ptrdiff_t acs, const uint16_t *A16, ptrdiff_t lda16,
-                          const uint16_t *Bv, ptrdiff_t ldb2, int beta1, float *C, ptrdiff_t ldc,
-                          int ctrans) {
+                          const uint16_t *Bv, ptrdiff_t ldb2, ptrdiff_t pstride, int beta1,
+                          float *C, ptrdiff_t ldc, int ctrans) {
     if (M <= 0 || N <= 0) return 0;
     const ptrdiff_t Kp = (K + 31) / 32 * 32;
     if (K <= 0) {
@@ -577,7 +641,17 @@ static int fnn_bgemm_vnni(int level, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, cons
             const ptrdiff_t nr = N - j0 < 32 ? N - j0 : 32;
             for (ptrdiff_t i = 0; i < gm; i += FNN_BGEMM_MB) {
                 const ptrdiff_t mr = gm - i < FNN_BGEMM_MB ? gm - i : FNN_BGEMM_MB;
-                fnn_bukr(level, mr, Kp, Ag + i * lda, lda, Bv + j0 * 2, ldb2, Ct);
+                const uint16_t *bp = Bv + (j0 / 32) * pstride;
+#ifdef FNN_GEMM_X86
+                if (level == FNN_BF16_AMX && !ctrans && mr == 32 && nr == 32) {
+                    /* C's block starts from C itself when accumulating: C + p1 + p2 + ..., a
+                     * function of K, the data and the kernel as before */
+                    fnn_bukr_amx_c(Kp, Ag + i * lda, lda, bp, ldb2, C + (g0 + i) * ldc + j0, ldc,
+                                   beta1);
+                    continue;
+                }
+#endif
+                fnn_bukr(level, mr, Kp, Ag + i * lda, lda, bp, ldb2, Ct);
                 fnn_bgemm_store(Ct, mr, nr, beta1, C, ldc, g0 + i, j0, ctrans);
             }
         }
@@ -589,33 +663,32 @@ static int fnn_bgemm_vnni(int level, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, cons
 }
 
 /* C (M x N, row-major, ldc) = (beta1 ? C : 0) + bf16(A) bf16(B), A[i, p] = A[i ars + p acs],
- * B[p, j] = B[p brs + j bcs]: B is rounded into a per-thread VNNI matrix (fnn_bgemm_pack_vnni),
- * then fnn_bgemm_vnni; or, when Bpk is not NULL, B's columns from panel panel0 on (column
- * 32 panel0) of a matrix of np panels of 32 columns packed by fnn_bgemm_pack_full (B, brs, bcs
- * unused): the same numbers, so packing once or per call gives the same bits. ctrans: C is stored
- * transposed (C[i, j] at C[j ldc + i]). Returns 0, or -1 if a pack buffer could not be allocated
- * (C is then unchanged). */
+ * B[p, j] = B[p brs + j bcs]: B is rounded into per-thread panels (fnn_bgemm_pack_full's layout),
+ * then fnn_bgemm_vnni; or, when Bpk is not NULL, B's columns from panel panel0 on of a matrix
+ * packed by fnn_bgemm_pack_full (B, brs, bcs, np unused): the same numbers, so packing once or
+ * per call gives the same bits. ctrans: C is stored transposed (C[i, j] at C[j ldc + i]).
+ * Returns 0, or -1 if a pack buffer could not be allocated (C is then unchanged). */
 static int fnn_bgemm(int level, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A,
                      ptrdiff_t ars, ptrdiff_t acs, const float *B, ptrdiff_t brs, ptrdiff_t bcs,
                      int beta1, float *C, ptrdiff_t ldc, const uint16_t *Bpk, ptrdiff_t np,
                      ptrdiff_t panel0, int ctrans) {
+    const ptrdiff_t Kp = (K + 31) / 32 * 32;
+    (void)np;
     if (Bpk)
-        return fnn_bgemm_vnni(level, M, N, K, A, ars, acs, NULL, 0, Bpk + panel0 * 64, np * 32,
-                              beta1, C, ldc, ctrans);
+        return fnn_bgemm_vnni(level, M, N, K, A, ars, acs, NULL, 0, Bpk + panel0 * Kp * 32, 32,
+                              Kp * 32, beta1, C, ldc, ctrans);
     if (M <= 0 || N <= 0 || K <= 0)
-        return fnn_bgemm_vnni(level, M, N, K, A, ars, acs, NULL, 0, NULL, 0, beta1, C, ldc,
+        return fnn_bgemm_vnni(level, M, N, K, A, ars, acs, NULL, 0, NULL, 32, 0, beta1, C, ldc,
                               ctrans);
-    const ptrdiff_t Np = (N + 31) / 32 * 32;
-    const size_t need = (size_t)((K + 31) / 32 * 32) * (size_t)Np;
+    const size_t need = (size_t)Kp * (size_t)((N + 31) / 32 * 32);
     if (fnn_bgemm_bw_size < need) {
         fnn_aligned_free(fnn_bgemm_bw);
         fnn_bgemm_bw = (uint16_t *)fnn_aligned_alloc(need * 2);
         fnn_bgemm_bw_size = fnn_bgemm_bw ? need : 0;
     }
     if (!fnn_bgemm_bw) return -1;
-    fnn_bgemm_pack_b(level >= FNN_BF16_AVX512, K, N, (K + 31) / 32 * 32, B, brs, bcs,
-                     fnn_bgemm_bw, Np, 64);
-    return fnn_bgemm_vnni(level, M, N, K, A, ars, acs, NULL, 0, fnn_bgemm_bw, Np, beta1, C, ldc,
-                          ctrans);
+    fnn_bgemm_pack_b(level >= FNN_BF16_AVX512, K, N, Kp, B, brs, bcs, fnn_bgemm_bw, 32, Kp * 32);
+    return fnn_bgemm_vnni(level, M, N, K, A, ars, acs, NULL, 0, fnn_bgemm_bw, 32, Kp * 32, beta1,
+                          C, ldc, ctrans);
 }
 #endif

@@ -217,7 +217,8 @@ cdef inline int _dw_bf16(int level, const float *X, const float *dZ, unsigned sh
     GEMM could not allocate its buffer (dW unchanged)."""
     cdef Py_ssize_t npos = rows * g.Wo
     fnn_im2col_vnni_bf16(X, colv, ld16, g, g0, rows, (npos + 31) // 32 * 32)
-    return fnn_bgemm_vnni(level, g.M, g.K, npos, dZ, 1, g.M, NULL, 0, colv, ld16, acc, dW, g.M, 1)
+    return fnn_bgemm_vnni(level, g.M, g.K, npos, dZ, 1, g.M, NULL, 0, colv, ld16, 64, acc, dW,
+                          g.M, 1)
 
 
 cdef inline bint _im2col_bf16(Geom *g, bint bf16, int path, Py_ssize_t block_pos,
@@ -392,8 +393,8 @@ def conv_forward(const floating[:, :, :, ::1] X not None, const floating[:, ::1]
                 fnn_im2col_bf16(<const float *>Xp, <unsigned short *>&col[tid, 0, 0], ld16, &g,
                                 g0, rows)
                 fnn_bgemm_vnni(level, npos, g.M, g.K, NULL, 0, 0,
-                               <unsigned short *>&col[tid, 0, 0], ld16, wpk,
-                               (g.M + 31) // 32 * 32, 1, <float *>out, g.M, 0)
+                               <unsigned short *>&col[tid, 0, 0], ld16, wpk, 32, ld16 * 32, 1,
+                               <float *>out, g.M, 0)
             else:
                 fnn_blas_single_enter()
                 bias_rows(out, npos, g.M, bp)

@@ -11,6 +11,7 @@ cdef extern from "gemm.h" nogil:
 
 cdef extern from "bgemm.h" nogil:
     int fnn_round_bf16_array(const float *x, float *y, Py_ssize_t n, int simd)
+    void fnn_bf16_force_sw(int sw)
 
 
 def packed_bf16_size(Py_ssize_t K, Py_ssize_t N):
@@ -18,6 +19,12 @@ def packed_bf16_size(Py_ssize_t K, Py_ssize_t N):
     if K < 0 or N < 0:
         raise ValueError(f"packed_bf16_size: K and N must be >= 0, got {K}, {N}")
     return ((K + 31) // 32) * 32 * ((N + 31) // 32) * 32
+
+
+def _force_sw_rounding(bint sw):
+    """Testing hook: ``True`` makes the packing of B round with its AVX-512F code even on a CPU
+    with AVX512_BF16 (whose vcvtne2ps2bf16 it uses otherwise); ``False`` undoes it."""
+    fnn_bf16_force_sw(sw)
 
 
 def pack_bf16(const float[:, ::1] B not None, bint trans, unsigned short[::1] out not None):

@@ -139,6 +139,26 @@ def test_bgemm_kernel_results_do_not_depend_on_the_row_split(kernel):
 
 @pytest.mark.parametrize("K,N", [(1, 1), (40, 70), (600, 33), (1100, 512)])
 @pytest.mark.parametrize("trans", [False, True])
+def test_packing_rounds_alike_with_either_instruction_set(K, N, trans):
+    """The packing of B rounds with vcvtne2ps2bf16 where the CPU has it, else with AVX-512F code:
+    the same bits either way (and the same as the NumPy rounding, through the GEMM tests)."""
+    rng = np.random.default_rng(K * N)
+    B = rng.standard_normal((N, K) if trans else (K, N)).astype(np.float32)
+    B.ravel()[::7] = rng.integers(0, 2 ** 32, B.size, dtype=np.uint64)[::7].astype(
+        np.uint32).view(np.float32)  # every bit-pattern class: NaNs, infinities, subnormals
+    auto = np.empty(_gemm.packed_bf16_size(K, N), np.uint16)
+    _gemm.pack_bf16(B, trans, auto)
+    _gemm._force_sw_rounding(True)
+    try:
+        sw = np.full_like(auto, 7)
+        _gemm.pack_bf16(B, trans, sw)
+    finally:
+        _gemm._force_sw_rounding(False)
+    assert np.array_equal(auto, sw)
+
+
+@pytest.mark.parametrize("K,N", [(1, 1), (40, 70), (600, 33), (1100, 512)])
+@pytest.mark.parametrize("trans", [False, True])
 def test_packed_weights_give_the_same_bits(kernel, K, N, trans):
     """B packed once (a layer's weights, once per step) gives the bits of packing it per call."""
     rng = np.random.default_rng(K + N)
