@@ -4,6 +4,7 @@ Kernels only: the caller passes C-contiguous arrays; shapes are re-checked here 
 that a wrong call raises ``ValueError`` instead of writing out of bounds.
 """
 from cython cimport floating
+from cython.parallel cimport prange
 from _blas cimport gemm_rm, gemm_kernel_name, bf16_kernel_name, fnn_bgemm_pack_full
 
 cdef extern from "gemm.h" nogil:
@@ -27,20 +28,32 @@ def _force_sw_rounding(bint sw):
     fnn_bf16_force_sw(sw)
 
 
-def pack_bf16(const float[:, ::1] B not None, bint trans, unsigned short[::1] out not None):
+def pack_bf16(const float[:, ::1] B not None, bint trans, unsigned short[::1] out not None,
+              int num_threads=1):
     """out <- op(B) (K, N) rounded to bfloat16 and packed for the bfloat16 GEMM's B operand (op(B)
     is B, or B's transpose when ``trans``): a layer's weights, converted once per step and reused
-    by every block of its GEMMs. ``out`` has :func:`packed_bf16_size` (K, N) values."""
+    by every block of its GEMMs. ``out`` has :func:`packed_bf16_size` (K, N) values. The panels
+    of 32 columns are shared among ``num_threads`` OpenMP threads (each panel is the same
+    whichever thread packs it)."""
     cdef Py_ssize_t K = B.shape[1] if trans else B.shape[0]
     cdef Py_ssize_t N = B.shape[0] if trans else B.shape[1]
+    cdef Py_ssize_t brs = 1 if trans else B.shape[1], bcs = B.shape[1] if trans else 1
+    cdef Py_ssize_t Kp = (K + 31) // 32 * 32, npan = (N + 31) // 32
+    cdef Py_ssize_t per = 4, ng, i, j0, nc
     if out.shape[0] != packed_bf16_size(K, N):
         raise ValueError(f"pack_bf16: out has {out.shape[0]} values, a ({K}, {N}) matrix needs "
                          f"{packed_bf16_size(K, N)}")
+    if num_threads < 1:
+        raise ValueError(f"pack_bf16: num_threads must be >= 1, got {num_threads}")
     if K == 0 or N == 0:
         return
+    ng = (npan + per - 1) // per  # groups of 4 panels (128 columns)
     with nogil:
-        fnn_bgemm_pack_full(K, N, &B[0, 0], 1 if trans else B.shape[1],
-                            B.shape[1] if trans else 1, &out[0])
+        for i in prange(ng, num_threads=num_threads, schedule='static',
+                        use_threads_if=K * N >= 65536):
+            j0 = i * per * 32
+            nc = N - j0 if N - j0 < per * 32 else per * 32
+            fnn_bgemm_pack_full(K, nc, &B[0, 0] + j0 * bcs, brs, bcs, &out[0] + j0 * Kp)
 
 
 def gemm(const floating[:, ::1] A not None, const floating[:, ::1] B not None,

@@ -155,6 +155,11 @@ def test_packing_rounds_alike_with_either_instruction_set(K, N, trans):
     finally:
         _gemm._force_sw_rounding(False)
     assert np.array_equal(auto, sw)
+    threads = np.full_like(auto, 7)
+    _gemm.pack_bf16(B, trans, threads, 2)  # panels shared among threads: the same values
+    assert np.array_equal(auto, threads)
+    with pytest.raises(ValueError, match="num_threads"):
+        _gemm.pack_bf16(B, trans, threads, 0)
 
 
 @pytest.mark.parametrize("K,N", [(1, 1), (40, 70), (600, 33), (1100, 512)])

@@ -9,6 +9,7 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
 from .. import _gemm
+from .._config import get_num_threads
 from .. import _validation as V
 from .. import activations as act
 from .. import init as initializers
@@ -176,7 +177,7 @@ class Layer:
             return None
         K, N = (W.shape[1], W.shape[0]) if trans else W.shape
         buf = self._buffer(key, (_gemm.packed_bf16_size(K, N),), np.uint16)
-        _gemm.pack_bf16(W, trans, buf)
+        _gemm.pack_bf16(W, trans, buf, get_num_threads())
         return buf
 
     def _check_input(self, X: Any, name: str = "X") -> np.ndarray:
