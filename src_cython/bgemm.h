@@ -535,8 +535,37 @@ static inline void fnn_bukr(int level, ptrdiff_t mr, ptrdiff_t kcp, const uint16
 }
 
 /* C[ic:ic+mr, j:j+nr] (or, ctrans, its transpose at C[j ldc + i]) = / += Ct */
+#ifdef FNN_GEMM_X86
+/* the transposed store of Ct through 16 x 16 in-register transposes */
+__attribute__((target("avx512f"))) static void
+fnn_bgemm_store_t_avx512(const float *Ct, ptrdiff_t mr, ptrdiff_t nr, int acc, float *C,
+                         ptrdiff_t ldc) {
+    for (ptrdiff_t i0 = 0; i0 < mr; i0 += 16) {
+        const ptrdiff_t il = mr - i0;
+        const __mmask16 m = il >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << il) - 1u);
+        for (ptrdiff_t j0 = 0; j0 < nr; j0 += 16) {
+            __m512 r[16];
+            for (int k = 0; k < 16; k++) r[k] = _mm512_loadu_ps(Ct + (i0 + k) * 32 + j0);
+            fnn_transpose16(r);  /* r[jj]: column j0 + jj of Ct, rows i0 .. i0 + 15 */
+            const ptrdiff_t jl = nr - j0 < 16 ? nr - j0 : 16;
+            for (ptrdiff_t jj = 0; jj < jl; jj++) {
+                float *cj = C + (j0 + jj) * ldc + i0;
+                _mm512_mask_storeu_ps(cj, m, acc ? _mm512_add_ps(_mm512_maskz_loadu_ps(m, cj), r[jj])
+                                                 : r[jj]);
+            }
+        }
+    }
+}
+#endif
+
 static inline void fnn_bgemm_store(const float *Ct, ptrdiff_t mr, ptrdiff_t nr, int acc, float *C,
                                    ptrdiff_t ldc, ptrdiff_t ic, ptrdiff_t j, int ctrans) {
+#ifdef FNN_GEMM_X86
+    if (ctrans && fnn_bf16_hw()) {  /* an AVX-512 CPU (fnn_bf16_hw implies it) */
+        fnn_bgemm_store_t_avx512(Ct, mr, nr, acc, C + j * ldc + ic, ldc);
+        return;
+    }
+#endif
     if (ctrans) {
         float *c = C + j * ldc + ic;
         for (ptrdiff_t jj = 0; jj < nr; jj++) {
