@@ -129,8 +129,9 @@ def backward(const floating[:, ::1] X not None, const floating[:, ::1] W not Non
     cdef Py_ssize_t dxb = K if dx_by_cols else N
     cdef Py_ssize_t dxn = 1 if need_dx else 0
     # dW (K, M) = X^T dZ: one block, or two without dX; split the smaller packing
-    # (dZ is N x M, X is N x K)
-    cdef Py_ssize_t dw_blocks = 1 if need_dx else 2
+    # (dZ is N x M, X is N x K). In bfloat16 always two: dW's float32 output then costs far
+    # more than the dX task beside it (a split changes no bit: every C element is summed alike)
+    cdef Py_ssize_t dw_blocks = 1 if need_dx and not bf16 else 2
     cdef bint dw_by_cols = M >= K
     cdef Py_ssize_t dwb = block_size(M, 16, dw_blocks) if dw_by_cols else block_size(K, 8, dw_blocks)
     cdef Py_ssize_t dwn = ((M if dw_by_cols else K) + dwb - 1) // dwb
