@@ -556,13 +556,14 @@ FNN_BF16_TARGET static inline __m512i fnn_cvt32_bf16(__m512 lo, __m512 hi) {
     return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
 }
 
+/* positions p0 .. p0 + n of the block's rows g0 .. g0 + rows, into col's rows 0 .. n */
 FNN_BF16_TARGET static void
 fnn_im2col_bf16(const float *X, uint16_t *col, ptrdiff_t ld, const fnn_conv_geom *g,
-                ptrdiff_t g0, ptrdiff_t rows) {
+                ptrdiff_t g0, ptrdiff_t rows, ptrdiff_t p0, ptrdiff_t n) {
     const ptrdiff_t run = g->kw * g->C, npos = rows * g->Wo;
-    for (ptrdiff_t p = 0; p < npos; p++) {
+    for (ptrdiff_t p = 0; p < n; p++) {
         fnn_conv_pos q;
-        fnn_conv_pos_at(X, g, g0, npos, p, &q);
+        fnn_conv_pos_at(X, g, g0, npos, p0 + p, &q);
         uint16_t *dst = col + p * ld;
         for (ptrdiff_t i = 0; i < g->kh; i++, dst += run) {
             const float *src = NULL;
@@ -581,6 +582,24 @@ fnn_im2col_bf16(const float *X, uint16_t *col, ptrdiff_t ld, const fnn_conv_geom
         }
         for (ptrdiff_t k = g->K; k < ld; k++) col[p * ld + k] = 0;
     }
+}
+
+/* The forward of one block of output rows in bfloat16 onto out (bias-filled, (rows Wo) x M):
+ * 32 positions at a time, their im2col written into buf (32 x ld bfloat16, small enough to stay
+ * in L1) and multiplied by Wpk (fnn_bgemm_pack_full's panels of W, K x M) at once. Returns 0, or
+ * the GEMM's -1. */
+static int fnn_conv_forward_bf16(int level, const float *X, const fnn_conv_geom *g, ptrdiff_t g0,
+                                 ptrdiff_t rows, const uint16_t *Wpk, ptrdiff_t ld, uint16_t *buf,
+                                 float *out) {
+    const ptrdiff_t npos = rows * g->Wo;
+    for (ptrdiff_t p0 = 0; p0 < npos; p0 += 32) {
+        const ptrdiff_t n = npos - p0 < 32 ? npos - p0 : 32;
+        fnn_im2col_bf16(X, buf, ld, g, g0, rows, p0, n);
+        if (fnn_bgemm_vnni(level, n, g->M, g->K, NULL, 0, 0, buf, ld, Wpk, 32, ld * 32, 1,
+                           out + p0 * g->M, g->M, 0) != 0)
+            return -1;
+    }
+    return 0;
 }
 
 FNN_BF16_TARGET static void
