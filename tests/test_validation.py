@@ -339,3 +339,22 @@ def test_check_finite_opt_out():
     with pytest.raises(FloatingPointError, match="epoch 1"):
         m.fit(X, y, epochs=1, batch_size=40, verbose=0, shuffle=False, check_finite=False)
     np.testing.assert_array_equal(before[0]["weight"], m.layers[0].params["weight"])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_all_finite_is_exact_including_overflow(dtype):
+    """The one-pass check (a . a) decides like np.isfinite: NaN and both infinities anywhere are
+    found, and finite values whose squares overflow are still finite (the fallback)."""
+    from fastnn._validation import all_finite
+    big = np.finfo(dtype).max
+    a = np.linspace(-3, 3, 1001).astype(dtype).reshape(7, 11, 13)
+    assert all_finite(a)
+    assert all_finite(np.full((4, 5), big, dtype))  # the sum of squares overflows
+    for bad in (np.nan, np.inf, -np.inf):
+        for i in (0, 500, a.size - 1):
+            b = a.copy()
+            b.flat[i] = bad
+            assert not all_finite(b)
+    b = np.full((4, 5), big, dtype)
+    b[3, 4] = np.nan
+    assert not all_finite(b)
