@@ -610,6 +610,22 @@ static void fnn_bgemm_pack_full(ptrdiff_t K, ptrdiff_t N, const float *B, ptrdif
     fnn_bgemm_pack_b(simd, K, N, Kp, B, brs, bcs, Bpk, 32, Kp * 32);
 }
 
+/* kc <= 32 rows of a K x N weight matrix W (row-major, the rows from a multiple of 32 on, kc < 32
+ * only for the last chunk) into both of its packings: the 16 pair rows they make in every panel
+ * of W's (Wpk: the chunk's pair rows of the first panel; panel stride Kp 32) and the panel of 32
+ * columns they make in W^T's (WTpk: that panel; Np = roundup(N, 32) rows). The rows past kc (up
+ * to 32) are zeros in both, as fnn_bgemm_pack_full writes them. */
+static void fnn_bgemm_pack_rows(ptrdiff_t kc, ptrdiff_t N, const float *W, ptrdiff_t Np,
+                                ptrdiff_t Kp, uint16_t *Wpk, uint16_t *WTpk) {
+    int simd = 0;
+#ifdef FNN_GEMM_X86
+    __builtin_cpu_init();
+    simd = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+#endif
+    fnn_bgemm_pack_b(simd, kc, N, 32, W, N, 1, Wpk, 32, Kp * 32);
+    fnn_bgemm_pack_b(simd, N, kc, Np, W, 1, N, WTpk, 32, Np * 32);
+}
+
 /* C (M x N, row-major, ldc) = (beta1 ? C : 0) + bf16(A) Bv, Bv a K x N matrix in the VNNI layout:
  * pair row q (K indices 2q, 2q + 1) of the 32-column block at Bv + (j / 32) pstride is at
  * q 2 ldb2, holding the pairs of its 32 columns (fnn_bgemm_pack_full's panels: ldb2 32, pstride

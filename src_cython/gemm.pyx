@@ -13,6 +13,8 @@ cdef extern from "gemm.h" nogil:
 cdef extern from "bgemm.h" nogil:
     int fnn_round_bf16_array(const float *x, float *y, Py_ssize_t n, int simd)
     void fnn_bf16_force_sw(int sw)
+    void fnn_bgemm_pack_rows(Py_ssize_t kc, Py_ssize_t N, const float *W, Py_ssize_t Np,
+                             Py_ssize_t Kp, unsigned short *Wpk, unsigned short *WTpk)
 
 
 def packed_bf16_size(Py_ssize_t K, Py_ssize_t N):
@@ -54,6 +56,32 @@ def pack_bf16(const float[:, ::1] B not None, bint trans, unsigned short[::1] ou
             j0 = i * per * 32
             nc = N - j0 if N - j0 < per * 32 else per * 32
             fnn_bgemm_pack_full(K, nc, &B[0, 0] + j0 * bcs, brs, bcs, &out[0] + j0 * Kp)
+
+
+def pack_bf16_pair(const float[:, ::1] W not None, unsigned short[::1] Wpk not None,
+                   unsigned short[::1] WTpk not None, int num_threads=1):
+    """Wpk <- W (K, N) and WTpk <- W^T (N, K), both as :func:`pack_bf16` packs them (the same
+    values), from one read of W: 32 rows of W at a time, which are both 16 pair rows of every
+    panel of Wpk and one panel of WTpk (a layer's weights for its forward and its dX). The
+    chunks of 32 rows are shared among ``num_threads`` OpenMP threads."""
+    cdef Py_ssize_t K = W.shape[0], N = W.shape[1]
+    cdef Py_ssize_t Kp = (K + 31) // 32 * 32, Np = (N + 31) // 32 * 32
+    cdef Py_ssize_t nchunk = Kp // 32, c, r0, kc
+    if Wpk.shape[0] != packed_bf16_size(K, N) or WTpk.shape[0] != packed_bf16_size(N, K):
+        raise ValueError(f"pack_bf16_pair: Wpk has {Wpk.shape[0]} values and WTpk "
+                         f"{WTpk.shape[0]}, a ({K}, {N}) matrix needs "
+                         f"{packed_bf16_size(K, N)} for each")
+    if num_threads < 1:
+        raise ValueError(f"pack_bf16_pair: num_threads must be >= 1, got {num_threads}")
+    if K == 0 or N == 0:
+        return
+    with nogil:
+        for c in prange(nchunk, num_threads=num_threads, schedule='static',
+                        use_threads_if=K * N >= 65536):
+            r0 = c * 32
+            kc = K - r0 if K - r0 < 32 else 32
+            fnn_bgemm_pack_rows(kc, N, &W[0, 0] + r0 * N, Np, Kp,
+                                &Wpk[0] + r0 * 32, &WTpk[0] + r0 * Np)
 
 
 def gemm(const floating[:, ::1] A not None, const floating[:, ::1] B not None,

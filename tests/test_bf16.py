@@ -162,6 +162,23 @@ def test_packing_rounds_alike_with_either_instruction_set(K, N, trans):
         _gemm.pack_bf16(B, trans, threads, 0)
 
 
+@pytest.mark.parametrize("K,N", [(1, 1), (33, 70), (100, 31), (576, 64), (3136, 512)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_pack_pair_gives_both_packings_from_one_read(K, N, threads):
+    """pack_bf16_pair (a layer's W for the forward and W^T for dX, 32 rows of W at a time) writes
+    exactly what pack_bf16 writes for each, zero padding included."""
+    W = np.random.default_rng(K + N).standard_normal((K, N)).astype(np.float32)
+    want = np.empty(_gemm.packed_bf16_size(K, N), np.uint16)
+    want_t = np.empty(_gemm.packed_bf16_size(N, K), np.uint16)
+    _gemm.pack_bf16(W, False, want)
+    _gemm.pack_bf16(W, True, want_t)
+    got, got_t = np.full_like(want, 7), np.full_like(want_t, 7)
+    _gemm.pack_bf16_pair(W, got, got_t, threads)
+    assert np.array_equal(got, want) and np.array_equal(got_t, want_t)
+    with pytest.raises(ValueError, match="pack_bf16_pair"):
+        _gemm.pack_bf16_pair(W, got[:-1], got_t)
+
+
 @pytest.mark.parametrize("K,N", [(1, 1), (40, 70), (600, 33), (1100, 512)])
 @pytest.mark.parametrize("trans", [False, True])
 def test_packed_weights_give_the_same_bits(kernel, K, N, trans):

@@ -180,6 +180,30 @@ class Layer:
         _gemm.pack_bf16(W, trans, buf, get_num_threads())
         return buf
 
+    def _packed_bf16_weight(self, W: np.ndarray, training: bool) -> np.ndarray | None:
+        """The forward's packed W (K, N) under the mixed_bfloat16 policy (else None). In training,
+        when an input gradient will follow, W^T is packed from the same read of W and kept for
+        :meth:`_packed_bf16_transposed` (the weights the forward used)."""
+        self.__dict__.pop("_wtpk_fresh", None)
+        if not self.compute_bf16 or W.dtype != np.float32:
+            return None
+        K, N = W.shape
+        if not (training and self.need_input_grad):
+            return self._packed_bf16("Wpk", W, False)
+        Wpk = self._buffer("Wpk", (_gemm.packed_bf16_size(K, N),), np.uint16)
+        WTpk = self._buffer("WTpk", (_gemm.packed_bf16_size(N, K),), np.uint16)
+        _gemm.pack_bf16_pair(W, Wpk, WTpk, get_num_threads())
+        self._wtpk_fresh = True
+        return Wpk
+
+    def _packed_bf16_transposed(self, W: np.ndarray) -> np.ndarray | None:
+        """The backward's packed W^T (N, K): the one the training forward packed, else packed
+        now (None outside the mixed_bfloat16 policy)."""
+        buf = self.__dict__.get("_buffers", {}).get("WTpk")
+        if self.__dict__.pop("_wtpk_fresh", False) and buf is not None:
+            return buf
+        return self._packed_bf16("WTpk", W, True)
+
     def _check_input(self, X: Any, name: str = "X") -> np.ndarray:
         """Layer-level check: X must be an ndarray whose per-sample shape fits this layer; it is
         converted (copied) to the layer's dtype and made C-contiguous if needed. A layer not built

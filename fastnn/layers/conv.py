@@ -179,7 +179,7 @@ class Conv2D(ParamLayer):
         pt, pb, pl, pr = self.pads(X.shape[1], X.shape[2])
         _conv.conv_forward(X, W2, b, A, col, kh, kw, sh, sw, pt, pl, self._kind, self.alpha, nt,
                            ph_end=pb, pw_end=pr, Z=self._Z, bf16=self.compute_bf16,
-                           Wpk=self._packed_bf16("Wpk", W2, False))
+                           Wpk=self._packed_bf16_weight(W2, training))
         self._X, self._A = X, A
         return A
 
@@ -211,5 +211,5 @@ class Conv2D(ParamLayer):
         _conv.conv_backward(X, W2, A, dA, dZ, dW2, db, dX, col, pdW, pdb, kh, kw, sh, sw, pt, pl,
                             self._kind, self.alpha, nt, ph_end=pb, pw_end=pr,
                             bf16=self.compute_bf16,
-                            WTpk=self._packed_bf16("WTpk", W2, True) if dX is not None else None)
+                            WTpk=self._packed_bf16_transposed(W2) if dX is not None else None)
         return dX

@@ -93,12 +93,12 @@ class Dense(ParamLayer):
         if self._kind >= 0:
             Zk = self._z_buffer(A.shape)  # gelu, silu: the kernel keeps the pre-activation
             _dense.forward(X, W, b, A, self._kind, self.alpha, nt, Zk, bf16=self.compute_bf16,
-                           Wpk=self._packed_bf16("Wpk", W, False))
+                           Wpk=self._packed_bf16_weight(W, training))
             self._Z = Zk
         else:  # softmax: logits, then a row softmax
             Z = self._buffer("Z", (N, self.out_features))
             _dense.forward(X, W, b, Z, act.IDENTITY, 0.0, nt, bf16=self.compute_bf16,
-                           Wpk=self._packed_bf16("Wpk", W, False))
+                           Wpk=self._packed_bf16_weight(W, training))
             _losses.softmax(Z, A, nt)
         self._X, self._A = X, A
         return A
@@ -118,5 +118,5 @@ class Dense(ParamLayer):
         W = self.params["weight"]
         _dense.backward(X, W, A, dA, dZ, self.grads["weight"], self.grads["bias"], dX, kind,
                         self.alpha, get_num_threads(), bf16=self.compute_bf16,
-                        WTpk=self._packed_bf16("WTpk", W, True) if dX is not None else None)
+                        WTpk=self._packed_bf16_transposed(W) if dX is not None else None)
         return dX
