@@ -494,8 +494,13 @@ fnn_bukr_amx(ptrdiff_t kcp, const uint16_t *Ap, ptrdiff_t lda, const uint16_t *B
 /* the same on a full 32 x 32 block of C itself (row stride ldc): C = / += A B, no Ct round trip */
 __attribute__((target("amx-tile,amx-bf16"))) static void
 fnn_bukr_amx_c(ptrdiff_t kcp, const uint16_t *Ap, ptrdiff_t lda, const uint16_t *Bp,
-               ptrdiff_t ldb2, float *C, ptrdiff_t ldc, int acc) {
-    if (acc) {
+               ptrdiff_t ldb2, float *C, ptrdiff_t ldc, int acc, const float *bias) {
+    if (bias) {  /* every row starts from the bias: a tile load with row stride 0 */
+        _tile_loadd(0, bias, 0);
+        _tile_loadd(1, bias + 16, 0);
+        _tile_loadd(2, bias, 0);
+        _tile_loadd(3, bias + 16, 0);
+    } else if (acc) {
         _tile_loadd(0, C, ldc * 4);
         _tile_loadd(1, C + 16, ldc * 4);
         _tile_loadd(2, C + 16 * ldc, ldc * 4);
@@ -559,7 +564,14 @@ fnn_bgemm_store_t_avx512(const float *Ct, ptrdiff_t mr, ptrdiff_t nr, int acc, f
 #endif
 
 static inline void fnn_bgemm_store(const float *Ct, ptrdiff_t mr, ptrdiff_t nr, int acc, float *C,
-                                   ptrdiff_t ldc, ptrdiff_t ic, ptrdiff_t j, int ctrans) {
+                                   ptrdiff_t ldc, ptrdiff_t ic, ptrdiff_t j, int ctrans,
+                                   const float *bias) {
+    if (bias) {  /* C = bias + Ct (not transposed) */
+        float *c = C + ic * ldc + j;
+        for (ptrdiff_t i = 0; i < mr; i++)
+            for (ptrdiff_t jj = 0; jj < nr; jj++) c[i * ldc + jj] = bias[jj] + Ct[i * 32 + jj];
+        return;
+    }
 #ifdef FNN_GEMM_X86
     if (ctrans && fnn_bf16_hw()) {  /* an AVX-512 CPU (fnn_bf16_hw implies it) */
         fnn_bgemm_store_t_avx512(Ct, mr, nr, acc, C + j * ldc + ic, ldc);
@@ -634,17 +646,21 @@ static void fnn_bgemm_pack_rows(ptrdiff_t kc, ptrdiff_t N, const float *W, ptrdi
  * columns K .. roundup(K, 32); rows up to roundup(M, 32) readable, those past M unused), or, when
  * A16 is NULL, float32 A[i ars + p acs], rounded here. The whole of K is summed in the kernel
  * (every C element is a function of K, the data and the kernel only), then stored or added in
- * float32. ctrans: C is stored transposed (C[i, j] at C[j ldc + i]). Returns 0, or -1 if a
- * buffer could not be allocated (C is then unchanged). */
-static int fnn_bgemm_vnni(int level, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A,
-                          ptrdiff_t ars, ptrdiff_t acs, const uint16_t *A16, ptrdiff_t lda16,
-                          const uint16_t *Bv, ptrdiff_t ldb2, ptrdiff_t pstride, int beta1,
-                          float *C, ptrdiff_t ldc, int ctrans) {
+ * float32. ctrans: C is stored transposed (C[i, j] at C[j ldc + i]). bias (N values, not with
+ * ctrans; NULL: none): C = bias (on every row) + bf16(A) Bv, beta1 ignored; the AMX kernel
+ * starts its tiles from it. Returns 0, or -1 if a buffer could not be allocated (C is then
+ * unchanged). fnn_bgemm_vnni: the same without a bias. */
+static int fnn_bgemm_vnni_bias(int level, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A,
+                               ptrdiff_t ars, ptrdiff_t acs, const uint16_t *A16,
+                               ptrdiff_t lda16, const uint16_t *Bv, ptrdiff_t ldb2,
+                               ptrdiff_t pstride, int beta1, const float *bias, float *C,
+                               ptrdiff_t ldc, int ctrans) {
     if (M <= 0 || N <= 0) return 0;
     const ptrdiff_t Kp = (K + 31) / 32 * 32;
     if (K <= 0) {
-        for (ptrdiff_t i = 0; i < M && !beta1; i++)
-            for (ptrdiff_t j = 0; j < N; j++) C[ctrans ? j * ldc + i : i * ldc + j] = 0.0f;
+        for (ptrdiff_t i = 0; i < M && (!beta1 || bias); i++)
+            for (ptrdiff_t j = 0; j < N; j++)
+                C[ctrans ? j * ldc + i : i * ldc + j] = bias ? bias[j] : 0.0f;
         return 0;
     }
     /* row groups of A: as many 32-row blocks as fit ~512 KiB of bfloat16 */
@@ -689,15 +705,16 @@ static int fnn_bgemm_vnni(int level, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, cons
                 const uint16_t *bp = Bv + (j0 / 32) * pstride;
 #ifdef FNN_GEMM_X86
                 if (level == FNN_BF16_AMX && !ctrans && mr == 32 && nr == 32) {
-                    /* C's block starts from C itself when accumulating: C + p1 + p2 + ..., a
-                     * function of K, the data and the kernel as before */
+                    /* C's block starts from C itself when accumulating (or from the bias):
+                     * C + p1 + p2 + ..., a function of K, the data and the kernel as before */
                     fnn_bukr_amx_c(Kp, Ag + i * lda, lda, bp, ldb2, C + (g0 + i) * ldc + j0, ldc,
-                                   beta1);
+                                   beta1, bias ? bias + j0 : NULL);
                     continue;
                 }
 #endif
                 fnn_bukr(level, mr, Kp, Ag + i * lda, lda, bp, ldb2, Ct);
-                fnn_bgemm_store(Ct, mr, nr, beta1, C, ldc, g0 + i, j0, ctrans);
+                fnn_bgemm_store(Ct, mr, nr, beta1, C, ldc, g0 + i, j0, ctrans,
+                                bias ? bias + j0 : NULL);
             }
         }
     }
@@ -705,6 +722,14 @@ static int fnn_bgemm_vnni(int level, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, cons
     if (level == FNN_BF16_AMX) fnn_amx_end();
 #endif
     return 0;
+}
+
+static int fnn_bgemm_vnni(int level, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A,
+                          ptrdiff_t ars, ptrdiff_t acs, const uint16_t *A16, ptrdiff_t lda16,
+                          const uint16_t *Bv, ptrdiff_t ldb2, ptrdiff_t pstride, int beta1,
+                          float *C, ptrdiff_t ldc, int ctrans) {
+    return fnn_bgemm_vnni_bias(level, M, N, K, A, ars, acs, A16, lda16, Bv, ldb2, pstride, beta1,
+                               NULL, C, ldc, ctrans);
 }
 
 /* C (M x N, row-major, ldc) = (beta1 ? C : 0) + bf16(A) bf16(B), A[i, p] = A[i ars + p acs],

@@ -584,19 +584,19 @@ fnn_im2col_bf16(const float *X, uint16_t *col, ptrdiff_t ld, const fnn_conv_geom
     }
 }
 
-/* The forward of one block of output rows in bfloat16 onto out (bias-filled, (rows Wo) x M):
+/* The forward of one block of output rows in bfloat16: out ((rows Wo) x M) = bias + im2col W,
  * 32 positions at a time, their im2col written into buf (32 x ld bfloat16, small enough to stay
  * in L1) and multiplied by Wpk (fnn_bgemm_pack_full's panels of W, K x M) at once. Returns 0, or
  * the GEMM's -1. */
 static int fnn_conv_forward_bf16(int level, const float *X, const fnn_conv_geom *g, ptrdiff_t g0,
-                                 ptrdiff_t rows, const uint16_t *Wpk, ptrdiff_t ld, uint16_t *buf,
-                                 float *out) {
+                                 ptrdiff_t rows, const uint16_t *Wpk, const float *bias,
+                                 ptrdiff_t ld, uint16_t *buf, float *out) {
     const ptrdiff_t npos = rows * g->Wo;
     for (ptrdiff_t p0 = 0; p0 < npos; p0 += 32) {
         const ptrdiff_t n = npos - p0 < 32 ? npos - p0 : 32;
         fnn_im2col_bf16(X, buf, ld, g, g0, rows, p0, n);
-        if (fnn_bgemm_vnni(level, n, g->M, g->K, NULL, 0, 0, buf, ld, Wpk, 32, ld * 32, 1,
-                           out + p0 * g->M, g->M, 0) != 0)
+        if (fnn_bgemm_vnni_bias(level, n, g->M, g->K, NULL, 0, 0, buf, ld, Wpk, 32, ld * 32, 0,
+                                bias, out + p0 * g->M, g->M, 0) != 0)
             return -1;
     }
     return 0;

@@ -79,8 +79,8 @@ cdef extern from "conv.h" nogil:
                                   Py_ssize_t n)
     void fnn_avgpool_f32(const float *X, float *Y, const Geom *g, Py_ssize_t g0, Py_ssize_t rows)
     int fnn_conv_forward_bf16(int level, const float *X, const Geom *g, Py_ssize_t g0,
-                              Py_ssize_t rows, const unsigned short *Wpk, Py_ssize_t ld,
-                              unsigned short *buf, float *out)
+                              Py_ssize_t rows, const unsigned short *Wpk, const float *bias,
+                              Py_ssize_t ld, unsigned short *buf, float *out)
     void fnn_im2col_vnni_bf16(const float *X, unsigned short *colv, Py_ssize_t ld, const Geom *g,
                               Py_ssize_t g0, Py_ssize_t rows, Py_ssize_t npos_pad)
     void fnn_avgpool_f64(const double *X, double *Y, const Geom *g, Py_ssize_t g0, Py_ssize_t rows)
@@ -390,9 +390,9 @@ def conv_forward(const floating[:, :, :, ::1] X not None, const floating[:, ::1]
                 conv_direct(Xp, Wp, bp, Ap, &g, g0, rows)
             elif c16:
                 # the block's im2col in bfloat16, taken by the GEMM as it is (no packing)
-                bias_rows(out, npos, g.M, bp)
-                fnn_conv_forward_bf16(level, <const float *>Xp, &g, g0, rows, wpk, ld16,
-                                      <unsigned short *>&col[tid, 0, 0], <float *>out)
+                fnn_conv_forward_bf16(level, <const float *>Xp, &g, g0, rows, wpk,
+                                      <const float *>bp, ld16, <unsigned short *>&col[tid, 0, 0],
+                                      <float *>out)
             else:
                 fnn_blas_single_enter()
                 bias_rows(out, npos, g.M, bp)

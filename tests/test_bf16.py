@@ -336,6 +336,7 @@ def test_conv_layer_matches_the_reference_with_rounded_inputs(kernel, name):
     layer = model.layers[0]
     layer.need_input_grad = True
     rng = np.random.default_rng(7)
+    layer.params["bias"][...] = rng.standard_normal(layer.out_channels)  # not the zeros of init
     X = rng.standard_normal((N,) + shape).astype(np.float32)
     Y = layer.forward(X, training=True).copy()
     dY = rng.standard_normal(Y.shape).astype(np.float32)
@@ -351,8 +352,9 @@ def test_conv_layer_matches_the_reference_with_rounded_inputs(kernel, name):
     G = round_bf16_ref(dY).reshape(-1, M).astype(np.float64)
     tol = 2.0 ** -20
 
-    Yref = col @ W + layer.params["bias"]
-    assert np.all(np.abs(Y.reshape(-1, M) - Yref) <= tol * (acol @ np.abs(W)) + 1e-30)
+    b = layer.params["bias"].astype(np.float64)
+    Yref = col @ W + b
+    assert np.all(np.abs(Y.reshape(-1, M) - Yref) <= tol * (acol @ np.abs(W) + np.abs(b)) + 1e-30)
     dW = layer.grads["weight"].reshape(-1, M)
     assert np.all(np.abs(dW - col.T @ G) <= tol * (acol.T @ np.abs(G)) + 1e-30)
     assert np.allclose(layer.grads["bias"], dY.reshape(-1, M).sum(0), rtol=1e-5, atol=1e-5)
