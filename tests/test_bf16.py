@@ -420,9 +420,11 @@ def test_training_is_bit_identical_at_any_thread_count():
     results = []
     for threads in (1, 2, 1):
         fastnn.set_num_threads(threads)
+        # the last convolution has 32 outputs: whole AMX blocks, started from the bias
         model = fastnn.Sequential([Conv2D(2, 8, 3, activation="relu"), MaxPool2D(2),
                                    Conv2D(8, 16, 3, stride=2, padding="same", activation="relu"),
-                                   Flatten(), Dense(144, 32, activation="relu"), Dense(32, 4)],
+                                   Conv2D(16, 32, 3, padding="same", activation="relu"),
+                                   Flatten(), Dense(288, 32, activation="relu"), Dense(32, 4)],
                                   dtype="mixed_bfloat16", seed=0)
         model.compile(optimizer=fastnn.Adam(1e-3), loss="softmax_cross_entropy")
         model.fit(X, y, epochs=2, batch_size=8, verbose=0, shuffle=False)
