@@ -295,6 +295,8 @@ static inline int fnn_bf16_hw(void) {
     }
     return fnn_bf16_hw_flag;
 }
+#else
+static inline void fnn_bf16_force_sw(int sw) { (void)sw; }  /* no AVX512_BF16 off x86 */
 #endif
 
 static void fnn_bgemm_pack_a(int simd, ptrdiff_t mr, ptrdiff_t kc, ptrdiff_t kcp, const float *A,

@@ -641,5 +641,20 @@ fnn_im2col_vnni_bf16(const float *X, uint16_t *colv, ptrdiff_t ld, const fnn_con
         for (ptrdiff_t k = g->K; k < ld; k++) row[k] = 0;
     }
 }
+#else
+/* not x86: never called (the bfloat16 kernel is the emulated one, whose callers keep the float32
+ * im2col); defined so that conv.pyx links */
+static int fnn_conv_forward_bf16(int level, const float *X, const fnn_conv_geom *g, ptrdiff_t g0,
+                                 ptrdiff_t rows, const uint16_t *Wpk, const float *bias,
+                                 ptrdiff_t ld, uint16_t *buf, float *out) {
+    (void)level; (void)X; (void)g; (void)g0; (void)rows; (void)Wpk; (void)bias; (void)ld;
+    (void)buf; (void)out;
+    return -1;
+}
+static void fnn_im2col_vnni_bf16(const float *X, uint16_t *colv, ptrdiff_t ld,
+                                 const fnn_conv_geom *g, ptrdiff_t g0, ptrdiff_t rows,
+                                 ptrdiff_t npos_pad) {
+    (void)X; (void)colv; (void)ld; (void)g; (void)g0; (void)rows; (void)npos_pad;
+}
 #endif
 #endif
