@@ -467,33 +467,8 @@ __attribute__((target("amx-tile"))) static void fnn_amx_begin(void) {
 
 __attribute__((target("amx-tile"))) static void fnn_amx_end(void) { _tile_release(); }
 
-/* all 32 rows of A are read (rows past the caller's mr must be readable; their results are not
- * used) */
-__attribute__((target("amx-tile,amx-bf16"))) static void
-fnn_bukr_amx(ptrdiff_t kcp, const uint16_t *Ap, ptrdiff_t lda, const uint16_t *Bp, ptrdiff_t ldb2,
-             float *Ct) {
-    _tile_zero(0);
-    _tile_zero(1);
-    _tile_zero(2);
-    _tile_zero(3);
-    for (ptrdiff_t p = 0; p < kcp; p += 32) {
-        const uint16_t *b = Bp + p * ldb2;
-        _tile_loadd(4, Ap + p, lda * 2);
-        _tile_loadd(5, Ap + 16 * lda + p, lda * 2);
-        _tile_loadd(6, b, ldb2 * 4);
-        _tile_loadd(7, b + 32, ldb2 * 4);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
-    }
-    _tile_stored(0, Ct, 128);
-    _tile_stored(1, Ct + 16, 128);
-    _tile_stored(2, Ct + 16 * 32, 128);
-    _tile_stored(3, Ct + 16 * 32 + 16, 128);
-}
-
-/* the same on a full 32 x 32 block of C itself (row stride ldc): C = / += A B, no Ct round trip */
+/* Ct or a full 32 x 32 block of C itself (row stride ldc) = / += A B: all 32 rows of A are read
+ * (rows past the caller's mr must be readable; their results are not used) */
 __attribute__((target("amx-tile,amx-bf16"))) static void
 fnn_bukr_amx_c(ptrdiff_t kcp, const uint16_t *Ap, ptrdiff_t lda, const uint16_t *Bp,
                ptrdiff_t ldb2, float *C, ptrdiff_t ldc, int acc, const float *bias) {
@@ -528,6 +503,12 @@ fnn_bukr_amx_c(ptrdiff_t kcp, const uint16_t *Ap, ptrdiff_t lda, const uint16_t 
     _tile_stored(1, C + 16, ldc * 4);
     _tile_stored(2, C + 16 * ldc, ldc * 4);
     _tile_stored(3, C + 16 * ldc + 16, ldc * 4);
+}
+
+__attribute__((target("amx-tile,amx-bf16"))) static void
+fnn_bukr_amx(ptrdiff_t kcp, const uint16_t *Ap, ptrdiff_t lda, const uint16_t *Bp, ptrdiff_t ldb2,
+             float *Ct) {
+    fnn_bukr_amx_c(kcp, Ap, lda, Bp, ldb2, Ct, 32, 0, NULL);
 }
 #endif
 
